@@ -1,0 +1,5 @@
+import sys
+
+from dali_mix.cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs dali-mix and everything it needs into a virtual environment (default ./.venv).
+# Idempotent: a second run reuses the environment and only checks that everything is there.
+#
+#   VENV=/path/to/venv      where to install (default: .venv beside this repo)
+#   TORCH_SPEC="torch==X torchvision==Y"   the torch build to install when none is present
+#                           (default: torch==2.14.1 torchvision==0.29.1). Bring your own CUDA
+#                           build by installing it into the venv first; it is then kept.
+#   EXTRAS=dev              pip extras of dali-mix to install (default: dev)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$here/.venv}"
+extras="${EXTRAS:-dev}"
+torch_spec="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+py="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    "${pip[@]}" $torch_spec
+fi
+"${pip[@]}" -e "$here[$extras]"
+"$venv/bin/python" -c "import dali_mix, nvidia.dali, torch; print('dali-mix', dali_mix.__version__, '| DALI', nvidia.dali.__version__, '| torch', torch.__version__)"
