@@ -6,11 +6,11 @@
 #   TORCH_SPEC="torch==X torchvision==Y"   the torch build to install when none is present
 #                           (default: torch==2.14.1 torchvision==0.29.1). Bring your own CUDA
 #                           build by installing it into the venv first; it is then kept.
-#   EXTRAS=dev              pip extras of dali-mix to install (default: dev)
+#   EXTRAS=dev              pip extras of dali-mix to install (default: dev; EXTRAS= for none)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$here/.venv}"
-extras="${EXTRAS:-dev}"
+extras="${EXTRAS-dev}"  # unset: dev extras; empty: none
 torch_spec="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 py="${PYTHON:-python3}"
 
@@ -23,5 +23,7 @@ if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     "${pip[@]}" $torch_spec
 fi
-"${pip[@]}" -e "$here[$extras]"
+target="$here"
+[ -n "$extras" ] && target="$here[$extras]"
+"${pip[@]}" -e "$target"
 "$venv/bin/python" -c "import dali_mix, nvidia.dali, torch; print('dali-mix', dali_mix.__version__, '| DALI', nvidia.dali.__version__, '| torch', torch.__version__)"
