@@ -1,6 +1,27 @@
 """dali-mix: mixed-sample data augmentation inside NVIDIA DALI pipelines.
 
-Import this inside your own ``@pipeline_def(enable_conditionals=True)`` and call the mixers on
-DataNodes; see README.md.
+Inside your own ``@pipeline_def(enable_conditionals=True)``::
+
+    import dali_mix as dm
+    recipe = dm.MixRecipe(methods=["mixup", "cutmix", "resizemix", "fmix"], num_classes=1000)
+    out = dm.random_mix(images, labels, recipe)     # images: CHW float, CPU or GPU
+    return out.outputs()                             # (images, targets (N, C) float32)
+
+Lower level: ``dm.pair`` then ``dm.mixup / cutmix / resizemix / fmix / cutout / random_erasing``
+(each returns the mixed images and the exact lambda), ``dm.dense_targets``.
 """
 __version__ = "0.1.0"
+
+from dali_mix.config import METHODS, MixRecipe  # noqa: E402
+from dali_mix.labels import dense_targets, scalar_labels  # noqa: E402
+from dali_mix.masks import FMixMaskBank, fmix_ranks  # noqa: E402
+from dali_mix.mix import MixResult, output_names, random_mix  # noqa: E402
+from dali_mix.mixers import cutmix, cutout, fmix, mixup, random_erasing, resizemix  # noqa: E402
+from dali_mix.pairing import Pairs, pair  # noqa: E402
+from dali_mix.select import choose, select  # noqa: E402
+
+__all__ = [
+    "METHODS", "MixRecipe", "MixResult", "Pairs", "FMixMaskBank", "choose", "cutmix", "cutout",
+    "dense_targets", "fmix", "fmix_ranks", "mixup", "output_names", "pair", "random_erasing",
+    "random_mix", "resizemix", "scalar_labels", "select",
+]

@@ -1,0 +1,35 @@
+"""Soft targets for mixed batches, built in the DALI graph.
+
+Dense: target = (1 - eps) * (lam * onehot(y_a) + (1 - lam) * onehot(y_b)) + eps / C, float32
+(N, C): non-negative, rows sum to 1, minimum eps / C (timm's `mixup_target` with smoothing).
+When y_a == y_b the row is the (smoothed) one-hot of that class, whatever lam.
+Sparse: (y_a int64, y_b int64, lam float32) per sample, for very many classes; the loss combines
+lam * CE(y_a) + (1 - lam) * CE(y_b) with the same smoothing (`dali_mix.torch.losses`).
+
+`fn.one_hot` turns a label >= C into an all-zero row without a word; the torch loader checks
+every batch (`dali_mix.torch.Loader` with `num_classes`), and pipelines built from a file tree
+validate labels against the class count when they are built.
+"""
+from __future__ import annotations
+
+from nvidia.dali import fn, types
+
+
+def scalar_labels(labels):
+    """Labels of any per-sample shape with one element ((), (1,)) -> int64 scalars (CPU)."""
+    return fn.cast(fn.reshape(labels, shape=[]), dtype=types.INT64)
+
+
+def dense_targets(labels_a, labels_b, lam, num_classes: int, smoothing: float = 0.0):
+    """(N, num_classes) float32 soft targets, see the module docstring. All inputs on the CPU."""
+    check_smoothing(smoothing)
+    off = float(smoothing) / num_classes
+    on = 1.0 - float(smoothing)
+    a = fn.one_hot(labels_a, num_classes=int(num_classes), dtype=types.FLOAT)
+    b = fn.one_hot(labels_b, num_classes=int(num_classes), dtype=types.FLOAT)
+    return (a * lam + b * (1.0 - lam)) * on + off
+
+
+def check_smoothing(smoothing: float) -> None:
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")

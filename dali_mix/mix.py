@@ -1,0 +1,130 @@
+"""Recipe-driven mixing: pair the batch, pick a method per sample or batch, mix, build targets.
+
+This is what a user calls inside their own `@pipeline_def(enable_conditionals=True)`:
+
+    out = dali_mix.random_mix(images, labels, recipe)
+    return out.outputs()          # (images, targets) or, sparse, (images, y_a, y_b, lam)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from nvidia.dali.pipeline import Pipeline
+
+from dali_mix import mixers
+from dali_mix._graph import image_hw, to_float
+from dali_mix.config import MixRecipe
+from dali_mix.labels import dense_targets, scalar_labels
+from dali_mix.masks import FMixMaskBank, fmix_ranks
+from dali_mix.pairing import pair
+from dali_mix.select import choose, select
+
+
+class MixResult(NamedTuple):
+    """DataNodes of a mixed batch.
+
+    images: mixed images, layout/device of the input (float32 for float input).
+    targets: (N, C) float32 soft targets (dense recipes) or None (sparse).
+    labels_a, labels_b: int64 CPU scalars, own and partner labels.
+    lam: float32 CPU scalar, weight of labels_a (1.0 for unmixed samples).
+    method: int32 CPU scalar, index into `recipe.candidates`, or len(candidates) for "not mixed".
+    """
+
+    images: object
+    targets: object
+    labels_a: object
+    labels_b: object
+    lam: object
+    method: object
+    recipe: MixRecipe
+
+    def outputs(self) -> tuple:
+        """Pipeline outputs for `dali_mix.torch.Loader`: see `output_names(recipe)`."""
+        if self.recipe.target == "dense":
+            return self.images, self.targets
+        return self.images, self.labels_a, self.labels_b, self.lam
+
+
+def output_names(recipe: MixRecipe) -> list[str]:
+    """Names of `MixResult.outputs()`, in order, for a DALI iterator's `output_map`."""
+    if recipe.target == "dense":
+        return ["images", "targets"]
+    return ["images", "labels_a", "labels_b", "lam"]
+
+
+def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | None = None) -> MixResult:
+    """Mix a batch as `recipe` says (RandomMix when it has several candidates).
+
+    Args:
+        images: batch of images, layout `recipe.layout`, CPU or GPU, float (after normalisation;
+            with several candidates all branches must agree on dtype, and Mixup/FMix give float32).
+        labels: int labels per sample (CPU), shape () or (1,), as readers produce them.
+        recipe: a validated MixRecipe.
+        fmix_bank: mask source for FMix; made from the recipe when None (size `recipe.fmix_size`
+            or 224x224, batch size from the current pipeline).
+    """
+    labels_a = scalar_labels(labels)
+    names = recipe.candidates
+    if not recipe.mixes:
+        lam = to_float(labels_a * 0 + 1)
+        targets = _targets(labels_a, labels_a, lam, recipe)
+        return MixResult(images, targets, labels_a, labels_a, lam, labels_a * 0 + len(names), recipe)
+
+    pairs = pair(images, labels_a, no_self_pairs=recipe.no_self_pairs)
+    ranks = None
+    if "fmix" in names:
+        if fmix_bank is None:
+            fmix_bank = default_fmix_bank(recipe)
+        ranks = fmix_ranks(fmix_bank)
+    method = choose(recipe.weights, prob=recipe.prob, mode=recipe.mode)
+    ops = [_method_op(name, recipe) for name in names]
+    if recipe.prob < 1.0:
+        ops.append(_unchanged)
+    args = (images, pairs.images_b) if ranks is None else (images, pairs.images_b, ranks)
+    mixed, lam = select(ops, method, *args)
+    if method is None:
+        method = labels_a * 0
+    targets = _targets(labels_a, pairs.labels_b, lam, recipe)
+    return MixResult(mixed, targets, labels_a, pairs.labels_b, lam, method, recipe)
+
+
+def default_fmix_bank(recipe: MixRecipe) -> FMixMaskBank:
+    """FMix mask bank for `recipe` in the current pipeline (its batch size)."""
+    pipe = Pipeline.current()
+    if pipe is None:
+        raise ValueError("random_mix with fmix must be called inside a pipeline definition")
+    return FMixMaskBank(recipe.fmix_size or (224, 224), pipe.max_batch_size,
+                        bank_size=recipe.fmix_bank_size, decay_power=recipe.fmix_decay_power,
+                        seed=recipe.seed)
+
+
+def _targets(labels_a, labels_b, lam, recipe: MixRecipe):
+    if recipe.target == "sparse":
+        return None
+    return dense_targets(labels_a, labels_b, lam, recipe.num_classes, recipe.label_smoothing)
+
+
+def _unchanged(images, other, *rest):
+    H, _ = image_hw(images, "CHW")
+    return images, to_float(H * 0 + 1)
+
+
+def _method_op(name: str, r: MixRecipe):
+    """A branch function (images, other[, ranks]) -> (mixed, lam) for method `name`."""
+    geo = {"layout": r.layout}
+    if name == "mixup":
+        return lambda x, o, *_: mixers.mixup(x, o, alpha=r.mixup_alpha)
+    if name == "cutmix":
+        return lambda x, o, *_: mixers.cutmix(x, o, alpha=r.cutmix_alpha, minmax=r.cutmix_minmax,
+                                              channels=r.channels, **geo)
+    if name == "resizemix":
+        return lambda x, o, *_: mixers.resizemix(x, o, scale=r.resizemix_scale, channels=r.channels, **geo)
+    if name == "fmix":
+        return lambda x, o, ranks: mixers.fmix(x, o, ranks, alpha=r.fmix_alpha, **geo)
+    if name == "cutout":
+        return lambda x, o, *_: mixers.cutout(x, n_holes=r.cutout_holes, length=r.cutout_length, **geo)
+    if name == "random_erasing":
+        return lambda x, o, *_: mixers.random_erasing(
+            x, p=r.erasing_prob, area=r.erasing_area, aspect=r.erasing_aspect,
+            fill=r.erasing_fill, channels=r.channels, **geo)
+    raise ValueError(f"unknown method {name!r}")
