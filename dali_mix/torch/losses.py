@@ -1,0 +1,32 @@
+"""Losses for mixed targets. All take logits (N, C) (any float dtype; computed in float32)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum_c targets[n, c] * log_softmax(logits)[n, c].
+
+    targets: (N, C) float32 soft targets (rows sum to 1), e.g. dense mixed targets from the
+    pipeline. Same as timm's `SoftTargetCrossEntropy`.
+    """
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits {tuple(logits.shape)}")
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(targets.float() * logp).sum(dim=-1).mean()
+
+
+def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor,
+                        lam: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Sparse-target loss: mean of lam * CE(y_a) + (1 - lam) * CE(y_b), with label smoothing.
+
+    labels_a, labels_b: (N,) int64 class ids; lam: (N,) float32. Equal to
+    `soft_target_cross_entropy` against the dense target with the same smoothing, without
+    building an (N, C) tensor (for very many classes).
+    """
+    logits = logits.float()
+    ce_a = F.cross_entropy(logits, labels_a.long(), reduction="none", label_smoothing=smoothing)
+    ce_b = F.cross_entropy(logits, labels_b.long(), reduction="none", label_smoothing=smoothing)
+    lam = lam.float().reshape(-1)
+    return (lam * ce_a + (1.0 - lam) * ce_b).mean()

@@ -1,0 +1,183 @@
+"""Complete train and val pipelines for image classification, CPU or GPU, with optional mixing.
+
+    built = train_pipeline("/data/imagenet/train", batch_size=256, image_size=224, device="gpu",
+                           device_id=local_rank, shard_id=rank, num_shards=world_size,
+                           recipe=dali_mix.MixRecipe(num_classes=1000))
+    loader = dali_mix.torch.Loader(built.pipe, built.output_map, built.reader_name,
+                                   num_classes=built.num_classes)
+
+Train: decode with random resized crop (scale, ratio) then resize to `image_size`, or, for small
+images, pad + random crop (`crop="pad"`); random horizontal flip; normalise; NCHW float32
+(float16 optional); then mixing with `recipe`. Val: decode, resize the shorter side to
+`image_size / crop_fraction` and centre-crop `image_size` (`crop="pad"`: resize to image_size,
+no crop); normalise; no randomness; every sample read exactly once per epoch, also when sharded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nvidia.dali import fn, pipeline_def, types
+
+import dali_mix as dm
+from pipelines.sources import Source, read, resolve_source
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+DEVICES = ("cpu", "gpu")
+
+
+@dataclass
+class BuiltPipeline:
+    """A pipeline and what a loader needs to know about it."""
+
+    pipe: object
+    output_map: list
+    reader_name: str
+    source: Source
+    num_classes: int
+    recipe: object = None
+    fmix_bank: object = None
+
+
+def _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if not (isinstance(num_shards, int) and num_shards >= 1 and isinstance(shard_id, int) and 0 <= shard_id < num_shards):
+        raise ValueError(f"shard_id must be in [0, num_shards) and num_shards >= 1, got shard_id={shard_id!r}, "
+                         f"num_shards={num_shards!r}")
+    if not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+
+
+def _source(data, num_classes):
+    source = data if isinstance(data, Source) else resolve_source(data)
+    n = num_classes if num_classes is not None else source.num_classes
+    if not n:
+        raise ValueError(f"data source {source.root!r} does not name its classes (no classes.txt): "
+                         "pass num_classes")
+    if source.labels and max(source.labels) >= n:
+        raise ValueError(f"num_classes={n} but the data source {source.root!r} has labels up to {max(source.labels)}")
+    return source, n
+
+
+def _device_args(device, device_id):
+    if device == "gpu":
+        return "mixed", (0 if device_id is None else device_id)
+    return "cpu", None
+
+
+def _normalise(images, *, mirror, dtype, crop=None):
+    kw = {} if crop is None else {"crop": (crop, crop)}
+    return fn.crop_mirror_normalize(
+        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout="CHW",
+        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mirror=mirror, **kw)
+
+
+def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,
+                   shard_id: int = 0, num_shards: int = 1, seed: int = 0, num_threads: int = 2,
+                   recipe: "dm.MixRecipe | None" = None, num_classes: int | None = None,
+                   crop: str = "random_resized", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), pad: int = 4,
+                   dtype: str = "float32", enable_checkpointing: bool = False,
+                   prefetch_queue_depth: int = 2, reader_name: str = "Reader") -> BuiltPipeline:
+    """Build the training pipeline (see module docstring).
+
+    Args:
+        data: ImageFolder root, DALI file list (.txt), webdataset shard(s)/dir/glob, or a Source.
+        batch_size: samples per batch per process; image_size: output side in pixels.
+        device: "cpu" (decode on the CPU, `device_id=None` allowed) or "gpu" (decoder "mixed").
+        shard_id, num_shards: this process's part of the data (global rank, world size).
+        seed: reader shuffling uses `seed` on every shard; augmentation uses seed + shard_id.
+        recipe: a MixRecipe, or None for no mixing (outputs then images, labels).
+        crop: "random_resized" (ImageNet style) or "pad" (pad by `pad` px + random crop, for
+            small images such as 28x28 / 32x32).
+        dtype: "float32" or "float16" images.
+    Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
+    """
+    _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
+    if crop not in ("random_resized", "pad"):
+        raise ValueError(f"crop must be 'random_resized' or 'pad', got {crop!r}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    s_lo, s_hi = float(scale[0]), float(scale[1])
+    if not 0 < s_lo <= s_hi <= 1:
+        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale!r}")
+    r_lo, r_hi = float(ratio[0]), float(ratio[1])
+    if not 0 < r_lo <= r_hi:
+        raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio!r}")
+    source, n_classes = _source(data, num_classes)
+    if recipe is not None:
+        if recipe.num_classes != n_classes:
+            raise ValueError(f"recipe.num_classes={recipe.num_classes} but the data has {n_classes} classes")
+        if recipe.layout != "CHW":
+            raise ValueError("the built-in pipelines produce CHW images: recipe.layout must be 'CHW'")
+        if "fmix" in recipe.candidates and recipe.fmix_size is None:
+            recipe = recipe.with_(fmix_size=(image_size, image_size))
+    decoder, dev_id = _device_args(device, device_id)
+    fmix_bank = None
+    if recipe is not None and "fmix" in recipe.candidates:
+        fmix_bank = dm.FMixMaskBank(recipe.fmix_size, batch_size, bank_size=recipe.fmix_bank_size,
+                                    decay_power=recipe.fmix_decay_power, seed=recipe.seed + seed)
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=dev_id,
+                  seed=seed * 1000 + shard_id + 1, enable_conditionals=True,
+                  enable_checkpointing=enable_checkpointing, prefetch_queue_depth=prefetch_queue_depth)
+    def pipe():
+        encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards,
+                               seed=seed, name=reader_name)
+        mirror = fn.random.coin_flip()
+        if crop == "random_resized":
+            images = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
+                                                   random_area=[s_lo, s_hi], random_aspect_ratio=[r_lo, r_hi])
+            images = fn.resize(images, size=[image_size, image_size])
+            images = _normalise(images, mirror=mirror, dtype=dtype)
+        else:
+            images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+            images = fn.resize(images, size=[image_size, image_size])
+            images = _normalise(images, mirror=mirror, dtype=dtype)
+            dy = fn.random.uniform(range=[-pad, pad + 1], dtype=types.INT32)
+            dx = fn.random.uniform(range=[-pad, pad + 1], dtype=types.INT32)
+            images = fn.slice(images, fn.cast(fn.stack(dy, dx), dtype=types.FLOAT),
+                              fn.cast(fn.stack(dy * 0 + image_size, dx * 0 + image_size), dtype=types.FLOAT),
+                              axis_names="HW", normalized_anchor=False, normalized_shape=False,
+                              out_of_bounds_policy="pad", fill_values=0)
+        if recipe is None:
+            return images, labels
+        out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank)
+        return out.outputs()
+
+    output_map = ["images", "labels"] if recipe is None else dm.output_names(recipe)
+    return BuiltPipeline(pipe(), output_map, reader_name, source, n_classes, recipe, fmix_bank)
+
+
+def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,
+                 shard_id: int = 0, num_shards: int = 1, num_threads: int = 2,
+                 num_classes: int | None = None, crop: str = "center", crop_fraction: float = 0.875,
+                 dtype: str = "float32", reader_name: str = "Reader") -> BuiltPipeline:
+    """Build the validation pipeline: outputs (images NCHW, labels int32 (N, 1)).
+
+    crop: "center" (resize shorter side to round(image_size / crop_fraction), centre crop) or
+    "pad"/"none" (resize to image_size x image_size, for small images). Deterministic.
+    """
+    _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
+    source, n_classes = _source(data, num_classes)
+    decoder, dev_id = _device_args(device, device_id)
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=dev_id, seed=0)
+    def pipe():
+        encoded, labels = read(source, train=False, shard_id=shard_id, num_shards=num_shards, name=reader_name)
+        images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+        if crop == "center":
+            images = fn.resize(images, resize_shorter=round(image_size / crop_fraction))
+            images = _normalise(images, mirror=0, dtype=dtype, crop=image_size)
+        else:
+            images = fn.resize(images, size=[image_size, image_size])
+            images = _normalise(images, mirror=0, dtype=dtype)
+        return images, labels
+
+    return BuiltPipeline(pipe(), ["images", "labels"], reader_name, source, n_classes)
