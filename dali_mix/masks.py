@@ -98,7 +98,10 @@ class FMixMaskBank:
         self.seed = int(seed) & 0x7FFFFFFF
         self.refresh = bool(refresh)
         self.device = device
-        self.iteration_offset = 0  # set by a resumed run: batches already consumed this epoch
+        # set by a resumed run: epochs done before this pipeline, and batches already consumed
+        # in the epoch the run resumes in (applies to this pipeline's first epoch only)
+        self.epoch_offset = 0
+        self.iteration_offset = 0
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmix-bank")
         self._banks: dict[int, Future] = {}
@@ -126,12 +129,15 @@ class FMixMaskBank:
 
     def indices(self, epoch: int, iteration: int) -> np.ndarray:
         """Bank indices for one batch, (batch_size,) int64, a pure function of the arguments."""
-        rng = np.random.default_rng([self.seed, epoch, iteration + self.iteration_offset])
+        rng = np.random.default_rng([self.seed, epoch, iteration])
         return rng.integers(0, self.bank_size, size=self.batch_size)
 
     def __call__(self, batch_info):
-        epoch = getattr(batch_info, "epoch_idx", 0)
+        local_epoch = getattr(batch_info, "epoch_idx", 0)
         iteration = getattr(batch_info, "iteration", int(batch_info) if np.isscalar(batch_info) else 0)
+        if local_epoch == 0:
+            iteration += self.iteration_offset
+        epoch = local_epoch + self.epoch_offset
         bank = self.bank(epoch)
         return [bank[i] for i in self.indices(epoch, iteration)]
 

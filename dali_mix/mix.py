@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import mixers
@@ -52,7 +53,8 @@ def output_names(recipe: MixRecipe) -> list[str]:
     return ["images", "labels_a", "labels_b", "lam"]
 
 
-def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | None = None) -> MixResult:
+def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | None = None,
+               enabled=None) -> MixResult:
     """Mix a batch as `recipe` says (RandomMix when it has several candidates).
 
     Args:
@@ -62,6 +64,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
         recipe: a validated MixRecipe.
         fmix_bank: mask source for FMix; made from the recipe when None (size `recipe.fmix_size`
             or 224x224, batch size from the current pipeline).
+        enabled: optional bool CPU scalar per sample (e.g. from an external source switching
+            mixing off for the last epochs); False samples are left unmixed (lam = 1).
     """
     labels_a = scalar_labels(labels)
     names = recipe.candidates
@@ -78,8 +82,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
         ranks = fmix_ranks(fmix_bank)
     method = choose(recipe.weights, prob=recipe.prob, mode=recipe.mode)
     ops = [_method_op(name, recipe) for name in names]
-    if recipe.prob < 1.0:
+    if recipe.prob < 1.0 or enabled is not None:
         ops.append(_unchanged)
+    if enabled is not None:
+        on = fn.cast(enabled, dtype=types.INT32)
+        chosen = labels_a * 0 if method is None else method
+        method = fn.cast(chosen * on + (1 - on) * (len(ops) - 1), dtype=types.INT32)
     args = (images, pairs.images_b) if ranks is None else (images, pairs.images_b, ranks)
     mixed, lam = select(ops, method, *args)
     if method is None:

@@ -81,8 +81,9 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                    shard_id: int = 0, num_shards: int = 1, seed: int = 0, num_threads: int = 2,
                    recipe: "dm.MixRecipe | None" = None, num_classes: int | None = None,
                    crop: str = "random_resized", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), pad: int = 4,
-                   dtype: str = "float32", enable_checkpointing: bool = False,
-                   prefetch_queue_depth: int = 2, reader_name: str = "Reader") -> BuiltPipeline:
+                   dtype: str = "float32", enable_checkpointing: bool = False, checkpoint=None,
+                   prefetch_queue_depth: int = 2, reader_name: str = "Reader",
+                   mix_enabled=None) -> BuiltPipeline:
     """Build the training pipeline (see module docstring).
 
     Args:
@@ -95,6 +96,11 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         crop: "random_resized" (ImageNet style) or "pad" (pad by `pad` px + random crop, for
             small images such as 28x28 / 32x32).
         dtype: "float32" or "float16" images.
+        enable_checkpointing, checkpoint: DALI checkpointing, and a checkpoint (from
+            `Pipeline.checkpoint()`) to restore the reader position and random state from.
+        mix_enabled: optional callable for `fn.external_source(batch=True, batch_info=True)`
+            returning a (batch_size,) bool array; False samples are not mixed (e.g. the last
+            epochs of a run, see `dali_mix.schedule.MixOffSchedule`).
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
     """
     _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
@@ -146,11 +152,15 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                               out_of_bounds_policy="pad", fill_values=0)
         if recipe is None:
             return images, labels
-        out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank)
+        enabled = None
+        if mix_enabled is not None:
+            enabled = fn.external_source(source=mix_enabled, batch=True, batch_info=True)
+        out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled)
         return out.outputs()
 
     output_map = ["images", "labels"] if recipe is None else dm.output_names(recipe)
-    return BuiltPipeline(pipe(), output_map, reader_name, source, n_classes, recipe, fmix_bank)
+    kw = {} if checkpoint is None else {"checkpoint": checkpoint}
+    return BuiltPipeline(pipe(**kw), output_map, reader_name, source, n_classes, recipe, fmix_bank)
 
 
 def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,

@@ -1,0 +1,143 @@
+"""Pieces of the reference trainer (train.py) that are not about pixels: process environment,
+model construction, learning-rate schedule, evaluation, RNG state, progress display."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torchvision
+
+
+@dataclass(frozen=True)
+class DistributedEnv:
+    """What torchrun sets: global rank, world size, local rank, processes on this node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+
+def distributed_env(environ=None) -> DistributedEnv:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE (all absent: one process)."""
+    env = os.environ if environ is None else environ
+    def get(name, default):
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise SystemExit(f"error: environment variable {name}={raw!r} is not an integer") from None
+    world = get("WORLD_SIZE", 1)
+    rank = get("RANK", 0)
+    local_rank = get("LOCAL_RANK", 0)
+    local_world = get("LOCAL_WORLD_SIZE", world)
+    if not 0 <= rank < world:
+        raise SystemExit(f"error: RANK={rank} outside [0, WORLD_SIZE={world})")
+    return DistributedEnv(rank, world, local_rank, local_world)
+
+
+def build_model(name: str, num_classes: int, small_images: bool = False) -> nn.Module:
+    """A torchvision classification model with `num_classes` outputs, randomly initialised.
+
+    small_images (inputs <= 64 px, e.g. 28x28 Fashion-MNIST): a ResNet-family 7x7 stride-2 stem
+    becomes a 3x3 stride-2 convolution (still followed by max-pooling: 28 -> 7 px), which keeps
+    the 2-core CPU demo at about 800 images/s; a stride-1 stem would cost 3.5x more.
+    """
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if small_images and isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool"):
+        out = model.conv1.out_channels
+        model.conv1 = nn.Conv2d(3, out, kernel_size=3, stride=2, padding=1, bias=False)
+    return model
+
+
+def cosine_lr(step: int, total: int, base_lr: float, warmup_steps: int) -> float:
+    """Linear warm-up from 0 to base_lr over `warmup_steps`, then cosine decay to 0 at `total`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return base_lr * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, *, channels_last=False, amp_dtype=None, world_size=1):
+    """(top-1 %, top-5 %, samples) over the whole val set, summed across ranks (each val sample is
+    read by exactly one rank, once)."""
+    model.eval()
+    stats = torch.zeros(3, dtype=torch.float64, device=device)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)
+        k = min(5, logits.shape[1])
+        top = logits.float().topk(k, dim=1).indices
+        stats[0] += (top[:, 0] == labels).sum()
+        stats[1] += (top == labels[:, None]).any(dim=1).sum()
+        stats[2] += labels.numel()
+    if world_size > 1:
+        dist.all_reduce(stats)
+    n = max(1.0, float(stats[2]))
+    return 100.0 * float(stats[0]) / n, 100.0 * float(stats[1]) / n, int(stats[2])
+
+
+def rng_state() -> dict:
+    """torch / numpy / python RNG states as tensors and plain data (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Progress:
+    """One-line progress display on stderr: redrawn in place on a terminal, else a line every 30 s."""
+
+    def __init__(self, total: int, title: str, enabled: bool = True):
+        self.total, self.title, self.enabled = total, title, enabled
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def update(self, done: int, **values) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if not self.tty and now - self.last < 30 and done < self.total:
+            return
+        if self.tty and now - self.last < 0.2 and done < self.total:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * done / max(1, self.total))
+        bar = "#" * filled + "." * (width - filled)
+        stats = " ".join(f"{k} {v:.4g}" for k, v in values.items())
+        line = f"{self.title} [{bar}] {done}/{self.total} {stats}"
+        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
