@@ -35,7 +35,6 @@ import torchvision
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
 from dali_mix.config import METHODS, PAIR_METHODS
-from dali_mix.schedule import MixOffSchedule
 from dali_mix.torch import Loader, mixed_cross_entropy, soft_target_cross_entropy
 from dali_mix.train_support import (
     Progress,
@@ -104,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--stop-after-steps", type=int, default=0, help="stop (as if killed) after N steps "
                    "in total, after saving a checkpoint: for testing resume")
     o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--evaluate", action="store_true", help="only evaluate the --resume checkpoint on the "
+                   "val data and print top-1/top-5")
+    o.add_argument("--step-log", default=None, help="append one JSON line per training step (loss, lr, "
+                   "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
     validate_args(args, p)
     return args
@@ -129,6 +132,8 @@ def validate_args(args, parser) -> None:
             fail(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
     if args.mix_off_epochs < 0:
         fail(f"--mix-off-epochs must be >= 0, got {args.mix_off_epochs}")
+    if args.evaluate and not args.resume:
+        fail("--evaluate needs --resume CHECKPOINT")
     if args.recipe is not None and not Path(args.recipe).is_file():
         fail(f"--recipe {args.recipe!r} does not exist")
     if args.data is not None and not Path(args.data).exists() and not any(c in args.data for c in "*?["):
@@ -256,31 +261,36 @@ def main(argv=None) -> int:
         resume = str(out_dir / "last.pt") if (out_dir / "last.pt").is_file() else None
     if resume:
         state = ckpt.load(resume)
-        if state.get("world_size", 1) != env.world_size:
+        if not args.evaluate and state.get("world_size", 1) != env.world_size:
             raise SystemExit(f"error: --resume {resume}: saved with {state.get('world_size')} processes, "
                              f"now {env.world_size}")
     start_epoch = state["epoch"] if state else 0
     step_in_epoch = state["step_in_epoch"] if state else 0
 
-    mix_off_from = epochs - args.mix_off_epochs if args.mix_off_epochs else None
-    switch = MixOffSchedule(batch_size, mix_off_from, epoch_offset=start_epoch) if mix_off_from is not None else None
-    built = train_pipeline(
-        train_source, batch_size=batch_size, image_size=image_size, device="gpu" if use_gpu else "cpu",
-        device_id=env.local_rank if use_gpu else None, shard_id=env.rank, num_shards=env.world_size,
-        seed=args.seed, num_threads=workers, recipe=recipe, num_classes=num_classes, crop=crop,
-        enable_checkpointing=True,
-        checkpoint=state["dali"][env.rank] if state else None,
-        mix_enabled=switch if recipe is not None else None)
-    if built.fmix_bank is not None and state:
-        built.fmix_bank.epoch_offset = start_epoch
-        built.fmix_bank.iteration_offset = step_in_epoch
-    train_loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=num_classes)
     val_built = val_pipeline(val_src, batch_size=batch_size, image_size=image_size,
                              device="gpu" if use_gpu else "cpu", device_id=env.local_rank if use_gpu else None,
                              shard_id=env.rank, num_shards=env.world_size, num_threads=workers,
                              num_classes=num_classes, crop="none" if crop == "pad" else "center")
     val_loader = Loader(val_built.pipe, val_built.output_map, val_built.reader_name, train=False,
                         num_classes=num_classes)
+    if args.evaluate:
+        model = build_model(state.get("model_name", args.model), num_classes, small_images=image_size <= 64)
+        model.load_state_dict(state["model"])
+        model.to(device)
+        top1, top5, n_val = evaluate(model, val_loader, device, world_size=env.world_size)
+        log(f"evaluate {resume}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n_val} imgs)")
+        return 0
+    mix_off_from = epochs - args.mix_off_epochs if args.mix_off_epochs else None
+    built = train_pipeline(
+        train_source, batch_size=batch_size, image_size=image_size, device="gpu" if use_gpu else "cpu",
+        device_id=env.local_rank if use_gpu else None, shard_id=env.rank, num_shards=env.world_size,
+        seed=args.seed, num_threads=workers, recipe=recipe, num_classes=num_classes, crop=crop,
+        enable_checkpointing=True,
+        checkpoint=state["dali"][env.rank] if state else None,
+        mix_off_from_epoch=mix_off_from if recipe is not None else None)
+    train_loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=num_classes)
+    built.clock.runs_per_epoch = train_loader.runs_per_epoch
+    # DALI restores the external sources' run counter with the checkpoint: no run_offset needed
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise SystemExit(f"error: the train shard has fewer samples than one batch ({batch_size})")
@@ -332,6 +342,7 @@ def main(argv=None) -> int:
                              out_dir / name)
 
     metrics_path = out_dir / "metrics.jsonl"
+    step_log = open(f"{args.step_log}.rank{env.rank}", "a") if args.step_log else None
     top1 = top5 = float("nan")
     for epoch in range(start_epoch, epochs):
         ddp.train()
@@ -359,6 +370,11 @@ def main(argv=None) -> int:
             seen += images.shape[0]
             loss_sum += loss.item()
             loss_n += 1
+            if step_log is not None:
+                step_log.write(json.dumps({"epoch": epoch, "step": i, "global_step": global_step,
+                                           "loss": loss.item(), "lr": lr,
+                                           "targets": target_checksum(batch[1:])}) + "\n")
+                step_log.flush()
             progress.update(i + 1, loss=loss_sum / loss_n, lr=lr, ips=seen * env.world_size / (time.time() - t0))
             if args.save_every and (i + 1) % args.save_every == 0 and i + 1 < steps_per_epoch:
                 save("last.pt", epoch, i + 1)
@@ -377,7 +393,7 @@ def main(argv=None) -> int:
         record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": round(top1, 3),
                   "val_top5": round(top5, 3), "val_samples": n_val, "images_per_s": round(ips, 1),
                   "lr": lr, "seconds": round(time.time() - t0, 1), "mixing": recipe is not None and
-                  (switch is None or switch.enabled(epoch))}
+                  (mix_off_from is None or epoch < mix_off_from)}
         log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f} | val top-1 {top1:.2f}% top-5 "
             f"{top5:.2f}% ({n_val} imgs) | {ips:.0f} images/s | {record['seconds']}s")
         if is_main:
@@ -411,6 +427,16 @@ def compute_loss(logits, rest, output_map, recipe, device):
         return soft_target_cross_entropy(logits, rest[0].to(device))
     ya, yb, lam = (rest[names.index(k)].to(device) for k in ("labels_a", "labels_b", "lam"))
     return mixed_cross_entropy(logits, ya, yb, lam, smoothing=recipe.label_smoothing)
+
+
+def target_checksum(rest) -> float:
+    """A number that changes when any target or label of the batch changes (for --step-log)."""
+    total = 0.0
+    for t in rest:
+        t = t.double().reshape(t.shape[0], -1)
+        weights = torch.arange(1, t.numel() + 1, dtype=torch.float64).reshape(t.shape)
+        total += float((t * weights).sum())
+    return total
 
 
 def reduce_mean(value: float, device, world_size: int) -> float:

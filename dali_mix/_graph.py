@@ -28,8 +28,14 @@ def image_hw(images, layout: str):
 
 
 def to_int(x):
-    """Cast a scalar DataNode to int32 (truncating toward zero)."""
+    """Cast an integer (or bool) scalar DataNode to int32. For floats use `floor_int`:
+    DALI's float -> int cast rounds to the nearest integer."""
     return fn.cast(x, dtype=types.INT32)
+
+
+def floor_int(x):
+    """floor(x) of a float scalar DataNode, as int32 (Python's int() for x >= 0)."""
+    return fn.cast(dmath.floor(x), dtype=types.INT32)
 
 
 def to_float(x):
@@ -45,7 +51,7 @@ def uniform(lo: float = 0.0, hi: float = 1.0):
 def randint_below(n):
     """One int32 per sample, uniform in [0, n) where `n` (>= 1) is an int32 DataNode."""
     u = uniform()
-    return dmath.min(to_int(dmath.floor(u * to_float(n))), n - 1)
+    return dmath.min(floor_int(u * to_float(n)), n - 1)
 
 
 def beta(alpha: float):

@@ -68,7 +68,7 @@ class FMixMaskBank:
     """Source of FMix rank images for `fn.external_source(..., batch=True, batch_info=True)`.
 
     Calling it with DALI's `BatchInfo` returns a list of `batch_size` rank images (h, w, 1)
-    chosen deterministically from (seed, epoch, iteration); the bank is remade each epoch in a
+    chosen deterministically from (seed, epoch, step); the bank is remade each epoch in a
     background thread (the next epoch's bank is prepared while the current one is in use).
 
     Args:
@@ -80,10 +80,13 @@ class FMixMaskBank:
         seed: base seed.
         refresh: remake the bank every epoch (False: one bank for the whole run).
         device: where torch.fft runs ("cpu" or "cuda").
+        clock: a `dali_mix.schedule.BatchClock` mapping DALI's run counter to (epoch, step);
+            without one, an "epoch" is `refresh_every` batches.
     """
 
     def __init__(self, size, batch_size: int, *, bank_size: int = 256, decay_power: float = 3.0,
-                 seed: int = 0, refresh: bool = True, device: str = "cpu"):
+                 seed: int = 0, refresh: bool = True, device: str = "cpu", clock=None,
+                 refresh_every: int = 1000):
         h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
         if h < 1 or w < 1:
             raise ValueError(f"fmix mask size must be positive, got {size!r}")
@@ -98,10 +101,11 @@ class FMixMaskBank:
         self.seed = int(seed) & 0x7FFFFFFF
         self.refresh = bool(refresh)
         self.device = device
-        # set by a resumed run: epochs done before this pipeline, and batches already consumed
-        # in the epoch the run resumes in (applies to this pipeline's first epoch only)
-        self.epoch_offset = 0
-        self.iteration_offset = 0
+        from dali_mix.schedule import BatchClock
+
+        # epochs come from the clock (set by the trainer to the reader's epoch length); a bank
+        # used without one is refreshed every `refresh_every` batches
+        self.clock = clock if clock is not None else BatchClock(int(refresh_every))
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmix-bank")
         self._banks: dict[int, Future] = {}
@@ -133,13 +137,9 @@ class FMixMaskBank:
         return rng.integers(0, self.bank_size, size=self.batch_size)
 
     def __call__(self, batch_info):
-        local_epoch = getattr(batch_info, "epoch_idx", 0)
-        iteration = getattr(batch_info, "iteration", int(batch_info) if np.isscalar(batch_info) else 0)
-        if local_epoch == 0:
-            iteration += self.iteration_offset
-        epoch = local_epoch + self.epoch_offset
+        epoch, step = self.clock.epoch_step(batch_info)
         bank = self.bank(epoch)
-        return [bank[i] for i in self.indices(epoch, iteration)]
+        return [bank[i] for i in self.indices(epoch, step)]
 
 
 def fmix_ranks(bank: FMixMaskBank, name: str | None = None):

@@ -20,7 +20,8 @@ import math
 from nvidia.dali import fn, types
 import nvidia.dali.math as dmath
 
-from dali_mix._graph import beta, check_layout, clamp, image_hw, randint_below, to_float, to_int, uniform
+from dali_mix._graph import (beta, check_layout, clamp, floor_int, image_hw, randint_below, to_float,
+                             to_int, uniform)
 from dali_mix.paste import paste
 
 _BOX_NOTE = "box clipped at the image borders; lam recomputed from the clipped area"
@@ -40,12 +41,13 @@ def mixup(images, other, *, alpha: float = 1.0, lam=None):
 
 
 def cutmix_box(images, *, alpha: float = 1.0, minmax=None, layout: str = "CHW"):
-    """Sample CutMix boxes as in the official code (clovaai `rand_bbox`) and timm.
+    """Sample CutMix boxes as the official code (clovaai `rand_bbox`) and timm do.
 
-    Without `minmax`: lam0 ~ Beta(alpha, alpha), box side = floor(sqrt(1 - lam0) * side); with
-    `minmax=(lo, hi)` (timm's `cutmix_minmax`): box height and width uniform integers in
-    [lo*H, hi*H) and [lo*W, hi*W). Centre uniform over the image; the box is clipped at the
-    borders.
+    Without `minmax`: lam0 ~ Beta(alpha, alpha), cut side = int(sqrt(1 - lam0) * side), centre
+    uniform over the image, box [c - cut//2, c + cut//2) clipped at the borders. With
+    `minmax=(lo, hi)` (timm's `cutmix_minmax`, `rand_bbox_minmax`): height and width are uniform
+    integers in [int(lo*H), int(hi*H)) and [int(lo*W), int(hi*W)), and the box is placed fully
+    inside the image (no clipping).
 
     Returns (y, x, h, w, lam): int32 CPU scalars (pixels) and the float32 lam = 1 - h*w/(H*W).
     """
@@ -54,20 +56,22 @@ def cutmix_box(images, *, alpha: float = 1.0, minmax=None, layout: str = "CHW"):
     if minmax is None:
         _check_positive("cutmix_alpha", alpha)
         cut = dmath.sqrt(1.0 - beta(alpha))
-        cut_h = to_int(to_float(H) * cut)
-        cut_w = to_int(to_float(W) * cut)
+        cut_h = floor_int(to_float(H) * cut)
+        cut_w = floor_int(to_float(W) * cut)
+        cy, cx = randint_below(H), randint_below(W)
+        y1 = clamp(cy - cut_h // 2, 0, H)
+        y2 = clamp(cy + cut_h // 2, 0, H)
+        x1 = clamp(cx - cut_w // 2, 0, W)
+        x2 = clamp(cx + cut_w // 2, 0, W)
+        h, w = y2 - y1, x2 - x1
     else:
         lo, hi = _check_minmax(minmax)
-        h_lo, h_hi = to_int(to_float(H) * lo), to_int(to_float(H) * hi)
-        w_lo, w_hi = to_int(to_float(W) * lo), to_int(to_float(W) * hi)
-        cut_h = h_lo + randint_below(dmath.max(h_hi - h_lo, 1))
-        cut_w = w_lo + randint_below(dmath.max(w_hi - w_lo, 1))
-    cy, cx = randint_below(H), randint_below(W)
-    y1 = clamp(cy - cut_h // 2, 0, H)
-    y2 = clamp(cy + cut_h // 2, 0, H)
-    x1 = clamp(cx - cut_w // 2, 0, W)
-    x2 = clamp(cx + cut_w // 2, 0, W)
-    h, w = y2 - y1, x2 - x1
+        h_lo, h_hi = floor_int(to_float(H) * lo), floor_int(to_float(H) * hi)
+        w_lo, w_hi = floor_int(to_float(W) * lo), floor_int(to_float(W) * hi)
+        h = h_lo + randint_below(dmath.max(h_hi - h_lo, 1))
+        w = w_lo + randint_below(dmath.max(w_hi - w_lo, 1))
+        y1 = randint_below(H - h + 1)
+        x1 = randint_below(W - w + 1)
     lam = 1.0 - to_float(h * w) / to_float(H * W)
     return y1, x1, h, w, lam
 
@@ -94,8 +98,8 @@ def resizemix(images, other, *, scale=(0.1, 0.8), layout: str = "CHW", channels:
     lo, hi = _check_scale("resizemix_scale", scale)
     H, W = image_hw(images, layout)
     tau = uniform(lo, hi)
-    h = dmath.max(to_int(to_float(H) * tau), 1)
-    w = dmath.max(to_int(to_float(W) * tau), 1)
+    h = dmath.max(floor_int(to_float(H) * tau), 1)
+    w = dmath.max(floor_int(to_float(W) * tau), 1)
     small = fn.resize(other, size=fn.stack(to_float(h), to_float(w)),
                       interp_type=types.INTERP_NN, antialias=False)
     y = randint_below(H - h + 1)
@@ -116,20 +120,22 @@ def fmix(images, other, ranks, *, alpha: float = 1.0, layout: str = "CHW"):
             `dali_mix.masks.fmix_ranks`. Resized (nearest) to the image size when they differ.
         alpha: lam ~ Beta(alpha, alpha).
 
-    The mask keeps the top k = floor(lam0*N + u) pixels (u ~ U(0, 1): the official code's
-    random ceil/floor), so its mean is within one pixel of lam0; the lam returned is the true
-    mask mean. Output float32.
+    The mask keeps the top k = floor(lam0*N + u) pixels of the bank mask (N pixels; u ~ U(0, 1):
+    the official code's random ceil/floor), so its mean is within one pixel of lam0 when the bank
+    has the image size (and within the resize error otherwise); the lam returned is the true
+    mean of the mask applied. Output float32.
     """
     check_layout(layout)
     _check_positive("fmix_alpha", alpha)
     H, W = image_hw(images, layout)
+    bank_shape = ranks.shape(dtype=types.INT32, device="cpu")
+    n = bank_shape[0] * bank_shape[1]  # ranks run over the bank mask's pixels
+    lam0 = beta(alpha)
+    k = clamp(floor_int(lam0 * to_float(n) + uniform()), 0, n)
     ranks = fn.resize(ranks, size=fn.stack(to_float(H), to_float(W)),
                       interp_type=types.INTERP_NN, antialias=False)
-    n = H * W
-    lam0 = beta(alpha)
-    k = clamp(to_int(dmath.floor(lam0 * to_float(n) + uniform())), 0, n)
-    mask = fn.cast(ranks < k, dtype=types.UINT8)  # (H, W, 1)
-    lam = fn.reductions.mean(mask, dtype=types.FLOAT)
+    mask = fn.cast(ranks < k, dtype=types.FLOAT)  # (H, W, 1) of 0.0 / 1.0
+    lam = fn.reductions.mean(mask)
     if layout == "CHW":
         mask = fn.reshape(mask, shape=fn.stack(k * 0 + 1, H, W), layout="CHW")
     if images.device == "gpu":
@@ -182,8 +188,8 @@ def random_erasing(images, *, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 1 /
     target = uniform(a_lo, a_hi) * to_float(H * W)
     ratio = dmath.exp(uniform(math.log(r_lo), math.log(r_hi)))
     applied = to_int(fn.random.coin_flip(probability=float(p)))
-    h = clamp(to_int(dmath.floor(dmath.sqrt(target * ratio) + 0.5)), 1, H) * applied
-    w = clamp(to_int(dmath.floor(dmath.sqrt(target / ratio) + 0.5)), 1, W) * applied
+    h = clamp(floor_int(dmath.sqrt(target * ratio) + 0.5), 1, H) * applied
+    w = clamp(floor_int(dmath.sqrt(target / ratio) + 0.5), 1, W) * applied
     y = randint_below(H - h + 1)
     x = randint_below(W - w + 1)
     if fill == "random":

@@ -2,6 +2,7 @@
 model construction, learning-rate schedule, evaluation, RNG state, progress display."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -64,7 +65,7 @@ def cosine_lr(step: int, total: int, base_lr: float, warmup_steps: int) -> float
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total - warmup_steps)
-    return base_lr * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+    return float(base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 @torch.no_grad()
@@ -95,7 +96,8 @@ def rng_state() -> dict:
     """torch / numpy / python RNG states as tensors and plain data (loadable with weights_only)."""
     np_state = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+             "numpy": [str(np_state[0]), torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                       int(np_state[3]), float(np_state[4])],
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

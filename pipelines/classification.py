@@ -14,11 +14,13 @@ no crop); normalise; no randomness; every sample read exactly once per epoch, al
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
+from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.sources import Source, read, resolve_source
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -37,12 +39,13 @@ class BuiltPipeline:
     num_classes: int
     recipe: object = None
     fmix_bank: object = None
+    clock: object = None  # dali_mix.schedule.BatchClock of the pipeline's external sources
 
 
 def _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 1:
         raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
@@ -83,7 +86,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                    crop: str = "random_resized", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), pad: int = 4,
                    dtype: str = "float32", enable_checkpointing: bool = False, checkpoint=None,
                    prefetch_queue_depth: int = 2, reader_name: str = "Reader",
-                   mix_enabled=None) -> BuiltPipeline:
+                   mix_off_from_epoch: int | None = None) -> BuiltPipeline:
     """Build the training pipeline (see module docstring).
 
     Args:
@@ -91,16 +94,18 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         batch_size: samples per batch per process; image_size: output side in pixels.
         device: "cpu" (decode on the CPU, `device_id=None` allowed) or "gpu" (decoder "mixed").
         shard_id, num_shards: this process's part of the data (global rank, world size).
-        seed: reader shuffling uses `seed` on every shard; augmentation uses seed + shard_id.
+        seed: reader shuffling uses `seed` on every shard (so shards stay disjoint); the
+            augmentation seed is seed * 1000 + shard_id + 1 (different on every shard).
         recipe: a MixRecipe, or None for no mixing (outputs then images, labels).
         crop: "random_resized" (ImageNet style) or "pad" (pad by `pad` px + random crop, for
             small images such as 28x28 / 32x32).
         dtype: "float32" or "float16" images.
         enable_checkpointing, checkpoint: DALI checkpointing, and a checkpoint (from
             `Pipeline.checkpoint()`) to restore the reader position and random state from.
-        mix_enabled: optional callable for `fn.external_source(batch=True, batch_info=True)`
-            returning a (batch_size,) bool array; False samples are not mixed (e.g. the last
-            epochs of a run, see `dali_mix.schedule.MixOffSchedule`).
+        mix_off_from_epoch: epoch (0-based) from which samples are no longer mixed (timm's
+            `mixup_off_epoch`), switched inside the running pipeline.
+        The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run
+        when FMix or `mix_off_from_epoch` is used, and `run_offset` on resume.
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
     """
     _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
@@ -124,11 +129,13 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             recipe = recipe.with_(fmix_size=(image_size, image_size))
     decoder, dev_id = _device_args(device, device_id)
     fmix_bank = None
+    clock = BatchClock()
     if recipe is not None and "fmix" in recipe.candidates:
         fmix_bank = dm.FMixMaskBank(recipe.fmix_size, batch_size, bank_size=recipe.fmix_bank_size,
-                                    decay_power=recipe.fmix_decay_power, seed=recipe.seed + seed)
+                                    decay_power=recipe.fmix_decay_power, seed=recipe.seed + seed,
+                                    clock=clock)
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=dev_id,
+    @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id,
                   seed=seed * 1000 + shard_id + 1, enable_conditionals=True,
                   enable_checkpointing=enable_checkpointing, prefetch_queue_depth=prefetch_queue_depth)
     def pipe():
@@ -144,8 +151,9 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
             images = fn.resize(images, size=[image_size, image_size])
             images = _normalise(images, mirror=mirror, dtype=dtype)
-            dy = fn.random.uniform(range=[-pad, pad + 1], dtype=types.INT32)
-            dx = fn.random.uniform(range=[-pad, pad + 1], dtype=types.INT32)
+            shifts = list(range(-pad, pad + 1))  # `values=`: exact integers (range= rounds floats)
+            dy = fn.random.uniform(values=shifts, dtype=types.INT32)
+            dx = fn.random.uniform(values=shifts, dtype=types.INT32)
             images = fn.slice(images, fn.cast(fn.stack(dy, dx), dtype=types.FLOAT),
                               fn.cast(fn.stack(dy * 0 + image_size, dx * 0 + image_size), dtype=types.FLOAT),
                               axis_names="HW", normalized_anchor=False, normalized_shape=False,
@@ -153,14 +161,15 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         if recipe is None:
             return images, labels
         enabled = None
-        if mix_enabled is not None:
-            enabled = fn.external_source(source=mix_enabled, batch=True, batch_info=True)
+        if mix_off_from_epoch is not None:
+            switch = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
+            enabled = fn.external_source(source=switch, batch=True, batch_info=True)
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled)
         return out.outputs()
 
     output_map = ["images", "labels"] if recipe is None else dm.output_names(recipe)
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}
-    return BuiltPipeline(pipe(**kw), output_map, reader_name, source, n_classes, recipe, fmix_bank)
+    return BuiltPipeline(pipe(**kw), output_map, reader_name, source, n_classes, recipe, fmix_bank, clock)
 
 
 def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,
@@ -178,7 +187,7 @@ def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu",
     source, n_classes = _source(data, num_classes)
     decoder, dev_id = _device_args(device, device_id)
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=dev_id, seed=0)
+    @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id, seed=0)
     def pipe():
         encoded, labels = read(source, train=False, shard_id=shard_id, num_shards=num_shards, name=reader_name)
         images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)

@@ -22,7 +22,8 @@ import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-_LABEL_NAMES = ("labels", "labels_a", "labels_b")
+_LABEL_NAMES = ("labels", "labels_a", "labels_b", "labels0", "labels1")
+_TARGET_NAMES = ("targets", "targets0", "targets1")
 
 
 class Loader:
@@ -43,12 +44,26 @@ class Loader:
         self.train = train
         policy = LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL
         self.pipeline = pipeline
+        self.reader_name = reader_name
         self._it = DALIGenericIterator([pipeline], self.output_map, reader_name=reader_name,
                                        last_batch_policy=policy, auto_reset=True,
                                        prepare_first_batch=False)
 
     def __len__(self) -> int:
         return len(self._it)
+
+    @property
+    def shard_size(self) -> int:
+        """Samples in this process's shard per epoch (as DALI's reader splits the data)."""
+        meta = self.pipeline.reader_meta(self.reader_name)
+        n, shards, sid = meta["epoch_size"], meta["number_of_shards"], meta["shard_id"]
+        return n * (sid + 1) // shards - n * sid // shards
+
+    @property
+    def runs_per_epoch(self) -> int:
+        """Pipeline runs per epoch: ceil(shard size / batch size) (a partial last run is dropped
+        in train mode); what `dali_mix.schedule.BatchClock.runs_per_epoch` needs."""
+        return -(-self.shard_size // self.pipeline.max_batch_size)
 
     def __iter__(self):
         for batch in self._it:
@@ -86,13 +101,15 @@ def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
                 raise ValueError(f"{name}: label(s) {sorted(set(labels[bad].tolist()))[:10]} outside "
                                  f"[0, {num_classes}) (num_classes={num_classes}); check the "
                                  f"dataset's labels or num_classes")
-    if "targets" in batch:
-        t = batch["targets"]
+    for name in _TARGET_NAMES:
+        if name not in batch:
+            continue
+        t = batch[name]
         if t.ndim != 2 or t.shape[1] != num_classes:
-            raise ValueError(f"targets must be (N, {num_classes}), got {tuple(t.shape)}")
+            raise ValueError(f"{name} must be (N, {num_classes}), got {tuple(t.shape)}")
         sums = t.float().sum(dim=1)
         bad = (sums - 1.0).abs() > atol
         if bool(bad.any()):
             rows = torch.nonzero(bad).reshape(-1).tolist()[:10]
-            raise ValueError(f"targets rows {rows} sum to {sums[bad].tolist()[:10]} instead of 1: a "
+            raise ValueError(f"{name} rows {rows} sum to {sums[bad].tolist()[:10]} instead of 1: a "
                              f"label >= num_classes ({num_classes}) gave an all-zero one-hot row")

@@ -1,0 +1,28 @@
+"""Shared test set-up: `gpu` tests skip without a CUDA device; a small real data set."""
+import pytest
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def fmnist_small():
+    """Real Fashion-MNIST, a balanced subset of 600 images per split (cached conversion)."""
+    from dali_mix.data.fashion_mnist import prepare_fashion_mnist
+
+    return prepare_fashion_mnist(limit=600)

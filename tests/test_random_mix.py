@@ -1,0 +1,405 @@
+"""dm.random_mix: method choice (per sample / per batch), prob, targets, determinism, batch sizes,
+pairing, sparse targets, a user's own pipeline with the torch Loader."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nvidia.dali import fn, pipeline_def, types
+from scipy import stats
+
+import dali_mix as dm
+from dali_mix.torch import Loader, mixed_cross_entropy, soft_target_cross_entropy
+
+SIGNIFICANCE = 1e-3
+S = 8  # small images keep these tests fast
+C = 3
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+
+def colour(i, c):
+    return 1.0 + i + 1000.0 * c
+
+
+def constant_images(n, layout="CHW", s=S):
+    out = []
+    for i in range(n):
+        img = np.broadcast_to(np.array([colour(i, c) for c in range(C)], np.float32), (s, s, C))
+        out.append(np.ascontiguousarray(img.transpose(2, 0, 1) if layout == "CHW" else img))
+    return out
+
+
+def to_np(tl):
+    return np.stack([np.asarray(tl[i]) for i in range(len(tl))])
+
+
+FIELDS = ("images", "labels_a", "labels_b", "lam", "method", "targets")
+
+
+def build(recipe, images, labels, *, seed=0, conditionals=True):
+    n = len(images)
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=seed,
+                  enable_conditionals=conditionals)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout=recipe.layout)
+        y = fn.external_source(source=lambda: labels, batch=True)
+        out = dm.random_mix(x, y, recipe)
+        outs = [out.images, out.labels_a, out.labels_b, out.lam, out.method]
+        if out.targets is not None:
+            outs.append(out.targets)
+        return tuple(outs)
+
+    p = pipe()
+    p.build()
+    return p
+
+
+def run(pipe, iters=1):
+    """List (per iteration) of dicts of numpy outputs."""
+    return [dict(zip(FIELDS, (to_np(o) for o in pipe.run()))) for _ in range(iters)]
+
+
+def index_labels(n):
+    """Reader-like labels: (1,) int32, label = sample index (so labels_b names the partner)."""
+    return [np.array([i], np.int32) for i in range(n)]
+
+
+def recipe_for(n_classes, **kw):
+    kw.setdefault("fmix_size", (S, S))
+    kw.setdefault("fmix_bank_size", 16)
+    return dm.MixRecipe(num_classes=n_classes, **kw)
+
+
+def check_pixels(batch, recipe, layout="CHW"):
+    """Every sample's pixels agree with its method, lam and partner (labels = sample index)."""
+    names = recipe.candidates
+    imgs = batch["images"] if layout == "HWC" else batch["images"].transpose(0, 2, 3, 1)
+    n = imgs.shape[0]
+    for i in range(n):
+        a, b = int(batch["labels_a"][i]), int(batch["labels_b"][i])
+        lam = float(batch["lam"][i])
+        m = int(batch["method"][i])
+        ci = np.array([colour(a, c) for c in range(C)])
+        cj = np.array([colour(b, c) for c in range(C)])
+        name = names[m] if m < len(names) else "none"
+        if name == "none":
+            assert lam == 1.0
+            assert np.all(imgs[i] == ci)
+        elif name == "mixup":
+            np.testing.assert_allclose(imgs[i], np.broadcast_to(lam * ci + (1 - lam) * cj, imgs[i].shape),
+                                       rtol=1e-5)
+        elif name in ("cutmix", "resizemix", "fmix"):
+            own = np.all(imgs[i] == ci, axis=-1)
+            other = np.all(imgs[i] == cj, axis=-1)
+            assert np.all(own | other), (i, name)
+            if a != b:
+                assert abs(own.mean() - lam) < 1e-6, (i, name, own.mean(), lam)
+        else:
+            raise AssertionError(f"unexpected method {name}")
+
+
+def expected_targets(la, lb, lam, num_classes, eps):
+    eye = np.eye(num_classes)
+    return ((1 - eps) * (lam[:, None] * eye[la] + (1 - lam[:, None]) * eye[lb]) + eps / num_classes)
+
+
+# ------------------------------------------------------------------------------------------------
+# method choice
+# ------------------------------------------------------------------------------------------------
+
+def test_per_sample_method_frequencies_match_weights():
+    n = 256
+    weights = {"mixup": 1, "cutmix": 2, "resizemix": 1, "fmix": 4}
+    recipe = recipe_for(n, methods=weights)
+    assert recipe.candidates == ("mixup", "cutmix", "resizemix", "fmix")
+    batches = run(build(recipe, constant_images(n), index_labels(n), seed=3), iters=12)
+    methods = np.concatenate([b["method"] for b in batches])
+    assert methods.size >= 3000
+    assert set(np.unique(methods)) <= set(range(4))
+    counts = np.bincount(methods, minlength=4)
+    w = np.array([weights[m] for m in recipe.candidates], float)
+    assert stats.chisquare(counts, w / w.sum() * methods.size).pvalue > SIGNIFICANCE
+    # and each sample got what its method says
+    for b in batches[:3]:
+        check_pixels(b, recipe)
+
+
+def test_per_sample_mode_mixes_methods_within_a_batch():
+    n = 32
+    recipe = recipe_for(n, methods=["mixup", "cutmix", "fmix"])
+    b, = run(build(recipe, constant_images(n), index_labels(n), seed=5))
+    assert len(np.unique(b["method"])) > 1
+
+
+def test_batch_mode_one_method_per_batch():
+    n = 6
+    weights = {"mixup": 1, "cutmix": 1, "fmix": 2}
+    recipe = recipe_for(n, methods=weights, mode="batch")
+    batches = run(build(recipe, constant_images(n), index_labels(n), seed=7), iters=240)
+    per_batch = []
+    for b in batches:
+        assert np.all(b["method"] == b["method"][0]), b["method"]
+        per_batch.append(int(b["method"][0]))
+    for b in batches[:20]:
+        check_pixels(b, recipe)
+    counts = np.bincount(per_batch, minlength=3)
+    w = np.array([weights[m] for m in recipe.candidates], float)
+    assert stats.chisquare(counts, w / w.sum() * len(per_batch)).pvalue > SIGNIFICANCE
+
+
+def test_batch_mode_with_prob_leaves_whole_batches_untouched():
+    n = 5
+    recipe = recipe_for(n, methods=["mixup", "cutmix"], mode="batch", prob=0.5)
+    batches = run(build(recipe, constant_images(n), index_labels(n), seed=9), iters=120)
+    untouched = 0
+    for b in batches:
+        assert np.all(b["method"] == b["method"][0])
+        if b["method"][0] == len(recipe.candidates):
+            untouched += 1
+            assert np.all(b["lam"] == 1.0)
+    assert stats.binomtest(untouched, len(batches), 0.5).pvalue > SIGNIFICANCE
+
+
+@pytest.mark.parametrize("layout", ["CHW", "HWC"])
+def test_prob_leaves_the_right_fraction_untouched(layout):
+    n, prob, eps = 128, 0.3, 0.1
+    recipe = recipe_for(n, methods=["mixup", "cutmix", "resizemix", "fmix"], prob=prob,
+                        label_smoothing=eps, layout=layout)
+    images = constant_images(n, layout)
+    batches = run(build(recipe, images, index_labels(n), seed=11), iters=8)
+    K = len(recipe.candidates)
+    untouched = total = 0
+    for b in batches:
+        check_pixels(b, recipe, layout)
+        keep = b["method"] == K
+        untouched += int(keep.sum())
+        total += keep.size
+        idx = np.nonzero(keep)[0]
+        np.testing.assert_array_equal(b["images"][idx], np.stack(images)[idx])
+        np.testing.assert_array_equal(b["lam"][idx], np.ones(len(idx), np.float32))
+        onehot = (1 - eps) * np.eye(n)[b["labels_a"][idx]] + eps / n
+        np.testing.assert_allclose(b["targets"][idx], onehot, atol=1e-6)
+    assert stats.binomtest(untouched, total, 1 - prob).pvalue > SIGNIFICANCE
+
+
+def test_prob_zero_leaves_everything_untouched():
+    n = 6
+    recipe = recipe_for(n, prob=0.0, label_smoothing=0.2)
+    images = constant_images(n)
+    b, = run(build(recipe, images, index_labels(n), seed=1))
+    np.testing.assert_array_equal(b["images"], np.stack(images))
+    np.testing.assert_array_equal(b["lam"], np.ones(n, np.float32))
+    np.testing.assert_allclose(b["targets"], 0.8 * np.eye(n)[b["labels_a"]] + 0.2 / n, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# targets
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_targets_match_the_formula(eps):
+    n, num_classes = 16, 7
+    labels = [np.array([i % 5], np.int32) for i in range(n)]  # repeated labels: some a == b pairs
+    recipe = recipe_for(num_classes, methods=["mixup", "cutmix", "resizemix", "fmix"], label_smoothing=eps)
+    batches = run(build(recipe, constant_images(n), labels, seed=13), iters=6)
+    same_pairs = 0
+    for b in batches:
+        t = b["targets"]
+        assert t.dtype == np.float32 and t.shape == (n, num_classes)
+        assert np.all(t >= 0)
+        np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
+        np.testing.assert_allclose(t.min(axis=1), eps / num_classes, atol=1e-7)
+        la, lb, lam = b["labels_a"], b["labels_b"], b["lam"].astype(np.float64)
+        np.testing.assert_array_equal(la, np.arange(n) % 5)
+        np.testing.assert_allclose(t, expected_targets(la, lb, lam, num_classes, eps), atol=1e-6)
+        same = la == lb
+        same_pairs += int(same.sum())
+        np.testing.assert_allclose(t[same], (1 - eps) * np.eye(num_classes)[la[same]] + eps / num_classes,
+                                   atol=1e-6)
+        assert np.all(b["lam"] >= 0) and np.all(b["lam"] <= 1)
+    assert same_pairs > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# determinism
+# ------------------------------------------------------------------------------------------------
+
+def test_same_seed_same_batches_other_seed_differs():
+    n = 8
+    recipe = recipe_for(n, methods={"mixup": 1, "cutmix": 1, "resizemix": 1, "fmix": 1,
+                                    "cutout": 1, "random_erasing": 1},
+                        cutout_length=4, erasing_prob=1.0, label_smoothing=0.1)
+    images = constant_images(n)
+
+    def batches(seed):
+        return run(build(recipe, images, index_labels(n), seed=seed), iters=4)
+
+    first, second, other = batches(21), batches(21), batches(22)
+    for x, y in zip(first, second):
+        for k in FIELDS:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    assert any(not np.array_equal(x["images"], z["images"]) for x, z in zip(first, other))
+    assert any(not np.array_equal(x["targets"], z["targets"]) for x, z in zip(first, other))
+
+
+# ------------------------------------------------------------------------------------------------
+# batch sizes and pairing
+# ------------------------------------------------------------------------------------------------
+
+def test_odd_batch_size():
+    n = 7
+    recipe = recipe_for(n, methods=["mixup", "cutmix", "resizemix", "fmix"], label_smoothing=0.1)
+    for b in run(build(recipe, constant_images(n), index_labels(n), seed=17), iters=5):
+        assert b["images"].shape == (n, C, S, S)
+        assert np.all(b["labels_b"] != b["labels_a"])
+        np.testing.assert_array_equal(np.sort(b["labels_b"]), np.arange(n))  # a permutation
+        check_pixels(b, recipe)
+        np.testing.assert_allclose(
+            b["targets"], expected_targets(b["labels_a"], b["labels_b"], b["lam"].astype(float), n, 0.1),
+            atol=1e-6)
+
+
+def test_batch_size_one_pairs_with_itself():
+    recipe = recipe_for(4, methods=["mixup", "cutmix", "resizemix", "fmix"], label_smoothing=0.1)
+    images = constant_images(1)
+    for b in run(build(recipe, images, [np.array([2], np.int32)], seed=19), iters=6):
+        np.testing.assert_array_equal(b["labels_a"], [2])
+        np.testing.assert_array_equal(b["labels_b"], [2])
+        np.testing.assert_allclose(b["images"], np.stack(images), rtol=1e-6)
+        np.testing.assert_allclose(b["targets"], [0.9 * np.eye(4)[2] + 0.1 / 4], atol=1e-6)
+
+
+@pytest.mark.parametrize("no_self_pairs", [True, False])
+def test_no_self_pairs(no_self_pairs):
+    n = 6
+    recipe = recipe_for(n, methods=["mixup", "cutmix"], no_self_pairs=no_self_pairs)
+    batches = run(build(recipe, constant_images(n), index_labels(n), seed=23), iters=25)
+    fixed = 0
+    for b in batches:
+        np.testing.assert_array_equal(b["labels_a"], np.arange(n))
+        np.testing.assert_array_equal(np.sort(b["labels_b"]), np.arange(n))
+        fixed += int(np.sum(b["labels_b"] == b["labels_a"]))
+    if no_self_pairs:
+        assert fixed == 0
+    else:
+        assert fixed > 0  # a plain permutation has fixed points now and then
+
+
+# ------------------------------------------------------------------------------------------------
+# sparse targets
+# ------------------------------------------------------------------------------------------------
+
+def test_sparse_targets_and_losses_agree():
+    n, num_classes, eps = 12, 5, 0.1
+    recipe = recipe_for(num_classes, methods=["mixup", "cutmix", "fmix"], target="sparse",
+                        label_smoothing=eps)
+    assert dm.output_names(recipe) == ["images", "labels_a", "labels_b", "lam"]
+    images = constant_images(n)
+    labels = [np.array([i % num_classes], np.int32) for i in range(n)]
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=29, enable_conditionals=True)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+        y = fn.external_source(source=lambda: labels, batch=True)
+        out = dm.random_mix(x, y, recipe)
+        assert out.targets is None
+        outs = out.outputs()
+        assert len(outs) == 4
+        dense = dm.dense_targets(out.labels_a, out.labels_b, out.lam, num_classes, eps)
+        return (*outs, dense)
+
+    p = pipe()
+    p.build()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        imgs, la, lb, lam, dense = (to_np(o) for o in p.run())
+        assert imgs.shape == (n, C, S, S)
+        assert la.dtype == np.int64 and lb.dtype == np.int64 and lam.dtype == np.float32
+        la, lb, lam = la.reshape(-1), lb.reshape(-1), lam.reshape(-1)
+        assert np.any(lam < 1)
+        np.testing.assert_allclose(dense, expected_targets(la, lb, lam.astype(float), num_classes, eps),
+                                   atol=1e-6)
+        logits = torch.randn(n, num_classes, generator=g) * 3
+        sparse_loss = mixed_cross_entropy(logits, torch.from_numpy(la), torch.from_numpy(lb),
+                                          torch.from_numpy(lam), smoothing=eps)
+        dense_loss = soft_target_cross_entropy(logits, torch.from_numpy(dense))
+        assert torch.isfinite(dense_loss)
+        torch.testing.assert_close(sparse_loss, dense_loss, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# a user's own pipeline (the README example)
+# ------------------------------------------------------------------------------------------------
+
+def make_image_folder(root, classes=3, per_class=8, size=(40, 32)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True)
+        for k in range(per_class):
+            arr = np.clip(rng.normal(60 + 70 * c, 20, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(d / f"img_{k}.{'jpg' if k % 2 else 'png'}")
+    return root
+
+
+def test_users_own_pipeline_with_loader(tmp_path):
+    root = make_image_folder(tmp_path / "train")
+    num_classes, eps, batch = 3, 0.1, 8
+
+    # as in README.md, with a small image size (FMix masks of that size) and a CPU decoder
+    recipe = dm.MixRecipe(methods=["mixup", "cutmix", "resizemix", "fmix"],
+                          num_classes=num_classes, label_smoothing=eps, fmix_size=(24, 24))
+
+    @pipeline_def(enable_conditionals=True)
+    def train_pipe(root):
+        jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, name="Reader")
+        images = fn.decoders.image_random_crop(jpegs, device="cpu")
+        images = fn.resize(images, size=[24, 24])
+        images = fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(), dtype=types.FLOAT,
+                                          mean=[0.485 * 255, 0.456 * 255, 0.406 * 255],
+                                          std=[0.229 * 255, 0.224 * 255, 0.225 * 255])
+        return dm.random_mix(images, labels, recipe).outputs()
+
+    loader = Loader(train_pipe(str(root), batch_size=batch, num_threads=1, device_id=None, seed=1),
+                    dm.output_names(recipe), reader_name="Reader", num_classes=num_classes)
+    assert len(loader) == 24 // batch
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 24, num_classes))
+    for epoch in range(2):
+        seen = 0
+        for images, targets in loader:
+            seen += 1
+            assert isinstance(images, torch.Tensor) and images.shape == (batch, 3, 24, 24)
+            assert images.dtype == torch.float32 and targets.dtype == torch.float32
+            assert targets.shape == (batch, num_classes)
+            torch.testing.assert_close(targets.sum(dim=1), torch.ones(batch), atol=1e-5, rtol=0)
+            assert float(targets.min()) >= eps / num_classes - 1e-6
+            # a mixed row has at most two classes above the smoothing floor
+            assert int(((targets > eps / num_classes + 1e-6).sum(dim=1) > 2).sum()) == 0
+            loss = soft_target_cross_entropy(model(images), targets)
+            assert torch.isfinite(loss)
+            loss.backward()
+        assert seen == len(loader)
+
+
+def test_several_candidates_without_conditionals_raise():
+    n = 4
+    recipe = recipe_for(n, methods=["mixup", "cutmix"])
+    with pytest.raises(ValueError, match="enable_conditionals"):
+        build(recipe, constant_images(n), index_labels(n), conditionals=False)
+    # prob < 1 needs a split as well
+    with pytest.raises(ValueError, match="enable_conditionals"):
+        build(recipe_for(n, methods=["mixup"], prob=0.5), constant_images(n), index_labels(n),
+              conditionals=False)
+
+
+def test_single_candidate_without_conditionals_works():
+    n = 4
+    recipe = recipe_for(n, methods=["cutmix"])
+    b, = run(build(recipe, constant_images(n), index_labels(n), conditionals=False, seed=2))
+    check_pixels(b, recipe)
