@@ -39,6 +39,10 @@ class MixResult(NamedTuple):
     method: object
     recipe: MixRecipe
 
+    def outputs_names(self) -> list[str]:
+        """Names of `outputs()`, in order."""
+        return output_names(self.recipe)
+
     def outputs(self) -> tuple:
         """Pipeline outputs for `dali_mix.torch.Loader`: see `output_names(recipe)`."""
         if self.recipe.target == "dense":

@@ -26,6 +26,7 @@ from pipelines.sources import Source, read, resolve_source
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEVICES = ("cpu", "gpu")
+_EXPLAIN = ("labels_a", "labels_b", "lam", "method")
 
 
 @dataclass
@@ -86,7 +87,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                    crop: str = "random_resized", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), pad: int = 4,
                    dtype: str = "float32", enable_checkpointing: bool = False, checkpoint=None,
                    prefetch_queue_depth: int = 2, reader_name: str = "Reader",
-                   mix_off_from_epoch: int | None = None) -> BuiltPipeline:
+                   mix_off_from_epoch: int | None = None, explain: bool = False) -> BuiltPipeline:
     """Build the training pipeline (see module docstring).
 
     Args:
@@ -104,6 +105,9 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             `Pipeline.checkpoint()`) to restore the reader position and random state from.
         mix_off_from_epoch: epoch (0-based) from which samples are no longer mixed (timm's
             `mixup_off_epoch`), switched inside the running pipeline.
+        explain: also output, after the usual outputs, "labels_a", "labels_b", "lam" and
+            "method" (index into recipe.candidates; len(candidates) = not mixed), e.g. for
+            `dali-mix preview`; needs a recipe.
         The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run
         when FMix or `mix_off_from_epoch` is used, and `run_offset` on resume.
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
@@ -165,9 +169,16 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             switch = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
             enabled = fn.external_source(source=switch, batch=True, batch_info=True)
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled)
+        if explain:
+            extra = [n for n in _EXPLAIN if n not in out.outputs_names()]
+            return out.outputs() + tuple(getattr(out, n) for n in extra)
         return out.outputs()
 
+    if explain and recipe is None:
+        raise ValueError("explain=True needs a recipe")
     output_map = ["images", "labels"] if recipe is None else dm.output_names(recipe)
+    if explain:
+        output_map = output_map + [n for n in _EXPLAIN if n not in output_map]
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}
     return BuiltPipeline(pipe(**kw), output_map, reader_name, source, n_classes, recipe, fmix_bank, clock)
 
