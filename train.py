@@ -35,13 +35,14 @@ import torchvision
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
 from dali_mix.config import METHODS, PAIR_METHODS
-from dali_mix.torch import Loader, mixed_cross_entropy, soft_target_cross_entropy
+from dali_mix.torch import Loader, MixMoNet, mixed_cross_entropy, mixmo_loss, soft_target_cross_entropy
 from dali_mix.train_support import (
     Progress,
     build_model,
     cosine_lr,
     distributed_env,
     evaluate,
+    evaluate_mixmo,
     rng_state,
     set_rng_state,
 )
@@ -79,12 +80,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--resizemix-scale", type=float, nargs=2, default=(0.1, 0.8), metavar=("MIN", "MAX"))
     m.add_argument("--fmix-decay", type=float, default=3.0, help="FMix decay power")
     m.add_argument("--fmix-alpha", type=float, default=1.0)
-    m.add_argument("--mix-off-epochs", type=int, default=0, help="no mixing in the last N epochs")
+    m.add_argument("--mix-off-epochs", type=int, default=None, help="no mixing in the last N epochs "
+                   "(default 0; 1 on Fashion-MNIST)")
     m.add_argument("--recipe", default=None, help="YAML/JSON MixRecipe file (overrides the mixing flags)")
     m.add_argument("--targets", choices=("dense", "sparse"), default="dense")
+    x = p.add_argument_group("MixMo (two inputs, two encoders, two heads; replaces --mix)")
+    x.add_argument("--mixmo", choices=("linear", "cut"), default=None,
+                   help="train a MixMo model: Linear-MixMo, or Cut-MixMo (patch with prob --mixmo-p)")
+    x.add_argument("--mixmo-r", type=float, default=3.0, help="loss balancing: w_i ~ k_i^(1/r)")
+    x.add_argument("--mixmo-p", type=float, default=0.5, help="Cut-MixMo patch probability, decayed "
+                   "linearly to 0 over the last 1/12 of training")
+    x.add_argument("--mixmo-b", type=int, default=1, help="batch repetition: each image b times per batch")
+    x.add_argument("--mixmo-alpha", type=float, default=2.0, help="kappa ~ Beta(alpha, alpha)")
     t = p.add_argument_group("model and optimisation")
     t.add_argument("--model", default="resnet18", help="any torchvision classification model")
-    t.add_argument("--epochs", type=int, default=None, help="default 90 (3 on Fashion-MNIST)")
+    t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST)")
     t.add_argument("--batch-size", type=int, default=None, help="per process (default 256, 128 on "
                    "Fashion-MNIST)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 x global "
@@ -130,7 +140,15 @@ def validate_args(args, parser) -> None:
         v = getattr(args, flag)
         if v is not None and v < 1:
             fail(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
-    if args.mix_off_epochs < 0:
+    if args.mixmo:
+        if not (args.mixmo_r > 0 and 0 <= args.mixmo_p <= 1 and args.mixmo_b >= 1 and args.mixmo_alpha > 0):
+            fail(f"MixMo flags: need --mixmo-r > 0, 0 <= --mixmo-p <= 1, --mixmo-b >= 1, --mixmo-alpha > 0; "
+                 f"got {args.mixmo_r}, {args.mixmo_p}, {args.mixmo_b}, {args.mixmo_alpha}")
+        if not args.model.startswith(("resnet", "wide_resnet", "resnext")):
+            fail(f"--mixmo needs a ResNet-family --model (resnet*, wide_resnet*, resnext*), got {args.model!r}")
+        if args.targets != "dense":
+            fail("--mixmo uses dense targets: drop --targets sparse")
+    if args.mix_off_epochs is not None and args.mix_off_epochs < 0:
         fail(f"--mix-off-epochs must be >= 0, got {args.mix_off_epochs}")
     if args.evaluate and not args.resume:
         fail("--evaluate needs --resume CHECKPOINT")
@@ -234,7 +252,10 @@ def main(argv=None) -> int:
     train_src, val_src, small_default = resolve_data(args, env.rank)
     image_size = args.image_size or (28 if small_default else 224)
     crop = args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized")
-    epochs = args.epochs or (3 if small_default else 90)
+    epochs = args.epochs or (5 if small_default else 90)
+    mix_off_epochs = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small_default else 0)
+    if mix_off_epochs >= epochs:
+        raise SystemExit(f"error: --mix-off-epochs {mix_off_epochs} leaves no mixed epoch of {epochs}")
     batch_size = args.batch_size or (128 if small_default else 256)
     warmup = args.warmup_epochs if args.warmup_epochs is not None else (0.3 if small_default else 5.0)
     base_lr = args.lr or (0.2 if small_default else 0.1) * batch_size * env.world_size / 256
@@ -250,6 +271,8 @@ def main(argv=None) -> int:
     recipe = recipe_from_args(args, num_classes, image_size)
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
+    if args.mixmo:
+        recipe = None  # MixMo mixes features in the model, not images in the pipeline
     out_dir = Path(args.output)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,13 +298,27 @@ def main(argv=None) -> int:
                         num_classes=num_classes)
     if args.evaluate:
         model = build_model(state.get("model_name", args.model), num_classes, small_images=image_size <= 64)
+        if state.get("mixmo"):
+            model = MixMoNet(model, num_classes)
         model.load_state_dict(state["model"])
         model.to(device)
         top1, top5, n_val = evaluate(model, val_loader, device, world_size=env.world_size)
         log(f"evaluate {resume}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n_val} imgs)")
         return 0
-    mix_off_from = epochs - args.mix_off_epochs if args.mix_off_epochs else None
-    built = train_pipeline(
+    mix_off_from = epochs - mix_off_epochs if mix_off_epochs else None
+    if args.mixmo:
+        from pipelines.mixmo import mixmo_train_pipeline
+
+        built = mixmo_train_pipeline(
+            train_source, batch_size=batch_size, image_size=image_size, device="gpu" if use_gpu else "cpu",
+            device_id=env.local_rank if use_gpu else None, shard_id=env.rank, num_shards=env.world_size,
+            seed=args.seed, num_threads=workers, num_classes=num_classes, crop=crop,
+            p_cut=0.0 if args.mixmo == "linear" else args.mixmo_p, total_epochs=epochs,
+            alpha=args.mixmo_alpha, batch_repetition=args.mixmo_b, smoothing=args.smoothing,
+            enable_checkpointing=True, checkpoint=state["dali"][env.rank] if state else None)
+    else:
+        built = None
+    built = built or train_pipeline(
         train_source, batch_size=batch_size, image_size=image_size, device="gpu" if use_gpu else "cpu",
         device_id=env.local_rank if use_gpu else None, shard_id=env.rank, num_shards=env.world_size,
         seed=args.seed, num_threads=workers, recipe=recipe, num_classes=num_classes, crop=crop,
@@ -295,7 +332,10 @@ def main(argv=None) -> int:
     if steps_per_epoch == 0:
         raise SystemExit(f"error: the train shard has fewer samples than one batch ({batch_size})")
 
-    model = build_model(args.model, num_classes, small_images=image_size <= 64).to(device)
+    model = build_model(args.model, num_classes, small_images=image_size <= 64)
+    if args.mixmo:
+        model = MixMoNet(model, num_classes)
+    model = model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params_bn = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -338,7 +378,8 @@ def main(argv=None) -> int:
                               "epoch": epoch, "step_in_epoch": step, "best_top1": best if top1 is None else top1,
                               "dali": dali_states, "rng": rngs, "world_size": env.world_size,
                               "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
-                              "num_classes": num_classes, "model_name": args.model},
+                              "num_classes": num_classes, "model_name": args.model,
+                              "mixmo": bool(args.mixmo)},
                              out_dir / name)
 
     metrics_path = out_dir / "metrics.jsonl"
@@ -358,8 +399,16 @@ def main(argv=None) -> int:
             if args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = ddp(images)
-            loss = compute_loss(logits.float(), batch[1:], built.output_map, recipe, device)
+                if args.mixmo:
+                    x1, tgt0, tgt1, kappa, mask, use_cut = (t.to(device, non_blocking=True) for t in batch[1:])
+                    logits, kappa_used = ddp(images, x1, kappa=kappa, mask=mask, use_cut=use_cut.bool(),
+                                             return_kappa=True)
+                else:
+                    logits = ddp(images)
+            if args.mixmo:
+                loss = mixmo_loss(logits.float(), tgt0, tgt1, kappa_used, r=args.mixmo_r)
+            else:
+                loss = compute_loss(logits.float(), batch[1:], built.output_map, recipe, device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -387,15 +436,21 @@ def main(argv=None) -> int:
         train_time = time.time() - t0
         ips = seen * env.world_size / train_time
         train_loss = reduce_mean(loss_sum / max(loss_n, 1), device, env.world_size)
-        top1, top5, n_val = evaluate(ddp, val_loader, device, channels_last=args.channels_last,
-                                     amp_dtype=amp_dtype, world_size=env.world_size)
+        heads = {}
+        if args.mixmo:
+            top1, top5, n_val, heads = evaluate_mixmo(model, val_loader, device, amp_dtype=amp_dtype,
+                                                      channels_last=args.channels_last, world_size=env.world_size)
+        else:
+            top1, top5, n_val = evaluate(ddp, val_loader, device, channels_last=args.channels_last,
+                                         amp_dtype=amp_dtype, world_size=env.world_size)
         best = max(best, top1)
         record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": round(top1, 3),
                   "val_top5": round(top5, 3), "val_samples": n_val, "images_per_s": round(ips, 1),
                   "lr": lr, "seconds": round(time.time() - t0, 1), "mixing": recipe is not None and
-                  (mix_off_from is None or epoch < mix_off_from)}
+                  (mix_off_from is None or epoch < mix_off_from), **heads}
+        head_text = "".join(f" | {k.replace('val_top1_', '')} {v:.2f}%" for k, v in heads.items())
         log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f} | val top-1 {top1:.2f}% top-5 "
-            f"{top5:.2f}% ({n_val} imgs) | {ips:.0f} images/s | {record['seconds']}s")
+            f"{top5:.2f}% ({n_val} imgs){head_text} | {ips:.0f} images/s | {record['seconds']}s")
         if is_main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -286,40 +286,41 @@ class CutProbSchedule:
     `fn.external_source(batch=True, batch_info=True)` returning (batch_size,) float32.
 
     p while the training progress is below 11/12, then a linear decay to 0 at the end
-    (`dali_mix.torch.mixmo.mixmo_p_schedule`). Progress, with DALI's 0-based ``epoch_idx`` e:
-    ``e + 1`` (the official code: per epoch, 1-based, so the last epoch has p = 0), or with
-    `steps_per_epoch` ``e + iteration / steps_per_epoch`` (per step).
+    (`dali_mix.torch.mixmo.mixmo_p_schedule`). Progress for 0-based epoch e (from `clock`, which
+    maps DALI's run counter to (epoch, step)): ``e + 1`` (the official code: per epoch,
+    1-based, so the last epoch has p = 0), or with ``per_step`` ``e + step / runs_per_epoch``.
 
     Args:
         batch_size: samples per batch.
         total_epochs: epochs of the whole run.
         p: probability before the decay (paper 0.5).
-        steps_per_epoch: for a per-step schedule (None: per epoch, official).
-        epoch_offset: epochs already done before this pipeline was built (resume).
+        clock: a `dali_mix.schedule.BatchClock` (its `runs_per_epoch` set from the Loader).
+        per_step: decay per step instead of per epoch.
     """
 
-    def __init__(self, batch_size: int, total_epochs: int, p: float = 0.5,
-                 steps_per_epoch: int | None = None, epoch_offset: int = 0):
+    def __init__(self, batch_size: int, total_epochs: int, p: float = 0.5, clock=None,
+                 per_step: bool = False):
+        from dali_mix.schedule import BatchClock
         from dali_mix.torch.mixmo import mixmo_p_schedule  # validates, single source of truth
 
         self._schedule = mixmo_p_schedule
         mixmo_p_schedule(0, total_epochs, p)  # raises ValueError on bad arguments
-        if steps_per_epoch is not None and int(steps_per_epoch) < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.batch_size = int(batch_size)
         self.total_epochs = int(total_epochs)
         self.p = float(p)
-        self.steps_per_epoch = steps_per_epoch
-        self.epoch_offset = int(epoch_offset)
+        self.clock = clock if clock is not None else BatchClock()
+        self.per_step = bool(per_step)
 
-    def probability(self, epoch_idx: int, iteration: int = 0) -> float:
-        e = self.epoch_offset + int(epoch_idx)
-        progress = e + 1 if self.steps_per_epoch is None else e + iteration / self.steps_per_epoch
+    def probability(self, epoch: int, step: int = 0) -> float:
+        if self.per_step and self.clock.runs_per_epoch:
+            progress = epoch + step / self.clock.runs_per_epoch
+        else:
+            progress = epoch + 1
         return self._schedule(progress, self.total_epochs, self.p)
 
     def __call__(self, batch_info):
-        p = self.probability(getattr(batch_info, "epoch_idx", 0), getattr(batch_info, "iteration", 0))
-        return np.full(self.batch_size, p, dtype=np.float32)
+        epoch, step = self.clock.epoch_step(batch_info)
+        return np.full(self.batch_size, self.probability(epoch, step), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -81,6 +81,42 @@ def _normalise(images, *, mirror, dtype, crop=None):
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mirror=mirror, **kw)
 
 
+def _check_train_augment(crop, dtype, scale, ratio) -> None:
+    if crop not in ("random_resized", "pad"):
+        raise ValueError(f"crop must be 'random_resized' or 'pad', got {crop!r}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    s_lo, s_hi = float(scale[0]), float(scale[1])
+    if not 0 < s_lo <= s_hi <= 1:
+        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale!r}")
+    r_lo, r_hi = float(ratio[0]), float(ratio[1])
+    if not 0 < r_lo <= r_hi:
+        raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio!r}")
+
+
+def decode_train(encoded, *, decoder: str, crop: str, scale, ratio, pad: int, image_size: int, dtype: str):
+    """Training decode + augmentation: (random resized crop | resize + pad-and-random-crop),
+    random horizontal flip, normalisation. Encoded bytes -> NCHW float32/float16 on the
+    decoder's device ("cpu", or "mixed" -> GPU)."""
+    mirror = fn.random.coin_flip()
+    if crop == "random_resized":
+        images = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
+                                               random_area=[float(scale[0]), float(scale[1])],
+                                               random_aspect_ratio=[float(ratio[0]), float(ratio[1])])
+        images = fn.resize(images, size=[image_size, image_size])
+        return _normalise(images, mirror=mirror, dtype=dtype)
+    images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+    images = fn.resize(images, size=[image_size, image_size])
+    images = _normalise(images, mirror=mirror, dtype=dtype)
+    shifts = list(range(-pad, pad + 1))  # `values=`: exact integers (range= rounds floats)
+    dy = fn.random.uniform(values=shifts, dtype=types.INT32)
+    dx = fn.random.uniform(values=shifts, dtype=types.INT32)
+    return fn.slice(images, fn.cast(fn.stack(dy, dx), dtype=types.FLOAT),
+                    fn.cast(fn.stack(dy * 0 + image_size, dx * 0 + image_size), dtype=types.FLOAT),
+                    axis_names="HW", normalized_anchor=False, normalized_shape=False,
+                    out_of_bounds_policy="pad", fill_values=0)
+
+
 def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,
                    shard_id: int = 0, num_shards: int = 1, seed: int = 0, num_threads: int = 2,
                    recipe: "dm.MixRecipe | None" = None, num_classes: int | None = None,
@@ -113,16 +149,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
     """
     _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
-    if crop not in ("random_resized", "pad"):
-        raise ValueError(f"crop must be 'random_resized' or 'pad', got {crop!r}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-    s_lo, s_hi = float(scale[0]), float(scale[1])
-    if not 0 < s_lo <= s_hi <= 1:
-        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale!r}")
-    r_lo, r_hi = float(ratio[0]), float(ratio[1])
-    if not 0 < r_lo <= r_hi:
-        raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio!r}")
+    _check_train_augment(crop, dtype, scale, ratio)
     source, n_classes = _source(data, num_classes)
     if recipe is not None:
         if recipe.num_classes != n_classes:
@@ -145,23 +172,8 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
     def pipe():
         encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards,
                                seed=seed, name=reader_name)
-        mirror = fn.random.coin_flip()
-        if crop == "random_resized":
-            images = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
-                                                   random_area=[s_lo, s_hi], random_aspect_ratio=[r_lo, r_hi])
-            images = fn.resize(images, size=[image_size, image_size])
-            images = _normalise(images, mirror=mirror, dtype=dtype)
-        else:
-            images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
-            images = fn.resize(images, size=[image_size, image_size])
-            images = _normalise(images, mirror=mirror, dtype=dtype)
-            shifts = list(range(-pad, pad + 1))  # `values=`: exact integers (range= rounds floats)
-            dy = fn.random.uniform(values=shifts, dtype=types.INT32)
-            dx = fn.random.uniform(values=shifts, dtype=types.INT32)
-            images = fn.slice(images, fn.cast(fn.stack(dy, dx), dtype=types.FLOAT),
-                              fn.cast(fn.stack(dy * 0 + image_size, dx * 0 + image_size), dtype=types.FLOAT),
-                              axis_names="HW", normalized_anchor=False, normalized_shape=False,
-                              out_of_bounds_policy="pad", fill_values=0)
+        images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio, pad=pad,
+                              image_size=image_size, dtype=dtype)
         if recipe is None:
             return images, labels
         enabled = None

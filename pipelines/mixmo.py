@@ -5,7 +5,7 @@
                                  device="gpu", device_id=local_rank, shard_id=rank,
                                  num_shards=world_size, seed=0, num_threads=4, crop="pad",
                                  batch_repetition=4,
-                                 p_cut=CutProbSchedule(64 * 4, total_epochs=300))
+                                 total_epochs=300)
     loader = dali_mix.torch.Loader(built.pipe, built.output_map, built.reader_name)
     for x0, x1, t0, t1, kappa, mask, use_cut in loader:
         logits, k = net(x0, x1, kappa=kappa, mask=mask, use_cut=use_cut, return_kappa=True)
@@ -19,10 +19,12 @@ images per step, and the number of epochs to keep the number of times each image
 """
 from __future__ import annotations
 
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import pipeline_def
 
-from dali_mix.mixmo import check_mixmo_args, mixmo_inputs, output_names, repeat_batch
-from pipelines.classification import BuiltPipeline, _check_common, _device_args, _normalise, _source
+from dali_mix.mixmo import CutProbSchedule, check_mixmo_args, mixmo_inputs, output_names, repeat_batch
+from dali_mix.schedule import BatchClock
+from pipelines.classification import (BuiltPipeline, _check_common, _check_train_augment, _device_args, _source,
+                                      decode_train)
 from pipelines.sources import read
 
 TARGETS = ("dense", "labels")
@@ -35,7 +37,8 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
                          pad: int = 4, dtype: str = "float32", p_cut=0.5, alpha: float = 2.0,
                          batch_repetition: int = 1, smoothing: float = 0.0, target: str = "dense",
                          enable_checkpointing: bool = False, checkpoint=None,
-                         prefetch_queue_depth: int = 2, reader_name: str = "Reader") -> BuiltPipeline:
+                         prefetch_queue_depth: int = 2, reader_name: str = "Reader",
+                         total_epochs: int | None = None) -> BuiltPipeline:
     """Build the MixMo training pipeline (see the module docstring).
 
     Args: as `pipelines.classification.train_pipeline` for the data, decoding and augmentation
@@ -44,6 +47,10 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
         checkpoint, prefetch_queue_depth, reader_name), and as `dali_mix.mixmo.mixmo_inputs`
         for p_cut (float, or a callable such as `dali_mix.mixmo.CutProbSchedule`), alpha,
         batch_repetition and smoothing.
+        total_epochs: when given (and p_cut is a number), p_cut follows the paper's schedule:
+            constant, then a linear decay to 0 over the last 1/12 of the epochs
+            (`CutProbSchedule` on the returned pipeline's `clock`, whose `runs_per_epoch` must
+            be set from the Loader before the first run).
         target: "dense" ((N, C) float32 one-hot rows with `smoothing`, outputs "targets0",
             "targets1") or "labels" (int64, outputs "labels0", "labels1"; smoothing then
             belongs to the loss).
@@ -52,21 +59,15 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
         images0, images1, targets0|labels0, targets1|labels1, kappa, mask, use_cut.
     """
     _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
-    if crop not in ("random_resized", "pad"):
-        raise ValueError(f"crop must be 'random_resized' or 'pad', got {crop!r}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    _check_train_augment(crop, dtype, scale, ratio)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    s_lo, s_hi = float(scale[0]), float(scale[1])
-    if not 0 < s_lo <= s_hi <= 1:
-        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale!r}")
-    r_lo, r_hi = float(ratio[0]), float(ratio[1])
-    if not 0 < r_lo <= r_hi:
-        raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio!r}")
     check_mixmo_args(p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
                      smoothing=smoothing, batch_size=batch_size)
     source, n_classes = _source(data, num_classes)
+    clock = BatchClock()
+    if total_epochs is not None and isinstance(p_cut, (int, float)):
+        p_cut = CutProbSchedule(batch_size, total_epochs, float(p_cut), clock=clock)
     decoder, dev_id = _device_args(device, device_id)
     target_classes = n_classes if target == "dense" else None
 
@@ -78,25 +79,12 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
                                seed=seed, name=reader_name)
         if batch_repetition != 1:
             encoded, labels = repeat_batch(encoded, labels, batch_repetition=batch_repetition)
-        mirror = fn.random.coin_flip()
-        if crop == "random_resized":
-            images = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
-                                                   random_area=[s_lo, s_hi], random_aspect_ratio=[r_lo, r_hi])
-            images = fn.resize(images, size=[image_size, image_size])
-            images = _normalise(images, mirror=mirror, dtype=dtype)
-        else:
-            images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
-            images = fn.resize(images, size=[image_size, image_size])
-            images = _normalise(images, mirror=mirror, dtype=dtype)
-            dy = fn.random.uniform(range=[-pad, pad + 1], dtype=types.INT32)
-            dx = fn.random.uniform(range=[-pad, pad + 1], dtype=types.INT32)
-            images = fn.slice(images, fn.cast(fn.stack(dy, dx), dtype=types.FLOAT),
-                              fn.cast(fn.stack(dy * 0 + image_size, dx * 0 + image_size), dtype=types.FLOAT),
-                              axis_names="HW", normalized_anchor=False, normalized_shape=False,
-                              out_of_bounds_policy="pad", fill_values=0)
+        images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio, pad=pad,
+                              image_size=image_size, dtype=dtype)
         mm = mixmo_inputs(images, labels, p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
                           layout="CHW", num_classes=target_classes, smoothing=smoothing, repeat=False)
         return mm.outputs()
 
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}
-    return BuiltPipeline(pipe(**kw), output_names(target_classes), reader_name, source, n_classes)
+    return BuiltPipeline(pipe(**kw), output_names(target_classes), reader_name, source, n_classes,
+                         clock=clock)

@@ -22,6 +22,7 @@ from nvidia.dali import fn, pipeline_def
 from PIL import Image
 from scipy import stats
 
+from dali_mix.schedule import BatchClock
 from dali_mix.mixmo import (CutProbSchedule, check_mixmo_args, mixmo_inputs, output_names,
                             repeat_batch, repetition_pairing)
 from dali_mix.torch import Loader
@@ -198,17 +199,20 @@ def test_p_cut_from_external_source():
 
 
 def test_cut_prob_schedule():
-    s = CutProbSchedule(8, total_epochs=12, p=0.5)
+    clock = BatchClock(runs_per_epoch=10)
+    s = CutProbSchedule(8, total_epochs=12, p=0.5, clock=clock)
     # official: 1-based epochs; p until 11/12, the last epoch 0
     assert [s.probability(e) for e in (0, 9, 10, 11)] == [0.5, 0.5, 0.5, 0.0]
-    s = CutProbSchedule(8, total_epochs=12, p=0.5, steps_per_epoch=10)
+    s = CutProbSchedule(8, total_epochs=12, p=0.5, clock=clock, per_step=True)
     assert s.probability(11, 5) == pytest.approx(mixmo_p_schedule(11.5, 12, 0.5)) == 0.25
 
-    class Info:
-        epoch_idx, iteration = 11, 0
+    class Info:  # DALI counts runs over the pipeline's life: run 110 = epoch 11, step 0
+        epoch_idx, iteration = 0, 110
 
     out = s(Info())
     assert out.shape == (8,) and out.dtype == np.float32 and np.all(out == 0.5)
+    Info.iteration = 115
+    assert np.all(s(Info()) == pytest.approx(0.25))
     with pytest.raises(ValueError, match="total_epochs"):
         CutProbSchedule(8, total_epochs=0)
 
