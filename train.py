@@ -253,7 +253,9 @@ def main(argv=None) -> int:
     image_size = args.image_size or (28 if small_default else 224)
     crop = args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized")
     epochs = args.epochs or (5 if small_default else 90)
-    mix_off_epochs = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small_default else 0)
+    mix_off_epochs = args.mix_off_epochs
+    if mix_off_epochs is None:
+        mix_off_epochs = 1 if small_default and epochs > 1 else 0
     if mix_off_epochs >= epochs:
         raise SystemExit(f"error: --mix-off-epochs {mix_off_epochs} leaves no mixed epoch of {epochs}")
     batch_size = args.batch_size or (128 if small_default else 256)
