@@ -2,8 +2,8 @@
 
 ::
 
-    dali-mix preview [SOURCE ...] [--recipe FILE | --mix NAME] [--num N] [--image-size S]
-                     [--seed S] [--device cpu|gpu] --out grid.png
+    dali-mix preview [SOURCE ...] [--recipe FILE | --mix NAME] [--num N] [--num-classes C]
+                     [--image-size S] [--seed S] [--device cpu|gpu] --out grid.png
 
 The samples come from :func:`pipelines.classification.train_pipeline` itself (``explain=True``,
 one run of ``num`` samples), so the grid shows exactly what a training step sees: the crop
@@ -330,6 +330,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="randommix (mixup, cutmix, resizemix, fmix; default), none, a method name "
                         "or a comma-separated list of them")
     p.add_argument("--num", type=_positive_int, default=16, help="number of tiles (default: 16)")
+    p.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="number of classes, for sources that do not name them (webdataset shards "
+                        "without classes.txt); default: from the source")
     p.add_argument("--image-size", type=_positive_int, default=None,
                    help="pipeline output side (default: the images' side if <= 64 px, else 224)")
     p.add_argument("--seed", type=int, default=0, help="pipeline seed (default: 0)")
@@ -350,14 +353,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             spec = args.source[0] if len(args.source) == 1 else list(args.source)
         source = resolve_source(spec)
-        n = source.num_classes
+        n = source.num_classes or args.num_classes or 0
         if args.recipe is not None:
             overrides = {"num_classes": n} if n else {}
             recipe = MixRecipe.from_file(args.recipe, **overrides)
         else:
             if not n:
                 raise ValueError(f"data source {source.root!r} does not name its classes (no "
-                                 "classes.txt): use --recipe with num_classes")
+                                 "classes.txt): pass --num-classes")
             recipe = recipe_for(args.mix, n)
         image, tiles = make_preview(source, recipe, num=args.num, image_size=args.image_size,
                                     seed=args.seed, device=args.device)

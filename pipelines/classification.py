@@ -63,8 +63,8 @@ def _source(data, num_classes):
     if not n:
         raise ValueError(f"data source {source.root!r} does not name its classes (no classes.txt): "
                          "pass num_classes")
-    if source.labels and max(source.labels) >= n:
-        raise ValueError(f"num_classes={n} but the data source {source.root!r} has labels up to {max(source.labels)}")
+    if source.max_label is not None and source.max_label >= n:
+        raise ValueError(f"num_classes={n} but the data source {source.root!r} has labels up to {source.max_label}")
     return source, n
 
 

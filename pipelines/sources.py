@@ -45,6 +45,13 @@ class Source:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def max_label(self) -> int | None:
+        """Largest label, when known without reading the data (ImageFolder, file list)."""
+        if self.labels:
+            return max(self.labels)
+        return self.extra.get("max_label")
+
 
 def resolve_source(spec) -> Source:
     """Turn a path, glob or list of tar paths into a validated `Source`."""
@@ -110,7 +117,8 @@ def _file_list(path: Path) -> Source:
     if max(labels) >= len(classes):
         raise ValueError(f"file list {str(path)!r}: label {max(labels)} >= number of classes {len(classes)} "
                          f"in {path.parent / 'classes.txt'}")
-    return Source("file_list", str(path.parent), (str(path),), (), classes, num_samples=len(labels))
+    return Source("file_list", str(path.parent), (str(path),), (), classes, num_samples=len(labels),
+                  extra={"max_label": max(labels)})
 
 
 def _webdataset(tars: list[str]) -> Source:
