@@ -268,7 +268,7 @@ def main(argv=None) -> int:
 
     train_source = resolve_source(train_src)
     if args.check_data:
-        train_source = clean_source(train_source, log)
+        train_source = clean_source(train_source, Path(args.output), env.rank, log)
     num_classes = train_source.num_classes
     recipe = recipe_from_args(args, num_classes, image_size)
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
@@ -393,7 +393,7 @@ def main(argv=None) -> int:
         seen, loss_sum, loss_n = 0, 0.0, 0
         progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=is_main and not args.no_progress)
         first = step_in_epoch if epoch == start_epoch else 0
-        for i, batch in enumerate(train_loader, start=first):
+        for i, batch in enumerate(named_errors(train_loader, train_source), start=first):
             lr = cosine_lr(global_step, total_steps, base_lr, int(warmup * steps_per_epoch))
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -468,6 +468,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def named_errors(loader, source):
+    """Iterate `loader`; a DALI decoding failure becomes an error that names the bad files."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        hint = decode_error_hint(exc, source)
+        if hint is None:
+            raise
+        raise SystemExit(hint) from None
+
+
 def describe(recipe) -> str:
     if recipe is None:
         return "none"
@@ -504,22 +515,49 @@ def reduce_mean(value: float, device, world_size: int) -> float:
     return float(t.item()) / world_size
 
 
-def clean_source(source, log):
-    """Scan a source with check-data; train on the clean file list (ImageFolder/file list)."""
-    from dali_mix.data.check import check_source, write_clean_list
-    from pipelines.sources import resolve_source
+def find_bad_files(source) -> list:
+    """(path, reason) of every file in `source` that cannot be decoded (dali-mix check-data)."""
+    from dali_mix.data.check import check_source
 
+    spec = source.root if source.kind == "folder" else (list(source.files) if source.kind == "webdataset"
+                                                        else source.files[0])
+    return check_source(spec, progress=False).bad
+
+
+def clean_source(source, out_dir: Path, rank: int, log):
+    """Scan `source` with check-data and return a Source over its good files only (a DALI file
+    list in the run directory, labels and class names unchanged)."""
+    from dali_mix.data.check import check_source, write_clean_list
+    from pipelines.sources import Source
+
+    if source.kind == "webdataset":
+        raise SystemExit("error: --check-data works on ImageFolder trees and file lists; for webdataset "
+                         "shards run 'dali-mix check-data' and rewrite the shards without the bad samples")
     report = check_source(source.root if source.kind == "folder" else source.files[0], progress=False)
-    if report.ok:
+    if not report.bad:
         return source
     for path, reason in report.bad:
-        log(f"skipping bad file {path}: {reason}")
-    if source.kind == "webdataset":
-        raise SystemExit("error: --check-data found bad samples in webdataset shards; rewrite the shards "
-                         "without them (dali-mix check-data lists them)")
-    clean = Path(source.root) / ".dali-mix-clean-list.txt"
-    write_clean_list(report, clean)
-    return resolve_source(clean)
+        log(f"--check-data: leaving out {path}: {reason}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean = out_dir / f"clean-list.rank{rank}.txt"
+    n = write_clean_list(report, clean, absolute=True)
+    labels = [int(line.split()[-1]) for line in clean.read_text().splitlines() if line.strip()]
+    return Source("file_list", "/", (str(clean),), (), source.classes, num_samples=n,
+                  extra={"max_label": max(labels)})
+
+
+def decode_error_hint(exc: BaseException, source) -> str | None:
+    """When DALI fails to decode, name the files at fault (DALI's own message does not)."""
+    text = str(exc)
+    if "decoders" not in text and "nvImageCodec" not in text and "decode" not in text.lower():
+        return None
+    bad = find_bad_files(source)
+    if not bad:
+        return None
+    listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    return (f"error: the train data has {len(bad)} file(s) the decoder cannot read:\n{listing}{more}\n"
+            "Remove or fix them, or rerun with --check-data to train on the readable files only.")
 
 
 if __name__ == "__main__":

@@ -180,3 +180,40 @@ def test_mixmo_cut_run_learns_and_reports_heads(tmp_path, fmnist_small):
     assert {"val_top1", "val_top1_head0", "val_top1_head1"} <= set(last)
     assert last["val_top1"] > 25.0  # chance is 10%
     assert "head0" in proc.stdout and "head1" in proc.stdout
+
+
+# --------------------------------------------------------------------------- corrupt data
+@pytest.fixture
+def tree_with_a_bad_file(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(20):
+                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png")
+    bad = tmp_path / "train" / "b" / "7.png"
+    bad.write_text("this is not an image")
+    return tmp_path, bad
+
+
+def test_corrupt_file_stops_training_with_its_name(tree_with_a_bad_file, tmp_path):
+    root, bad = tree_with_a_bad_file
+    proc = run_train("--data", root, "--epochs", "1", "--batch-size", "8", "--no-progress",
+                     "--output", tmp_path / "run", check=False)
+    assert proc.returncode != 0
+    assert str(bad) in proc.stderr and "--check-data" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_data_flag_trains_on_the_clean_list(tree_with_a_bad_file, tmp_path):
+    root, bad = tree_with_a_bad_file
+    proc = run_train("--data", root, "--epochs", "1", "--batch-size", "8", "--no-progress", "--check-data",
+                     "--output", tmp_path / "run")
+    assert f"leaving out {bad}" in proc.stdout
+    assert "train 39 imgs" in proc.stdout and "2 classes" in proc.stdout
+    listed = (tmp_path / "run" / "clean-list.rank0.txt").read_text()
+    assert str(bad) not in listed and len(listed.splitlines()) == 39
