@@ -126,7 +126,9 @@ class FMixMaskBank:
                 del self._banks[old]
             if key not in self._banks:
                 self._banks[key] = self._pool.submit(self.make_bank, key)
-            if self.refresh and key + 1 not in self._banks:
+            # prepare the next epoch's bank in the background, once epochs are known (a clock
+            # with runs_per_epoch); without one there is no next epoch to prepare for
+            if self.refresh and self.clock.runs_per_epoch and key + 1 not in self._banks:
                 self._banks[key + 1] = self._pool.submit(self.make_bank, key + 1)
             fut = self._banks[key]
         return fut.result()

@@ -58,7 +58,7 @@ def output_names(recipe: MixRecipe) -> list[str]:
 
 
 def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | None = None,
-               enabled=None) -> MixResult:
+               enabled=None, image_size=None, normalize_later=None) -> MixResult:
     """Mix a batch as `recipe` says (RandomMix when it has several candidates).
 
     Args:
@@ -70,6 +70,13 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
             or 224x224, batch size from the current pipeline).
         enabled: optional bool CPU scalar per sample (e.g. from an external source switching
             mixing off for the last epochs); False samples are left unmixed (lam = 1).
+        image_size: (H, W) of every image, when fixed and known: the FMix bank is made at that
+            size and used without resizing.
+        normalize_later: (mean, std) per channel, for uint8 images mixed *before*
+            normalisation (the cheap place on the CPU: a quarter of the bytes of float32):
+            Mixup is rounded back to uint8, Cutout fills with the mean and Random Erasing with
+            mean + std * N(0, 1), so that after `(x - mean) / std` they equal the normalised
+            versions (zero holes, N(0, 1) noise).
     """
     labels_a = scalar_labels(labels)
     names = recipe.candidates
@@ -80,12 +87,18 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
 
     pairs = pair(images, labels_a, no_self_pairs=recipe.no_self_pairs)
     ranks = None
+    if image_size is not None:
+        image_size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(image_size)
+        if recipe.fmix_size is None:
+            recipe = recipe.with_(fmix_size=image_size)
     if "fmix" in names:
         if fmix_bank is None:
             fmix_bank = default_fmix_bank(recipe)
         ranks = fmix_ranks(fmix_bank)
     method = choose(recipe.weights, prob=recipe.prob, mode=recipe.mode)
-    ops = [_method_op(name, recipe) for name in names]
+    same_size = image_size is not None and fmix_bank is not None and tuple(fmix_bank.size) == image_size
+    ops = [_method_op(name, recipe, resize_masks=not same_size, normalize_later=normalize_later)
+           for name in names]
     if recipe.prob < 1.0 or enabled is not None:
         ops.append(_unchanged)
     if enabled is not None:
@@ -121,22 +134,30 @@ def _unchanged(images, other, *rest):
     return images, to_float(H * 0 + 1)
 
 
-def _method_op(name: str, r: MixRecipe):
+def _method_op(name: str, r: MixRecipe, *, resize_masks: bool = True, normalize_later=None):
     """A branch function (images, other[, ranks]) -> (mixed, lam) for method `name`."""
     geo = {"layout": r.layout}
+    uint8 = normalize_later is not None
+    mean, std = normalize_later if uint8 else (0.0, 1.0)
     if name == "mixup":
-        return lambda x, o, *_: mixers.mixup(x, o, alpha=r.mixup_alpha)
+        return lambda x, o, *_: mixers.mixup(x, o, alpha=r.mixup_alpha, uint8=uint8)
     if name == "cutmix":
         return lambda x, o, *_: mixers.cutmix(x, o, alpha=r.cutmix_alpha, minmax=r.cutmix_minmax,
                                               channels=r.channels, **geo)
     if name == "resizemix":
         return lambda x, o, *_: mixers.resizemix(x, o, scale=r.resizemix_scale, channels=r.channels, **geo)
     if name == "fmix":
-        return lambda x, o, ranks: mixers.fmix(x, o, ranks, alpha=r.fmix_alpha, **geo)
+        return lambda x, o, ranks: mixers.fmix(x, o, ranks, alpha=r.fmix_alpha, resize=resize_masks, **geo)
     if name == "cutout":
-        return lambda x, o, *_: mixers.cutout(x, n_holes=r.cutout_holes, length=r.cutout_length, **geo)
+        fill = list(mean) if uint8 else 0.0
+        return lambda x, o, *_: mixers.cutout(x, n_holes=r.cutout_holes, length=r.cutout_length,
+                                              fill=fill, **geo)
     if name == "random_erasing":
+        fill = r.erasing_fill
+        if uint8 and fill != "random":  # a constant given in normalised units
+            fill = [m + s * float(fill) for m, s in zip(mean, std)]
         return lambda x, o, *_: mixers.random_erasing(
-            x, p=r.erasing_prob, area=r.erasing_area, aspect=r.erasing_aspect,
-            fill=r.erasing_fill, channels=r.channels, **geo)
+            x, p=r.erasing_prob, area=r.erasing_area, aspect=r.erasing_aspect, fill=fill,
+            channels=r.channels, noise_mean=list(mean) if uint8 else 0.0,
+            noise_std=list(std) if uint8 else 1.0, uint8=uint8, **geo)
     raise ValueError(f"unknown method {name!r}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from nvidia.dali import fn, types
 import nvidia.dali.math as dmath
 
@@ -27,16 +29,19 @@ from dali_mix.paste import paste
 _BOX_NOTE = "box clipped at the image borders; lam recomputed from the clipped area"
 
 
-def mixup(images, other, *, alpha: float = 1.0, lam=None):
+def mixup(images, other, *, alpha: float = 1.0, lam=None, uint8: bool = False):
     """Mixup: x = lam * x_i + (1 - lam) * x_j with lam ~ Beta(alpha, alpha) per sample.
 
     Layout-free (element-wise). `lam` may be given (a float32 CPU scalar per sample) instead of
-    drawn. Output float32.
+    drawn. Output float32; with `uint8=True` (uint8 images mixed before normalisation) the blend
+    is rounded to the nearest uint8 (never truncated), lam stays the exact float32 weight.
     """
     if lam is None:
         _check_positive("mixup_alpha", alpha)
         lam = beta(alpha)
     mixed = images * lam + other * (1.0 - lam)
+    if uint8:
+        mixed = fn.cast(mixed, dtype=types.UINT8)  # DALI rounds to nearest and saturates
     return mixed, lam
 
 
@@ -111,7 +116,7 @@ def resizemix(images, other, *, scale=(0.1, 0.8), layout: str = "CHW", channels:
     return mixed, lam
 
 
-def fmix(images, other, ranks, *, alpha: float = 1.0, layout: str = "CHW"):
+def fmix(images, other, ranks, *, alpha: float = 1.0, layout: str = "CHW", resize: bool = True):
     """FMix: keep x_i where a binary low-frequency mask is 1, x_j elsewhere.
 
     Args:
@@ -119,11 +124,13 @@ def fmix(images, other, ranks, *, alpha: float = 1.0, layout: str = "CHW"):
             Fourier image (0 = brightest), from `dali_mix.masks.FMixMaskBank` through
             `dali_mix.masks.fmix_ranks`. Resized (nearest) to the image size when they differ.
         alpha: lam ~ Beta(alpha, alpha).
+        resize: False when the bank is known to have the images' size (saves a resize).
 
     The mask keeps the top k = floor(lam0*N + u) pixels of the bank mask (N pixels; u ~ U(0, 1):
     the official code's random ceil/floor), so its mean is within one pixel of lam0 when the bank
     has the image size (and within the resize error otherwise); the lam returned is the true
-    mean of the mask applied. Output float32.
+    mean of the mask applied. The blend x_j + (x_i - x_j) * mask with a uint8 {0, 1} mask is
+    exact in every dtype (uint8 images stay uint8: the wrap-around of the difference cancels).
     """
     check_layout(layout)
     _check_positive("fmix_alpha", alpha)
@@ -132,10 +139,11 @@ def fmix(images, other, ranks, *, alpha: float = 1.0, layout: str = "CHW"):
     n = bank_shape[0] * bank_shape[1]  # ranks run over the bank mask's pixels
     lam0 = beta(alpha)
     k = clamp(floor_int(lam0 * to_float(n) + uniform()), 0, n)
-    ranks = fn.resize(ranks, size=fn.stack(to_float(H), to_float(W)),
-                      interp_type=types.INTERP_NN, antialias=False)
-    mask = fn.cast(ranks < k, dtype=types.FLOAT)  # (H, W, 1) of 0.0 / 1.0
-    lam = fn.reductions.mean(mask)
+    if resize:  # nearest resize does not take int32: float32 holds ranks exactly up to 2^24
+        ranks = fn.resize(fn.cast(ranks, dtype=types.FLOAT), size=fn.stack(to_float(H), to_float(W)),
+                          interp_type=types.INTERP_NN, antialias=False)
+    mask = fn.cast(ranks < k, dtype=types.UINT8)  # (H, W, 1) of 0 / 1
+    lam = fn.reductions.mean(mask, dtype=types.FLOAT)
     if layout == "CHW":
         mask = fn.reshape(mask, shape=fn.stack(k * 0 + 1, H, W), layout="CHW")
     if images.device == "gpu":
@@ -144,9 +152,10 @@ def fmix(images, other, ranks, *, alpha: float = 1.0, layout: str = "CHW"):
     return mixed, lam
 
 
-def cutout(images, *, n_holes: int = 1, length: int = 16, layout: str = "CHW", fill: float = 0.0):
+def cutout(images, *, n_holes: int = 1, length: int = 16, layout: str = "CHW", fill=0.0):
     """Cutout (DeVries & Taylor): n square holes of side `length` pixels, centre uniform, clipped
-    at the borders, filled with `fill` (0 after normalisation). Label unchanged.
+    at the borders, filled with `fill` (0 after normalisation; a per-channel list such as the
+    normalisation mean for images mixed before normalisation). Label unchanged.
 
     Returns (images, lam) with lam = 1.0 (float32) so it can stand among mixing candidates.
     """
@@ -164,15 +173,19 @@ def cutout(images, *, n_holes: int = 1, length: int = 16, layout: str = "CHW", f
         anchors += [y1, x1]
         shapes += [y2 - y1, x2 - x1]
     erased = fn.erase(images, anchor=to_float(fn.stack(*anchors)), shape=to_float(fn.stack(*shapes)),
-                      axis_names="HW", fill_value=float(fill))
+                      axis_names="HW", fill_value=_fill_values(fill))
     return erased, _ones_like(H)
 
 
 def random_erasing(images, *, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3),
-                   fill="random", layout: str = "CHW", channels: int = 3):
+                   fill="random", layout: str = "CHW", channels: int = 3, noise_mean=0.0,
+                   noise_std=1.0, uint8: bool = False):
     """Random Erasing (Zhong et al.): with probability p, a rectangle of area U(area) * H*W and
     aspect ratio h/w log-uniform in `aspect`, at a uniform position, filled with N(0, 1) noise
-    (`fill="random"`, the paper's best; suits normalised images) or a constant `fill`.
+    (`fill="random"`, the paper's best; suits normalised images) or a constant `fill` (a number
+    or a per-channel list). For images mixed before normalisation, pass the normalisation's
+    per-channel `noise_mean` and `noise_std` and `uint8=True`: the noise is then
+    mean + std * N(0, 1) rounded to uint8, which normalises to N(0, 1) (clipped to the pixel range).
 
     Deviation from the official 100-tries loop: a box that does not fit is clamped to the image
     side instead of being redrawn. Label unchanged; returns (images, lam=1.0).
@@ -198,6 +211,10 @@ def random_erasing(images, *, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 1 /
         else:
             noise_shape = fn.stack(h, w, h * 0 + channels)
         noise = fn.random.normal(shape=noise_shape)
+        if noise_mean != 0.0 or noise_std != 1.0:
+            noise = noise * _channel_constant(noise_std, layout) + _channel_constant(noise_mean, layout)
+        if uint8:
+            noise = fn.cast(noise, dtype=types.UINT8)
         if images.device == "gpu":
             noise = noise.gpu()
         zero = h * 0
@@ -205,8 +222,24 @@ def random_erasing(images, *, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 1 /
                        layout=layout, channels=channels)
     else:
         erased = fn.erase(images, anchor=to_float(fn.stack(y, x)), shape=to_float(fn.stack(h, w)),
-                          axis_names="HW", fill_value=float(fill))
+                          axis_names="HW", fill_value=_fill_values(fill))
     return erased, _ones_like(H)
+
+
+def _fill_values(fill):
+    """fn.erase fill_value: a float or a per-channel list of floats."""
+    if isinstance(fill, (list, tuple)):
+        return [float(v) for v in fill]
+    return float(fill)
+
+
+def _channel_constant(value, layout: str):
+    """A per-channel constant broadcastable against (C, h, w) / (h, w, C) patches."""
+    if not isinstance(value, (list, tuple)):
+        return float(value)
+    arr = np.asarray(value, dtype=np.float32)
+    arr = arr.reshape(-1, 1, 1) if layout == "CHW" else arr.reshape(1, 1, -1)
+    return types.Constant(arr, device="cpu")
 
 
 def _ones_like(scalar):

@@ -94,20 +94,25 @@ def _check_train_augment(crop, dtype, scale, ratio) -> None:
         raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio!r}")
 
 
-def decode_train(encoded, *, decoder: str, crop: str, scale, ratio, pad: int, image_size: int, dtype: str):
-    """Training decode + augmentation: (random resized crop | resize + pad-and-random-crop),
-    random horizontal flip, normalisation. Encoded bytes -> NCHW float32/float16 on the
-    decoder's device ("cpu", or "mixed" -> GPU)."""
-    mirror = fn.random.coin_flip()
+def decode_train(encoded, *, decoder: str, crop: str, scale, ratio, image_size: int):
+    """Training decode: random resized crop (crop="random_resized") or plain decode, resized to
+    image_size x image_size. Encoded bytes -> uint8 HWC on the decoder's device ("cpu", or
+    "mixed" -> GPU). Mixing, when any, comes next (cheap on uint8), then `finish_train`."""
     if crop == "random_resized":
         images = fn.decoders.image_random_crop(encoded, device=decoder, output_type=types.RGB,
                                                random_area=[float(scale[0]), float(scale[1])],
                                                random_aspect_ratio=[float(ratio[0]), float(ratio[1])])
-        images = fn.resize(images, size=[image_size, image_size])
-        return _normalise(images, mirror=mirror, dtype=dtype)
-    images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
-    images = fn.resize(images, size=[image_size, image_size])
-    images = _normalise(images, mirror=mirror, dtype=dtype)
+    else:
+        images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+    return fn.resize(images, size=[image_size, image_size])
+
+
+def finish_train(images, *, crop: str, pad: int, image_size: int, dtype: str):
+    """Random horizontal flip and normalisation to CHW float (and, for crop="pad", a random
+    shift of up to `pad` px with zero fill): uint8 HWC -> float32/float16 CHW."""
+    images = _normalise(images, mirror=fn.random.coin_flip(), dtype=dtype)
+    if crop == "random_resized":
+        return images
     shifts = list(range(-pad, pad + 1))  # `values=`: exact integers (range= rounds floats)
     dy = fn.random.uniform(values=shifts, dtype=types.INT32)
     dx = fn.random.uniform(values=shifts, dtype=types.INT32)
@@ -154,10 +159,8 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
     if recipe is not None:
         if recipe.num_classes != n_classes:
             raise ValueError(f"recipe.num_classes={recipe.num_classes} but the data has {n_classes} classes")
-        if recipe.layout != "CHW":
-            raise ValueError("the built-in pipelines produce CHW images: recipe.layout must be 'CHW'")
-        if "fmix" in recipe.candidates and recipe.fmix_size is None:
-            recipe = recipe.with_(fmix_size=(image_size, image_size))
+        # mixing runs on the uint8 HWC images before normalisation (a quarter of the bytes)
+        recipe = recipe.with_(layout="HWC", fmix_size=recipe.fmix_size or (image_size, image_size))
     decoder, dev_id = _device_args(device, device_id)
     fmix_bank = None
     clock = BatchClock()
@@ -172,15 +175,17 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
     def pipe():
         encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards,
                                seed=seed, name=reader_name)
-        images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio, pad=pad,
-                              image_size=image_size, dtype=dtype)
+        images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio,
+                              image_size=image_size)
         if recipe is None:
-            return images, labels
+            return finish_train(images, crop=crop, pad=pad, image_size=image_size, dtype=dtype), labels
         enabled = None
         if mix_off_from_epoch is not None:
             switch = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
             enabled = fn.external_source(source=switch, batch=True, batch_info=True)
-        out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled)
+        out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled,
+                            image_size=(image_size, image_size), normalize_later=(IMAGENET_MEAN, IMAGENET_STD))
+        out = out._replace(images=finish_train(out.images, crop=crop, pad=pad, image_size=image_size, dtype=dtype))
         if explain:
             extra = [n for n in _EXPLAIN if n not in out.outputs_names()]
             return out.outputs() + tuple(getattr(out, n) for n in extra)

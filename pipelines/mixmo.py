@@ -24,7 +24,7 @@ from nvidia.dali import pipeline_def
 from dali_mix.mixmo import CutProbSchedule, check_mixmo_args, mixmo_inputs, output_names, repeat_batch
 from dali_mix.schedule import BatchClock
 from pipelines.classification import (BuiltPipeline, _check_common, _check_train_augment, _device_args, _source,
-                                      decode_train)
+                                      decode_train, finish_train)
 from pipelines.sources import read
 
 TARGETS = ("dense", "labels")
@@ -79,8 +79,9 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
                                seed=seed, name=reader_name)
         if batch_repetition != 1:
             encoded, labels = repeat_batch(encoded, labels, batch_repetition=batch_repetition)
-        images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio, pad=pad,
-                              image_size=image_size, dtype=dtype)
+        images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio,
+                              image_size=image_size)
+        images = finish_train(images, crop=crop, pad=pad, image_size=image_size, dtype=dtype)
         mm = mixmo_inputs(images, labels, p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
                           layout="CHW", num_classes=target_classes, smoothing=smoothing, repeat=False)
         return mm.outputs()

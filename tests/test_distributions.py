@@ -11,6 +11,7 @@ from nvidia.dali import fn, pipeline_def
 from scipy import stats
 
 import dali_mix as dm
+from dali_mix.schedule import BatchClock
 from dali_mix import masks
 
 SIGNIFICANCE = 1e-3
@@ -273,14 +274,18 @@ def test_pixel_ranks_is_a_permutation_per_image(hw):
         assert np.all(img.reshape(-1)[mask.reshape(-1) == 1].min() >= np.sort(img.reshape(-1))[::-1][k - 1])
 
 
-def info(epoch, iteration):
-    return SimpleNamespace(epoch_idx=epoch, iteration=iteration)
+RUNS_PER_EPOCH = 10
+
+
+def info(epoch, step):
+    """DALI's batch_info: `iteration` counts runs over the pipeline's life, epoch_idx stays 0."""
+    return SimpleNamespace(epoch_idx=0, iteration=epoch * RUNS_PER_EPOCH + step)
 
 
 def test_fmix_bank_deterministic_and_refreshed():
     kw = dict(bank_size=5, decay_power=3.0)
-    a = dm.FMixMaskBank((12, 16), 4, seed=9, **kw)
-    b = dm.FMixMaskBank((12, 16), 4, seed=9, **kw)
+    a = dm.FMixMaskBank((12, 16), 4, seed=9, clock=BatchClock(RUNS_PER_EPOCH), **kw)
+    b = dm.FMixMaskBank((12, 16), 4, seed=9, clock=BatchClock(RUNS_PER_EPOCH), **kw)
     batch_a = a(info(0, 3))
     batch_b = b(info(0, 3))
     assert len(batch_a) == 4 and all(m.shape == (12, 16, 1) for m in batch_a)
@@ -295,7 +300,7 @@ def test_fmix_bank_deterministic_and_refreshed():
     assert not np.array_equal(a.make_bank(0), a.make_bank(1))
     assert not np.array_equal(np.stack(a(info(0, 3))), np.stack(a(info(1, 3))))
     # another seed, another bank
-    c = dm.FMixMaskBank((12, 16), 4, seed=10, **kw)
+    c = dm.FMixMaskBank((12, 16), 4, seed=10, clock=BatchClock(RUNS_PER_EPOCH), **kw)
     assert not np.array_equal(a.make_bank(0), c.make_bank(0))
     # without refresh the bank is the same for every epoch
     d = dm.FMixMaskBank((12, 16), 4, seed=9, refresh=False, **kw)

@@ -423,3 +423,28 @@ def test_random_erasing_p0_is_identity(layout, fill):
     for out, lam in outs:
         np.testing.assert_array_equal(out, np.stack(imgs))
         np.testing.assert_array_equal(lam, np.ones(N, np.float32))
+
+
+def test_fmix_with_int32_ranks_from_a_large_bank_resizes_and_keeps_exact_lam():
+    """Banks above 256x256 store int32 ranks (more than 65536 pixels); resizing them to the
+    images' size must work and lam must stay the true mask fraction."""
+    import dali_mix as dm
+    from nvidia.dali import fn, pipeline_def
+
+    n, h, w = 4, 40, 36
+    imgs = [np.full((h, w, 3), 10 * i + 1, np.float32) for i in range(n)]
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=3)
+    def pipe():
+        x = fn.external_source(source=lambda: imgs, batch=True, layout="HWC")
+        pairs = dm.pair(x, fn.external_source(source=lambda: [np.array([i]) for i in range(n)], batch=True))
+        ranks = dm.fmix_ranks(dm.FMixMaskBank((300, 260), n, bank_size=2, seed=1))
+        mixed, lam = dm.fmix(x, pairs.images_b, ranks, layout="HWC")
+        return mixed, lam
+
+    p = pipe()
+    p.build()
+    mixed, lam = p.run()
+    for i in range(n):
+        frac = np.mean(np.array(mixed[i])[..., 0] == 10 * i + 1)
+        assert frac == pytest.approx(float(np.array(lam[i])), abs=1e-6)

@@ -1,0 +1,65 @@
+"""Smoke test of the throughput benchmark: tiny settings, checks the JSON, never the speed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import throughput
+from dali_mix.data.imagenet_like import build_imagenet_like
+
+HAVE_TIMM = importlib.util.find_spec("timm") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return build_imagenet_like(tmp_path_factory.mktemp("bench") / "imagenet-like", num_images=64,
+                               num_classes=4)
+
+
+def test_throughput_smoke(tiny_data, tmp_path):
+    names = ["dali-nomix", "dali-randommix", "torchvision"]
+    if HAVE_TIMM:
+        names += ["dali+timm-batch", "dali+timm-elem"]
+    out = tmp_path / "throughput.json"
+    parser = throughput.argparse.ArgumentParser()
+    throughput.add_arguments(parser)
+    args = parser.parse_args([
+        "--data", str(tiny_data), "--batch-size", "8", "--image-size", "64", "--rounds", "2",
+        "--batches", "2", "--warmup", "1", "--threads", "1", "--only", ",".join(names),
+        "--in-process", "--json", str(out)])
+    assert throughput.run(args) == 0
+
+    report = json.loads(out.read_text())
+    results = report["contenders"]
+    assert set(results) == set(names)
+    ref = results[throughput.REFERENCE]["images_per_s"]["median"]
+    for name, r in results.items():
+        ips = r["images_per_s"]
+        assert len(ips["rounds"]) == 2
+        assert all(v > 0 for v in ips["rounds"]), name
+        assert ips["min"] <= ips["median"] <= ips["max"]
+        assert r["ratio_vs_reference"] == pytest.approx(ips["median"] / ref)
+        assert r["ms_per_batch"] == pytest.approx(1000 * 8 / ips["median"])
+    assert results[throughput.REFERENCE]["ratio_vs_reference"] == pytest.approx(1.0)
+    targets = report["targets"]
+    rm = results["dali-randommix"]["images_per_s"]["median"]
+    assert targets["randommix_vs_nomix >= 0.90"]["value"] == pytest.approx(rm / ref)
+    assert targets["randommix faster than torchvision"]["value"] == pytest.approx(
+        rm / results["torchvision"]["images_per_s"]["median"])
+    fmix = report["fmix_mask_cost"]
+    assert fmix["make_bank_s"]["median"] > 0 and fmix["callback_pct"] >= 0
+    assert report["machine"]["cpu_count"] >= 1
+
+
+def test_bench_subcommand_registered():
+    from dali_mix.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--only", "dali-nomix", "--rounds", "1"])
+    assert args.func is throughput.run and args.rounds == 1
+
+
+def test_only_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown contender"):
+        throughput._parse_only("dali-nomix,nope")
