@@ -42,7 +42,6 @@ from dali_mix.train_support import (
     cosine_lr,
     distributed_env,
     evaluate,
-    evaluate_mixmo,
     rng_state,
     set_rng_state,
 )
@@ -57,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--data", default=None, help="ImageFolder root with train/ and val/, or a train source; "
                    "default: the embedded Fashion-MNIST")
     d.add_argument("--val-data", default=None, help="validation source (default: DATA/val)")
+    d.add_argument("--num-classes", type=int, default=None, help="number of classes, for sources that do "
+                   "not name them (webdataset shards without a classes.txt)")
     d.add_argument("--limit", type=int, default=None, help="Fashion-MNIST only: use a balanced subset "
                    "of N images per split")
     d.add_argument("--image-size", type=int, default=None, help="output side in px (default 224, 28 for "
@@ -136,7 +137,7 @@ def validate_args(args, parser) -> None:
             fail(f"--{flag.replace('_', '-')} must be >= 0, got {v}")
     if args.lr is not None and args.lr <= 0:
         fail(f"--lr must be > 0, got {args.lr}")
-    for flag in ("epochs", "batch_size", "image_size", "workers", "limit"):
+    for flag in ("epochs", "batch_size", "image_size", "workers", "limit", "num_classes"):
         v = getattr(args, flag)
         if v is not None and v < 1:
             fail(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
@@ -269,7 +270,10 @@ def main(argv=None) -> int:
     train_source = resolve_source(train_src)
     if args.check_data:
         train_source = clean_source(train_source, Path(args.output), env.rank, log)
-    num_classes = train_source.num_classes
+    num_classes = args.num_classes or train_source.num_classes
+    if not num_classes:
+        raise SystemExit(f"error: the train source {train_src} does not name its classes (no classes.txt): "
+                         "pass --num-classes")
     recipe = recipe_from_args(args, num_classes, image_size)
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
@@ -304,7 +308,8 @@ def main(argv=None) -> int:
             model = MixMoNet(model, num_classes)
         model.load_state_dict(state["model"])
         model.to(device)
-        top1, top5, n_val = evaluate(model, val_loader, device, world_size=env.world_size)
+        top1, top5, n_val, _ = evaluate(model, val_loader, device, world_size=env.world_size,
+                                        mixmo=bool(state.get("mixmo")))
         log(f"evaluate {resume}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n_val} imgs)")
         return 0
     mix_off_from = epochs - mix_off_epochs if mix_off_epochs else None
@@ -438,13 +443,9 @@ def main(argv=None) -> int:
         train_time = time.time() - t0
         ips = seen * env.world_size / train_time
         train_loss = reduce_mean(loss_sum / max(loss_n, 1), device, env.world_size)
-        heads = {}
-        if args.mixmo:
-            top1, top5, n_val, heads = evaluate_mixmo(model, val_loader, device, amp_dtype=amp_dtype,
-                                                      channels_last=args.channels_last, world_size=env.world_size)
-        else:
-            top1, top5, n_val = evaluate(ddp, val_loader, device, channels_last=args.channels_last,
-                                         amp_dtype=amp_dtype, world_size=env.world_size)
+        top1, top5, n_val, heads = evaluate(model if args.mixmo else ddp, val_loader, device,
+                                            channels_last=args.channels_last, amp_dtype=amp_dtype,
+                                            world_size=env.world_size, mixmo=bool(args.mixmo))
         best = max(best, top1)
         record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": round(top1, 3),
                   "val_top5": round(top5, 3), "val_samples": n_val, "images_per_s": round(ips, 1),

@@ -69,34 +69,14 @@ def cosine_lr(step: int, total: int, base_lr: float, warmup_steps: int) -> float
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, *, channels_last=False, amp_dtype=None, world_size=1):
-    """(top-1 %, top-5 %, samples) over the whole val set, summed across ranks (each val sample is
-    read by exactly one rank, once)."""
-    model.eval()
-    stats = torch.zeros(3, dtype=torch.float64, device=device)
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
-        k = min(5, logits.shape[1])
-        top = logits.float().topk(k, dim=1).indices
-        stats[0] += (top[:, 0] == labels).sum()
-        stats[1] += (top == labels[:, None]).any(dim=1).sum()
-        stats[2] += labels.numel()
-    if world_size > 1:
-        dist.all_reduce(stats)
-    n = max(1.0, float(stats[2]))
-    return 100.0 * float(stats[0]) / n, 100.0 * float(stats[1]) / n, int(stats[2])
+def evaluate(model, loader, device, *, channels_last=False, amp_dtype=None, world_size=1, mixmo=False):
+    """(top-1 %, top-5 %, samples, per-head top-1 dict) over the whole val set, summed across
+    ranks (each val sample is read by exactly one rank, once).
 
-
-@torch.no_grad()
-def evaluate_mixmo(model, loader, device, *, channels_last=False, amp_dtype=None, world_size=1):
-    """MixMo evaluation: (ensemble top-1 %, ensemble top-5 %, samples, {"val_top1_head0": ..,
-    "val_top1_head1": ..}); the ensemble averages the two heads' logits (both encoders fed the
-    same image, as `MixMoNet.forward(x)` does)."""
+    mixmo: `model` is a `MixMoNet`: the ensemble averages the two heads' logits (both encoders
+    fed the same image, as `MixMoNet.forward(x)` does), and the dict holds "val_top1_head0" and
+    "val_top1_head1"; otherwise the dict is empty.
+    """
     model.eval()
     stats = torch.zeros(5, dtype=torch.float64, device=device)
     for images, labels in loader:
@@ -105,20 +85,22 @@ def evaluate_mixmo(model, loader, device, *, channels_last=False, amp_dtype=None
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            heads = model.forward_heads(images).float()  # (N, 2, C)
-        ens = heads.mean(dim=1)
-        k = min(5, ens.shape[1])
-        top = ens.topk(k, dim=1).indices
+            heads = model.forward_heads(images).float() if mixmo else None  # (N, 2, C)
+            logits = heads.mean(dim=1) if mixmo else model(images).float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
         stats[0] += (top[:, 0] == labels).sum()
         stats[1] += (top == labels[:, None]).any(dim=1).sum()
         stats[2] += labels.numel()
-        stats[3] += (heads[:, 0].argmax(1) == labels).sum()
-        stats[4] += (heads[:, 1].argmax(1) == labels).sum()
+        if mixmo:
+            stats[3] += (heads[:, 0].argmax(1) == labels).sum()
+            stats[4] += (heads[:, 1].argmax(1) == labels).sum()
     if world_size > 1:
         dist.all_reduce(stats)
     n = max(1.0, float(stats[2]))
     pct = [100.0 * float(v) / n for v in stats]
-    return pct[0], pct[1], int(stats[2]), {"val_top1_head0": round(pct[3], 3), "val_top1_head1": round(pct[4], 3)}
+    heads_top1 = {"val_top1_head0": round(pct[3], 3), "val_top1_head1": round(pct[4], 3)} if mixmo else {}
+    return pct[0], pct[1], int(stats[2]), heads_top1
 
 
 def rng_state() -> dict:

@@ -1,0 +1,674 @@
+"""Throughput of dali-mix against its peers, measured side by side in one run.
+
+    python -m benchmarks.throughput                 # or: dali-mix bench
+    python -m benchmarks.throughput --only dali-nomix,dali-randommix --rounds 3 --batches 10
+
+Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads = `--threads`):
+
+    dali-nomix        dali-mix train pipeline without mixing (the reference)
+    dali-randommix    the same + RandomMix per sample (mixup/cutmix/resizemix/fmix, equal weights)
+    dali-mixup, dali-cutmix, dali-resizemix, dali-fmix
+                      the same with a single method (to see which op costs what)
+    dali+timm-batch   dali-nomix + `timm.data.Mixup(mode="batch")` on the iterator's tensors
+    dali+timm-elem    dali-nomix + `timm.data.Mixup(mode="elem")` on the iterator's tensors
+    torchvision       ImageFolder + DataLoader(num_workers=threads), RandomResizedCrop + flip +
+                      normalise (transforms.v2), RandomChoice([MixUp, CutMix]) in `collate_fn`
+
+Method: every contender runs in its own subprocess (so its peak memory is its own), is built and
+warmed up, then the parent runs `--rounds` rounds; in each round every contender in turn drains
+what it prefetched while idle (untimed), then delivers `--batches` timed batches while the others
+are idle; after its turn the parent waits until the contender's processes stop using CPU (its
+prefetch queue is full again) before the next one starts. Contenders thus alternate round-robin
+and never overlap. Reported: median images/s over rounds with min-max and IQR, the ratio to the
+reference (median over median, and the paired per-round ratios), peak RSS and PSS of the
+contender's whole process tree (sampled every 0.2 s) and the exact peak RSS of its main process.
+
+Also measured: the FMix mask production cost (`FMixMaskBank.make_bank` once per epoch, in a
+background thread; and the per-batch external-source callback), as a % of the RandomMix
+pipeline's time per batch.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REFERENCE = "dali-nomix"
+DALI_METHODS = {
+    "dali-nomix": None,
+    "dali-randommix": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
+    "dali-mixup": {"mixup": 1.0},
+    "dali-cutmix": {"cutmix": 1.0},
+    "dali-resizemix": {"resizemix": 1.0},
+    "dali-fmix": {"fmix": 1.0},
+}
+TIMM_MODES = {"dali+timm-batch": "batch", "dali+timm-elem": "elem"}
+CONTENDERS = list(DALI_METHODS) + list(TIMM_MODES) + ["torchvision"]
+DESCRIPTIONS = {
+    "dali-nomix": "dali-mix pipeline, no mixing (reference)",
+    "dali-randommix": "dali-mix RandomMix, 4 equal candidates, per sample",
+    "dali-mixup": "dali-mix Mixup only",
+    "dali-cutmix": "dali-mix CutMix only",
+    "dali-resizemix": "dali-mix ResizeMix only",
+    "dali-fmix": "dali-mix FMix only",
+    "dali+timm-batch": "DALI no-mix + timm Mixup(mode='batch')",
+    "dali+timm-elem": "DALI no-mix + timm Mixup(mode='elem')",
+    "torchvision": "ImageFolder + DataLoader + v2 MixUp/CutMix in collate_fn",
+}
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "throughput.json"
+IMAGENET_TRAIN_IMAGES = 1_281_167
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+# ---------------------------------------------------------------------------------------------
+# contenders (run inside a worker subprocess)
+# ---------------------------------------------------------------------------------------------
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+def _dali_contender(name, cfg):
+    """Iterator of (images, targets-or-labels) torch tensors, and its prefetch depth."""
+    import dali_mix as dm
+    from dali_mix.torch import Loader
+    from pipelines.classification import train_pipeline
+    from pipelines.sources import resolve_source
+
+    source = resolve_source(cfg["data"])
+    num_classes = source.num_classes
+    methods = DALI_METHODS.get(name)
+    recipe = None if methods is None else dm.MixRecipe(methods=methods, num_classes=num_classes)
+    built = train_pipeline(source, batch_size=cfg["batch_size"], image_size=cfg["image_size"],
+                           device="cpu", recipe=recipe, num_threads=cfg["threads"], seed=cfg["seed"])
+    loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=built.num_classes)
+    it = _cycle(loader)
+    if name in TIMM_MODES:
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=TIMM_MODES[name], label_smoothing=0.0,
+                      num_classes=num_classes)
+
+        def mixed():
+            for images, labels in it:
+                yield mixup(images, labels)
+
+        return mixed(), 2
+    return it, 2
+
+
+def _torchvision_contender(cfg):
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler, default_collate
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    size = cfg["image_size"]
+    transform = v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=_MEAN, std=_STD),
+    ])
+    dataset = datasets.ImageFolder(cfg["data"], transform=transform)
+    mix = v2.RandomChoice([v2.MixUp(num_classes=len(dataset.classes)),
+                           v2.CutMix(num_classes=len(dataset.classes))])
+
+    def collate_fn(batch):
+        return mix(*default_collate(batch))
+
+    g = torch.Generator().manual_seed(cfg["seed"])
+    # one long epoch (ImageNet-like epochs are long): no worker restart or pipeline bubble per epoch
+    sampler = RandomSampler(dataset, num_samples=len(dataset) * 10_000, generator=g)
+    workers = cfg["threads"]
+    loader = DataLoader(dataset, batch_size=cfg["batch_size"], sampler=sampler, drop_last=True,
+                        num_workers=workers, collate_fn=collate_fn, persistent_workers=workers > 0,
+                        prefetch_factor=2 if workers > 0 else None)
+    return iter(loader), 2 * max(workers, 1)
+
+
+def build_contender(name, cfg):
+    if name in DALI_METHODS or name in TIMM_MODES:
+        return _dali_contender(name, cfg)
+    if name == "torchvision":
+        return _torchvision_contender(cfg)
+    raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS}")
+
+
+class _Runner:
+    """A built, warmed-up contender that delivers timed batches."""
+
+    def __init__(self, name, cfg):
+        t0 = time.perf_counter()
+        self.it, self.depth = build_contender(name, cfg)
+        for _ in range(cfg["warmup"]):
+            next(self.it)
+        self.build_s = time.perf_counter() - t0
+
+    def run(self, batches):
+        for _ in range(self.depth):  # what was prefetched while idle: not timed
+            next(self.it)
+        images = 0
+        t = time.perf_counter()
+        for _ in range(batches):
+            batch = next(self.it)
+            images += int(batch[0].shape[0])
+        return {"images": images, "seconds": time.perf_counter() - t}
+
+
+def _worker_main(argv=None):
+    """Subprocess entry: build one contender, then obey run/stop commands (JSON lines)."""
+    spec = json.loads((argv or sys.argv[1:])[0])
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
+    sys.stdout = sys.stderr
+
+    def send(msg):
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    try:
+        runner = _Runner(spec["name"], spec)
+        send({"event": "ready", "build_s": runner.build_s, "drain": runner.depth})
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "run":
+                send(runner.run(cmd["batches"]))
+            elif cmd["cmd"] == "stop":
+                break
+        send({"event": "done", "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    except BaseException as exc:  # report and exit: the parent names the contender
+        send({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        proto.flush()
+    os._exit(0)  # skip slow interpreter teardown of DALI / DataLoader workers
+
+
+# ---------------------------------------------------------------------------------------------
+# process-tree accounting (parent side)
+# ---------------------------------------------------------------------------------------------
+def _children_map():
+    kids = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def process_tree(pid):
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def _cpu_ticks(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _memory_kb(pids):
+    rss = pss = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            pass
+    return rss, pss
+
+
+def wait_quiet(pid, interval=0.1, timeout=10.0, tolerance=1):
+    """Wait until the process tree of `pid` uses (almost) no CPU for one `interval`: its
+    prefetch queues are full again and it is idle. CPU time is counted in clock ticks."""
+    deadline = time.monotonic() + timeout
+    last = _cpu_ticks(process_tree(pid))
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = _cpu_ticks(process_tree(pid))
+        if now - last <= tolerance:
+            return
+        last = now
+
+
+class _MemorySampler(threading.Thread):
+    def __init__(self, workers, period=0.2):
+        super().__init__(daemon=True)
+        self.workers, self.period = workers, period
+        self.peak = {}
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            for w in list(self.workers):
+                if w.proc.poll() is None:
+                    rss, pss = _memory_kb(process_tree(w.proc.pid))
+                    old = self.peak.get(w.name, (0, 0))
+                    self.peak[w.name] = (max(old[0], rss), max(old[1], pss))
+            self._halt.wait(self.period)
+
+    def stop(self):
+        self._halt.set()
+        self.join()
+
+
+class Worker:
+    """One contender in its own subprocess."""
+
+    def __init__(self, name, cfg):
+        self.name = name
+        spec = dict(cfg, name=name)
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from benchmarks.throughput import _worker_main; _worker_main()",
+             json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=root)
+        self.ready = None
+        self.maxrss_mb = None
+
+    def _recv(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"contender {self.name!r} exited (code {self.proc.wait()}); see stderr")
+        msg = json.loads(line)
+        if msg.get("event") == "error":
+            raise RuntimeError(f"contender {self.name!r} failed: {msg['error']}")
+        return msg
+
+    def _send(self, msg):
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def wait_ready(self):
+        self.ready = self._recv()
+        return self.ready
+
+    def run(self, batches):
+        self._send({"cmd": "run", "batches": batches})
+        return self._recv()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self._send({"cmd": "stop"})
+                self.maxrss_mb = self._recv().get("maxrss_mb")
+            except (RuntimeError, BrokenPipeError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class _Proc:
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def poll(self):
+        return 0  # the memory sampler skips in-process contenders (not attributable)
+
+
+class LocalWorker:
+    """One contender in this process (`in_process=True`): faster start, no memory attribution."""
+
+    def __init__(self, name, cfg):
+        self.name, self.cfg = name, cfg
+        self.proc = _Proc()
+        self.runner = None
+        self.ready = None
+        self.maxrss_mb = None
+
+    def wait_ready(self):
+        self.runner = _Runner(self.name, self.cfg)
+        self.ready = {"event": "ready", "build_s": self.runner.build_s, "drain": self.runner.depth}
+        return self.ready
+
+    def run(self, batches):
+        return self.runner.run(batches)
+
+    def stop(self):
+        self.runner = None
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement and reporting
+# ---------------------------------------------------------------------------------------------
+def _quantiles(values):
+    v = sorted(values)
+    if len(v) == 1:
+        return v[0], v[0]
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def summarise(values):
+    q1, q3 = _quantiles(values)
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "q1": q1, "q3": q3, "rounds": list(values)}
+
+
+def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=False, log=print):
+    """Run the contenders round-robin; returns {name: result dict}.
+
+    Each contender runs in its own subprocess; by default they are built one after the other
+    (warm-ups never overlap); `parallel_build` starts them all at once (faster start).
+    `in_process` builds them all in this process instead (fastest start, for smoke tests; no
+    memory figures, since they would not be attributable).
+    """
+    workers = []
+    sampler = _MemorySampler(workers)
+    sampler.start()
+    if in_process:  # DataLoader workers fork: create them before any DALI thread exists
+        names = sorted(names, key=lambda n: n != "torchvision")
+    try:
+        if parallel_build and not in_process:
+            workers.extend(Worker(name, cfg) for name in names)
+        for i, name in enumerate(names):
+            if in_process:
+                workers.append(LocalWorker(name, cfg))
+            elif not parallel_build:
+                workers.append(Worker(name, cfg))
+            w = workers[i]
+            info = w.wait_ready()
+            wait_quiet(w.proc.pid)
+            log(f"  ready: {name:<16} (built + {cfg['warmup']} warm-up batches in {info['build_s']:.1f} s)")
+        per_round = {w.name: [] for w in workers}
+        for r in range(rounds):
+            for w in workers:
+                res = w.run(batches)
+                per_round[w.name].append(res["images"] / res["seconds"])
+                wait_quiet(w.proc.pid)
+            log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in per_round.items()))
+    finally:
+        for w in workers:
+            w.stop()
+        sampler.stop()
+    out = {}
+    order = {n: i for i, n in enumerate(CONTENDERS)}
+    for w in sorted(workers, key=lambda w: order.get(w.name, len(order))):
+        rss, pss = sampler.peak.get(w.name, (None, None))
+        out[w.name] = {"description": DESCRIPTIONS.get(w.name, w.name),
+                       "images_per_s": summarise(per_round[w.name]),
+                       "peak_rss_mb": None if rss is None else rss / 1024,
+                       "peak_pss_mb": None if pss is None else pss / 1024,
+                       "main_process_maxrss_mb": w.maxrss_mb,
+                       "build_s": w.ready["build_s"]}
+        out[w.name]["ms_per_batch"] = 1000 * cfg["batch_size"] / out[w.name]["images_per_s"]["median"]
+    if REFERENCE in out:
+        ref = out[REFERENCE]["images_per_s"]
+        for res in out.values():
+            ips = res["images_per_s"]
+            paired = [a / b for a, b in zip(ips["rounds"], ref["rounds"])]
+            res["ratio_vs_reference"] = ips["median"] / ref["median"]
+            res["ratio_paired"] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired)}
+    return out
+
+
+class _BatchInfo:
+    def __init__(self, iteration, epoch_idx=0):
+        self.iteration, self.epoch_idx = iteration, epoch_idx
+
+
+def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
+    """Time `FMixMaskBank.make_bank` (once per epoch) and the per-batch callback."""
+    from dali_mix import FMixMaskBank, MixRecipe
+    from pipelines.sources import resolve_source
+
+    recipe = MixRecipe(num_classes=1)
+    size, batch = cfg["image_size"], cfg["batch_size"]
+    bank = FMixMaskBank((size, size), batch, bank_size=recipe.fmix_bank_size,
+                        decay_power=recipe.fmix_decay_power, seed=0)
+    make = []
+    for e in range(repeats):
+        t = time.perf_counter()
+        bank.make_bank(e)
+        make.append(time.perf_counter() - t)
+    bank._pool.shutdown(wait=True)
+    # per-batch callback: a bank that is not refreshed, so no background bank disturbs the timing
+    bank = FMixMaskBank((size, size), batch, bank_size=recipe.fmix_bank_size,
+                        decay_power=recipe.fmix_decay_power, seed=0, refresh=False)
+    bank(_BatchInfo(0))  # bank ready
+    per_call = []
+    for i in range(1, calls + 1):
+        t = time.perf_counter()
+        bank(_BatchInfo(i))
+        per_call.append(time.perf_counter() - t)
+    bank._pool.shutdown(wait=True)
+    source = resolve_source(cfg["data"])
+    epoch_batches = max(1, (source.num_samples or 0) // batch)
+    res = {"mask_size": [size, size], "bank_size": recipe.fmix_bank_size,
+           "make_bank_s": {"median": statistics.median(make), "min": min(make), "max": max(make)},
+           "callback_ms": {"median": 1000 * statistics.median(per_call), "max": 1000 * max(per_call)},
+           "batches_per_epoch_here": epoch_batches,
+           "batches_per_epoch_imagenet": IMAGENET_TRAIN_IMAGES // batch}
+    if randommix_ms_per_batch:
+        mk = 1000 * res["make_bank_s"]["median"]
+        res["randommix_ms_per_batch"] = randommix_ms_per_batch
+        res["callback_pct"] = 100 * res["callback_ms"]["median"] / randommix_ms_per_batch
+        res["make_bank_pct_per_batch_here"] = 100 * mk / epoch_batches / randommix_ms_per_batch
+        res["make_bank_pct_per_batch_imagenet"] = 100 * mk / res["batches_per_epoch_imagenet"] / randommix_ms_per_batch
+        res["total_pct_here"] = res["callback_pct"] + res["make_bank_pct_per_batch_here"]
+        res["target_pct"] = 5.0
+        res["meets_target"] = res["total_pct_here"] < 5.0
+    return res
+
+
+def machine_info(threads):
+    info = {"date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "dali_threads": threads}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                info["ram_gb"] = round(int(line.split()[1]) / 1024 ** 2, 1)
+                break
+    except OSError:
+        pass
+    for mod, key in (("nvidia.dali", "dali"), ("torch", "torch"), ("torchvision", "torchvision"),
+                     ("timm", "timm")):
+        try:
+            info[key] = __import__(mod, fromlist=["__version__"]).__version__
+        except ImportError:
+            info[key] = None
+    return info
+
+
+def check_targets(results):
+    """The issue's targets, where the contenders involved were measured."""
+    rm = results.get("dali-randommix")
+    if rm is None:
+        return {}
+    med = rm["images_per_s"]["median"]
+    t = {}
+    if "ratio_vs_reference" in rm:
+        t["randommix_vs_nomix >= 0.90"] = {"value": rm["ratio_vs_reference"], "met": rm["ratio_vs_reference"] >= 0.90}
+    for peer in ("dali+timm-elem", "torchvision"):
+        if peer in results:
+            ratio = med / results[peer]["images_per_s"]["median"]
+            t[f"randommix faster than {peer}"] = {"value": ratio, "met": ratio > 1.0}
+    return t
+
+
+def _mb(v):
+    return "-" if v is None else f"{v:.0f}"
+
+
+def format_table(results, cfg):
+    lines = [f"{'contender':<16} {'images/s':>9} {'min-max':>11} {'IQR':>11} {'vs ref':>7} "
+             f"{'paired':>13} {'ms/batch':>9} {'RSS MB':>7} {'PSS MB':>7}"]
+    lines.append("-" * len(lines[0]))
+    for name, r in results.items():
+        ips = r["images_per_s"]
+        ratio = f"{r['ratio_vs_reference']:.3f}" if "ratio_vs_reference" in r else "-"
+        paired = (f"{r['ratio_paired']['min']:.2f}-{r['ratio_paired']['max']:.2f}"
+                  if "ratio_paired" in r else "-")
+        lines.append(f"{name:<16} {ips['median']:>9.0f} {ips['min']:>5.0f}-{ips['max']:<5.0f} "
+                     f"{ips['q1']:>5.0f}-{ips['q3']:<5.0f} {ratio:>7} {paired:>13} {r['ms_per_batch']:>9.1f} "
+                     f"{_mb(r['peak_rss_mb']):>7} {_mb(r['peak_pss_mb']):>7}")
+    return "\n".join(lines)
+
+
+def format_markdown(results):
+    rows = ["| contender | images/s (median) | min-max | IQR | vs reference | paired ratio min-max | ms/batch | peak RSS MB | peak PSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        ips = r["images_per_s"]
+        ratio = f"{r['ratio_vs_reference']:.3f}" if "ratio_vs_reference" in r else "-"
+        paired = (f"{r['ratio_paired']['min']:.2f}-{r['ratio_paired']['max']:.2f}" if "ratio_paired" in r else "-")
+        rows.append(f"| {name} | {ips['median']:.0f} | {ips['min']:.0f}-{ips['max']:.0f} | "
+                    f"{ips['q1']:.0f}-{ips['q3']:.0f} | {ratio} | {paired} | {r['ms_per_batch']:.1f} | "
+                    f"{_mb(r['peak_rss_mb'])} | {_mb(r['peak_pss_mb'])} |")
+    return "\n".join(rows)
+
+
+def _parse_only(text):
+    if not text:
+        return list(CONTENDERS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in CONTENDERS]
+    if bad:
+        raise ValueError(f"--only: unknown contender(s) {bad}; choose from {CONTENDERS}")
+    return names
+
+
+def _timm_available():
+    try:
+        import timm.data  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def run(args) -> int:
+    names = _parse_only(args.only)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop the workers cleanly
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if any(n in TIMM_MODES for n in names) and not _timm_available():
+        print("timm is not installed (pip install 'dali-mix[bench]'): skipping "
+              + ", ".join(n for n in names if n in TIMM_MODES), file=sys.stderr)
+        names = [n for n in names if n not in TIMM_MODES]
+    if args.data is None:
+        from dali_mix.data.imagenet_like import build_imagenet_like
+
+        data = str(build_imagenet_like())
+    else:
+        data = str(Path(args.data).expanduser().absolute())
+    threads = args.threads or os.cpu_count() or 1
+    cfg = {"data": data, "batch_size": args.batch_size, "image_size": args.image_size,
+           "threads": threads, "warmup": args.warmup, "seed": args.seed}
+    print(f"dali-mix bench: {len(names)} contenders, {args.rounds} rounds x {args.batches} batches, "
+          f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {threads} threads, data {data}")
+    results = measure(names, cfg, rounds=args.rounds, batches=args.batches,
+                      parallel_build=args.parallel_build, in_process=args.in_process)
+    fmix = None
+    if not args.no_fmix_cost:
+        ms = results.get("dali-randommix", {}).get("ms_per_batch")
+        fmix = fmix_mask_cost(cfg, ms)
+    report = {"config": dict(cfg, rounds=args.rounds, batches=args.batches, contenders=names,
+                             in_process=bool(args.in_process)),
+              "machine": machine_info(threads), "reference": REFERENCE, "contenders": results,
+              "targets": check_targets(results), "fmix_mask_cost": fmix}
+    print()
+    print(format_table(results, cfg))
+    if report["targets"]:
+        print()
+        for k, v in report["targets"].items():
+            print(f"target {k}: {v['value']:.3f} -> {'met' if v['met'] else 'MISSED'}")
+    if fmix is not None:
+        print()
+        print(f"FMix mask bank ({fmix['bank_size']} masks {size_str(fmix)}): make_bank "
+              f"{fmix['make_bank_s']['median']:.2f} s per epoch; callback {fmix['callback_ms']['median']:.3f} ms per batch")
+        if "callback_pct" in fmix:
+            print(f"  as % of a RandomMix batch ({fmix['randommix_ms_per_batch']:.1f} ms): callback "
+                  f"{fmix['callback_pct']:.2f}%, make_bank amortised over this epoch "
+                  f"({fmix['batches_per_epoch_here']} batches) {fmix['make_bank_pct_per_batch_here']:.2f}%, "
+                  f"over an ImageNet epoch {fmix['make_bank_pct_per_batch_imagenet']:.4f}% "
+                  f"-> total {fmix['total_pct_here']:.2f}% (target < 5%)")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten: {path}")
+    return 0
+
+
+def size_str(fmix):
+    return f"{fmix['mask_size'][0]}x{fmix['mask_size'][1]}"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="ImageFolder root (default: build_imagenet_like())")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
+    p.add_argument("--batches", type=int, default=10, help="timed batches per contender per round")
+    p.add_argument("--warmup", type=int, default=5, help="untimed batches after building")
+    p.add_argument("--threads", type=int, default=None,
+                   help="DALI threads / DataLoader workers (default: number of cores)")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(CONTENDERS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results (JSON)")
+    p.add_argument("--parallel-build", action="store_true",
+                   help="build all contenders at once (faster start; for smoke tests)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run all contenders in this process (fast start, no memory figures; smoke tests)")
+    p.add_argument("--no-fmix-cost", action="store_true", help="skip the FMix mask cost measurement")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("bench", help="throughput of dali-mix vs timm and torchvision (CPU)",
+                              description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
