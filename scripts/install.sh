@@ -26,4 +26,10 @@ fi
 target="$here"
 [ -n "$extras" ] && target="$here[$extras]"
 "${pip[@]}" -e "$target"
+# the embedded real data set (Debian package); train.py also installs it on first use when root
+idx=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ ! -f "$idx" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+        || echo "warning: could not install dataset-fashion-mnist; see README (Set up)" >&2
+fi
 "$venv/bin/python" -c "import dali_mix, nvidia.dali, torch; print('dali-mix', dali_mix.__version__, '| DALI', nvidia.dali.__version__, '| torch', torch.__version__)"
