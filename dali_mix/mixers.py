@@ -10,8 +10,11 @@ Common contract:
     devices and the pipeline's seed makes it deterministic.
 
 Paste-type methods (CutMix, ResizeMix, random-fill erasing) are copies (`fn.multi_paste`) and keep
-the dtype; Mixup and FMix are arithmetic and return float32 (uint8 inputs are promoted, never
-truncated).
+the dtype. FMix blends with a {0, 1} uint8 mask and keeps the dtype too (exact, also in uint8).
+Mixup returns float32 (uint8 inputs are promoted, never truncated), or, with `uint8=True`, the
+blend rounded to the nearest uint8. On the CPU, copies cost little and DALI arithmetic a lot
+(see benchmarks/RESULTS.md): the built-in pipelines therefore mix uint8 HWC images before
+normalisation.
 """
 from __future__ import annotations
 
