@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
+from dali_mix.mix import Normalization
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.sources import Source, read, resolve_source
 
@@ -74,10 +75,14 @@ def _device_args(device, device_id):
     return "cpu", None
 
 
+def _dtype(dtype: str):
+    return types.FLOAT16 if dtype == "float16" else types.FLOAT
+
+
 def _normalise(images, *, mirror, dtype, crop=None):
     kw = {} if crop is None else {"crop": (crop, crop)}
     return fn.crop_mirror_normalize(
-        images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT, output_layout="CHW",
+        images, dtype=_dtype(dtype), output_layout="CHW",
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mirror=mirror, **kw)
 
 
@@ -111,6 +116,11 @@ def finish_train(images, *, crop: str, pad: int, image_size: int, dtype: str):
     """Random horizontal flip and normalisation to CHW float (and, for crop="pad", a random
     shift of up to `pad` px with zero fill): uint8 HWC -> float32/float16 CHW."""
     images = _normalise(images, mirror=fn.random.coin_flip(), dtype=dtype)
+    return random_shift(images, crop=crop, pad=pad, image_size=image_size)
+
+
+def random_shift(images, *, crop: str, pad: int, image_size: int):
+    """For crop="pad": shift normalised CHW images by up to `pad` px (zero fill); else as is."""
     if crop == "random_resized":
         return images
     shifts = list(range(-pad, pad + 1))  # `values=`: exact integers (range= rounds floats)
@@ -183,9 +193,10 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         if mix_off_from_epoch is not None:
             switch = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
             enabled = fn.external_source(source=switch, batch=True, batch_info=True)
+        norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=fn.random.coin_flip(), dtype=_dtype(dtype))
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled,
-                            image_size=(image_size, image_size), normalize_later=(IMAGENET_MEAN, IMAGENET_STD))
-        out = out._replace(images=finish_train(out.images, crop=crop, pad=pad, image_size=image_size, dtype=dtype))
+                            image_size=(image_size, image_size), normalize=norm)
+        out = out._replace(images=random_shift(out.images, crop=crop, pad=pad, image_size=image_size))
         if explain:
             extra = [n for n in _EXPLAIN if n not in out.outputs_names()]
             return out.outputs() + tuple(getattr(out, n) for n in extra)

@@ -448,3 +448,45 @@ def test_fmix_with_int32_ranks_from_a_large_bank_resizes_and_keeps_exact_lam():
     for i in range(n):
         frac = np.mean(np.array(mixed[i])[..., 0] == 10 * i + 1)
         assert frac == pytest.approx(float(np.array(lam[i])), abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "fmix"])
+def test_random_mix_with_fused_normalisation_equals_normalising_the_mix(method):
+    """`random_mix(normalize=...)` on uint8 HWC returns CHW float pixels equal to
+    ((mix of the uint8 colours) - mean) / std, flipped where mirror is set; lam stays exact."""
+    import dali_mix as dm
+    from dali_mix.mix import Normalization
+    from nvidia.dali import fn, pipeline_def
+
+    n, h, w = 6, 10, 14
+    mean, std = (10.0, 20.0, 30.0), (2.0, 4.0, 5.0)
+    colours = np.array([[20 * i + 5, 20 * i + 7, 20 * i + 9] for i in range(n)], np.float64)
+    imgs = [np.broadcast_to(colours[i].astype(np.uint8), (h, w, 3)).copy() for i in range(n)]
+    recipe = dm.MixRecipe(methods=[method], num_classes=n, layout="HWC")
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=11, enable_conditionals=True)
+    def pipe():
+        x = fn.external_source(source=lambda: imgs, batch=True, layout="HWC")
+        y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
+        out = dm.random_mix(x, y, recipe, image_size=(h, w),
+                            normalize=Normalization(mean, std, mirror=fn.random.coin_flip()))
+        return out.images, out.lam, out.labels_b
+
+    p = pipe()
+    p.build()
+    images, lam, partner = p.run()
+    for i in range(n):
+        out = np.array(images[i])
+        assert out.shape == (3, h, w) and out.dtype == np.float32
+        lam_i, j = float(np.array(lam[i])), int(np.array(partner[i]))
+        norm_i = (colours[i] - mean) / std
+        norm_j = (colours[j] - mean) / std
+        if method == "mixup":
+            expected = (lam_i * colours[i] + (1 - lam_i) * colours[j] - mean) / std
+            np.testing.assert_allclose(out.reshape(3, -1).mean(1), expected, atol=1e-4)
+            np.testing.assert_allclose(out.reshape(3, -1).std(1), 0, atol=1e-4)
+        else:  # box and mask methods: every pixel is one of the two normalised colours
+            own = np.all(np.isclose(out, norm_i[:, None, None], atol=1e-5), axis=0)
+            other = np.all(np.isclose(out, norm_j[:, None, None], atol=1e-5), axis=0)
+            assert np.all(own | other)
+            assert own.mean() == pytest.approx(lam_i, abs=1e-6)

@@ -169,7 +169,8 @@ def test_two_process_torchrun_on_cpu(tmp_path, fmnist_small):
     # the same weights evaluated by one process give the same top-1
     single = run_train("--evaluate", "--resume", out / "last.pt", *SMALL, "--output", tmp_path / "eval")
     top1 = float(single.stdout.split("val top-1 ")[1].split("%")[0])
-    assert top1 == pytest.approx(metrics[-1]["val_top1"], abs=1e-6)
+    # printed with 2 decimals; one sample of 600 is 0.167 points
+    assert top1 == pytest.approx(metrics[-1]["val_top1"], abs=0.006)
 
 
 # --------------------------------------------------------------------------- MixMo
