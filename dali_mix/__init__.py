@@ -15,13 +15,14 @@ __version__ = "0.1.0"
 from dali_mix.config import METHODS, MixRecipe  # noqa: E402
 from dali_mix.labels import dense_targets, scalar_labels  # noqa: E402
 from dali_mix.masks import FMixMaskBank, fmix_ranks  # noqa: E402
-from dali_mix.mix import MixResult, output_names, random_mix  # noqa: E402
-from dali_mix.mixers import cutmix, cutout, fmix, mixup, random_erasing, resizemix  # noqa: E402
+from dali_mix.mix import MixResult, Normalization, output_names, random_mix  # noqa: E402
+from dali_mix.mixers import (cutmix, cutout, fmix, mixup, mixup_normalized, random_erasing,  # noqa: E402
+                             resizemix)
 from dali_mix.pairing import Pairs, pair  # noqa: E402
 from dali_mix.select import choose, select  # noqa: E402
 
 __all__ = [
-    "METHODS", "MixRecipe", "MixResult", "Pairs", "FMixMaskBank", "choose", "cutmix", "cutout",
+    "METHODS", "MixRecipe", "MixResult", "Normalization", "mixup_normalized", "Pairs", "FMixMaskBank", "choose", "cutmix", "cutout",
     "dense_targets", "fmix", "fmix_ranks", "mixup", "output_names", "pair", "random_erasing",
     "random_mix", "resizemix", "scalar_labels", "select",
 ]
