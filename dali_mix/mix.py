@@ -74,8 +74,9 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
     """Mix a batch as `recipe` says (RandomMix when it has several candidates).
 
     Args:
-        images: batch of images, layout `recipe.layout`, CPU or GPU, float (after normalisation;
-            with several candidates all branches must agree on dtype, and Mixup/FMix give float32).
+        images: batch of images, layout `recipe.layout`, CPU or GPU: float (normalised), or uint8
+            with `normalize` / `normalize_later` (with several candidates all branches must
+            agree on dtype: Mixup gives float32 on float or plain uint8 input).
         labels: int labels per sample (CPU), shape () or (1,), as readers produce them.
         recipe: a validated MixRecipe.
         fmix_bank: mask source for FMix; made from the recipe when None (size `recipe.fmix_size`
@@ -99,6 +100,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
     if not recipe.mixes:
         lam = to_float(labels_a * 0 + 1)
         targets = _targets(labels_a, labels_a, lam, recipe)
+        if normalize is not None:
+            images = _crop_mirror_normalize(images, normalize, normalize.mirror)
         return MixResult(images, targets, labels_a, labels_a, lam, labels_a * 0 + len(names), recipe)
 
     pairs = pair(images, labels_a, no_self_pairs=recipe.no_self_pairs)
@@ -159,10 +162,15 @@ def _normalizing(op, name: str, r: MixRecipe, norm: Normalization):
 
     def branch(x, o, ranks, mirror):
         mixed, lam = op(x, o, ranks)
-        return fn.crop_mirror_normalize(mixed, mean=[float(m) for m in norm.mean],
-                                        std=[float(s) for s in norm.std], mirror=mirror,
-                                        dtype=norm.dtype, output_layout="CHW"), lam
+        return _crop_mirror_normalize(mixed, norm, mirror), lam
     return branch
+
+
+def _crop_mirror_normalize(images, norm: Normalization, mirror):
+    """uint8 HWC -> normalised, flipped CHW as `norm` says."""
+    return fn.crop_mirror_normalize(images, mean=[float(m) for m in norm.mean],
+                                    std=[float(s) for s in norm.std], mirror=mirror,
+                                    dtype=norm.dtype, output_layout="CHW")
 
 
 def _unchanged(images, other, *rest):

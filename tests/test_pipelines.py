@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dali_mix.data.fashion_mnist import DEFAULT_IDX_DIR, load_split, prepare_fashion_mnist
@@ -507,3 +508,23 @@ def test_bad_arguments_raise_value_error_naming_the_field(const_tree):
             val_pipeline(str(root), batch_size=bad, image_size=8)
         with pytest.raises(ValueError, match="batch_size"):
             train_pipeline(str(root), batch_size=bad, image_size=8)
+
+
+def test_train_pipeline_with_a_recipe_that_never_mixes_normalises(fmnist_small):
+    """A recipe without methods (smoothing only, `train.py --mix none`) still yields normalised
+    NCHW float images: equal to the no-recipe pipeline's, with smoothed one-hot targets."""
+    import dali_mix as dm
+    from dali_mix.torch import Loader
+    from pipelines.classification import train_pipeline
+
+    outs = []
+    for recipe in (None, dm.MixRecipe(methods={}, num_classes=10, label_smoothing=0.1)):
+        built = train_pipeline(fmnist_small.train_dir, batch_size=16, image_size=28, crop="pad", seed=3,
+                               recipe=recipe, num_classes=10)
+        outs.append(next(iter(Loader(built.pipe, built.output_map, built.reader_name, num_classes=10))))
+    (x_ref, labels), (x, targets) = outs
+    assert x.shape == (16, 3, 28, 28) and x.dtype == torch.float32
+    torch.testing.assert_close(x, x_ref)
+    expected = torch.full((16, 10), 0.01)
+    expected[torch.arange(16), labels] = 0.91
+    torch.testing.assert_close(targets, expected)
