@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -459,8 +460,6 @@ def main(argv=None) -> int:
                 f.write(json.dumps(record) + "\n")
         save("last.pt", epoch + 1, 0, top1=best)
         if is_main and top1 >= best:
-            import shutil
-
             shutil.copyfile(out_dir / "last.pt", out_dir / ".best.pt.tmp")
             os.replace(out_dir / ".best.pt.tmp", out_dir / "best.pt")
     log(f"done: {epochs} epochs | final val top-1 {top1:.2f}% | best {best:.2f}% | output {out_dir}")
@@ -516,25 +515,24 @@ def reduce_mean(value: float, device, world_size: int) -> float:
     return float(t.item()) / world_size
 
 
-def find_bad_files(source) -> list:
-    """(path, reason) of every file in `source` that cannot be decoded (dali-mix check-data)."""
+def check_report(source):
+    """`dali-mix check-data`'s report on a resolved Source (every file decoded once)."""
     from dali_mix.data.check import check_source
 
-    spec = source.root if source.kind == "folder" else (list(source.files) if source.kind == "webdataset"
-                                                        else source.files[0])
-    return check_source(spec, progress=False).bad
+    spec = {"folder": source.root, "file_list": source.files[0]}.get(source.kind, list(source.files))
+    return check_source(spec, progress=False)
 
 
 def clean_source(source, out_dir: Path, rank: int, log):
     """Scan `source` with check-data and return a Source over its good files only (a DALI file
     list in the run directory, labels and class names unchanged)."""
-    from dali_mix.data.check import check_source, write_clean_list
+    from dali_mix.data.check import write_clean_list
     from pipelines.sources import Source
 
     if source.kind == "webdataset":
         raise SystemExit("error: --check-data works on ImageFolder trees and file lists; for webdataset "
                          "shards run 'dali-mix check-data' and rewrite the shards without the bad samples")
-    report = check_source(source.root if source.kind == "folder" else source.files[0], progress=False)
+    report = check_report(source)
     if not report.bad:
         return source
     for path, reason in report.bad:
@@ -542,9 +540,8 @@ def clean_source(source, out_dir: Path, rank: int, log):
     out_dir.mkdir(parents=True, exist_ok=True)
     clean = out_dir / f"clean-list.rank{rank}.txt"
     n = write_clean_list(report, clean, absolute=True)
-    labels = [int(line.split()[-1]) for line in clean.read_text().splitlines() if line.strip()]
     return Source("file_list", "/", (str(clean),), (), source.classes, num_samples=n,
-                  extra={"max_label": max(labels)})
+                  extra={"max_label": max(g.label for g in report.good)})
 
 
 def decode_error_hint(exc: BaseException, source) -> str | None:
@@ -552,7 +549,7 @@ def decode_error_hint(exc: BaseException, source) -> str | None:
     text = str(exc)
     if "decoders" not in text and "nvImageCodec" not in text and "decode" not in text.lower():
         return None
-    bad = find_bad_files(source)
+    bad = check_report(source).bad
     if not bad:
         return None
     listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
