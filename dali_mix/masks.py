@@ -22,6 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from dali_mix.schedule import BatchClock
+
 
 def fft_frequencies(h: int, w: int) -> torch.Tensor:
     """Magnitudes of the sample frequencies of an (h, w) rfft2 grid, shape (h, w // 2 + 1), float32."""
@@ -101,8 +103,6 @@ class FMixMaskBank:
         self.seed = int(seed) & 0x7FFFFFFF
         self.refresh = bool(refresh)
         self.device = device
-        from dali_mix.schedule import BatchClock
-
         # epochs come from the clock (set by the trainer to the reader's epoch length); a bank
         # used without one is refreshed every `refresh_every` batches
         self.clock = clock if clock is not None else BatchClock(int(refresh_every))
