@@ -7,6 +7,12 @@ Inside your own ``@pipeline_def(enable_conditionals=True)``::
     out = dm.random_mix(images, labels, recipe)     # images: CHW float, CPU or GPU
     return out.outputs()                             # (images, targets (N, C) float32)
 
+Fast path (HWC uint8 images of a known size, recipe.layout "HWC"; parameters drawn by one
+vectorised ``dm.MixPlanner`` external source, normalisation done inside)::
+
+    out = dm.random_mix(images, labels, recipe, image_size=(224, 224),
+                        normalize=dm.Normalization(mean, std, mirror=fn.random.coin_flip()))
+
 Lower level: ``dm.pair`` then ``dm.mixup / cutmix / resizemix / fmix / cutout / random_erasing``
 (each returns the mixed images and the exact lambda), ``dm.dense_targets``.
 """
@@ -19,10 +25,13 @@ from dali_mix.mix import MixResult, Normalization, output_names, random_mix  # n
 from dali_mix.mixers import (cutmix, cutout, fmix, mixup, mixup_normalized, random_erasing,  # noqa: E402
                              resizemix)
 from dali_mix.pairing import Pairs, pair  # noqa: E402
+from dali_mix.plan import MixPlanner, can_plan  # noqa: E402
+from dali_mix.schedule import BatchClock, MixOffSchedule  # noqa: E402
 from dali_mix.select import choose, select  # noqa: E402
 
 __all__ = [
-    "METHODS", "MixRecipe", "MixResult", "Normalization", "mixup_normalized", "Pairs", "FMixMaskBank", "choose", "cutmix", "cutout",
-    "dense_targets", "fmix", "fmix_ranks", "mixup", "output_names", "pair", "random_erasing",
-    "random_mix", "resizemix", "scalar_labels", "select",
+    "METHODS", "BatchClock", "MixOffSchedule", "MixPlanner", "MixRecipe", "MixResult",
+    "Normalization", "mixup_normalized", "Pairs", "FMixMaskBank", "can_plan", "choose", "cutmix",
+    "cutout", "dense_targets", "fmix", "fmix_ranks", "mixup", "output_names", "pair",
+    "random_erasing", "random_mix", "resizemix", "scalar_labels", "select",
 ]

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from nvidia.dali import fn, types
+from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import mixers
 from dali_mix._graph import to_float
 from dali_mix.config import MixRecipe
-from dali_mix.labels import dense_targets, scalar_labels
+from dali_mix.labels import dense_targets, scalar_labels, weighted_targets
 from dali_mix.masks import FMixMaskBank, fmix_ranks
 from dali_mix.pairing import pair
-from dali_mix.select import choose, select
+from dali_mix.plan import MixPlanner, can_plan
+from dali_mix.schedule import BatchClock
+from dali_mix.select import choose, require_conditionals, select
 
 
 class Normalization(NamedTuple):
@@ -70,7 +75,8 @@ def output_names(recipe: MixRecipe) -> list[str]:
 
 def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | None = None,
                enabled=None, image_size=None, normalize_later=None,
-               normalize: Normalization | None = None) -> MixResult:
+               normalize: Normalization | None = None, clock: BatchClock | None = None,
+               plan: bool | None = None) -> MixResult:
     """Mix a batch as `recipe` says (RandomMix when it has several candidates).
 
     Args:
@@ -81,10 +87,14 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
         recipe: a validated MixRecipe.
         fmix_bank: mask source for FMix; made from the recipe when None (size `recipe.fmix_size`
             or 224x224, batch size from the current pipeline).
-        enabled: optional bool CPU scalar per sample (e.g. from an external source switching
-            mixing off for the last epochs); False samples are left unmixed (lam = 1).
+        enabled: optional bool CPU scalar per sample (a DataNode), or a callable
+            batch_info -> (N,) bool such as `dali_mix.schedule.MixOffSchedule` (e.g. mixing off
+            for the last epochs); False samples are left unmixed (lam = 1).
         image_size: (H, W) of every image, when fixed and known: the FMix bank is made at that
-            size and used without resizing.
+            size and used without resizing, and, for HWC images and candidates among Mixup,
+            CutMix, ResizeMix and FMix, every random parameter of a batch is drawn in one
+            vectorised step (`dali_mix.plan.MixPlanner`, one external source) instead of about
+            60 small DALI operators: the fast path on the CPU.
         normalize_later: (mean, std) per channel, for uint8 images mixed *before*
             normalisation (the cheap place on the CPU: a quarter of the bytes of float32):
             Mixup is rounded back to uint8, Cutout fills with the mean and Random Erasing with
@@ -94,6 +104,10 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
             mixing, returning float CHW images like `fn.crop_mirror_normalize`; Mixup is then
             fused with the normalisation (`mixers.mixup_normalized`), much cheaper on the CPU
             than a uint8 blend. Implies `normalize_later=(mean, std)`.
+        clock: `BatchClock` of the pipeline's run counter (epochs for `enabled` schedules and
+            for the plan's random stream); defaults to the FMix bank's clock or a plain counter.
+        plan: force (True) or forbid (False) the planned fast path; None: use it when possible
+            (`dali_mix.plan.can_plan`). With `plan=True` and a recipe it cannot serve, ValueError.
     """
     labels_a = scalar_labels(labels)
     names = recipe.candidates
@@ -104,15 +118,25 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
             images = _crop_mirror_normalize(images, normalize, normalize.mirror)
         return MixResult(images, targets, labels_a, labels_a, lam, labels_a * 0 + len(names), recipe)
 
-    pairs = pair(images, labels_a, no_self_pairs=recipe.no_self_pairs)
-    ranks = None
     if image_size is not None:
         image_size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(image_size)
         if recipe.fmix_size is None:
             recipe = recipe.with_(fmix_size=image_size)
+    if "fmix" in names and fmix_bank is None:
+        fmix_bank = default_fmix_bank(recipe, clock)
+    if plan is None:
+        plan = can_plan(recipe, image_size, fmix_bank)
+    if plan:
+        if normalize is not None:
+            normalize_later = (normalize.mean, normalize.std)
+        return _planned_mix(images, labels_a, recipe, image_size, fmix_bank=fmix_bank,
+                            enabled=enabled, clock=clock, normalize=normalize,
+                            uint8=normalize_later is not None)
+    if enabled is not None and not isinstance(enabled, DataNode):  # a schedule
+        enabled = fn.external_source(source=enabled, batch=True, batch_info=True)
+    pairs = pair(images, labels_a, no_self_pairs=recipe.no_self_pairs)
+    ranks = None
     if "fmix" in names:
-        if fmix_bank is None:
-            fmix_bank = default_fmix_bank(recipe)
         ranks = fmix_ranks(fmix_bank)
     method = choose(recipe.weights, prob=recipe.prob, mode=recipe.mode)
     same_size = image_size is not None and fmix_bank is not None and tuple(fmix_bank.size) == image_size
@@ -138,14 +162,92 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
     return MixResult(mixed, targets, labels_a, pairs.labels_b, lam, method, recipe)
 
 
-def default_fmix_bank(recipe: MixRecipe) -> FMixMaskBank:
+def default_fmix_bank(recipe: MixRecipe, clock: BatchClock | None = None) -> FMixMaskBank:
     """FMix mask bank for `recipe` in the current pipeline (its batch size)."""
-    pipe = Pipeline.current()
-    if pipe is None:
-        raise ValueError("random_mix with fmix must be called inside a pipeline definition")
+    pipe = _current_pipeline("random_mix with fmix")
     return FMixMaskBank(recipe.fmix_size or (224, 224), pipe.max_batch_size,
                         bank_size=recipe.fmix_bank_size, decay_power=recipe.fmix_decay_power,
-                        seed=recipe.seed)
+                        seed=recipe.seed, clock=clock)
+
+
+def _current_pipeline(what: str):
+    pipe = Pipeline.current()
+    if pipe is None:
+        raise ValueError(f"{what} must be called inside a pipeline definition")
+    return pipe
+
+
+def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, enabled, clock,
+                 normalize: Normalization | None, uint8: bool) -> MixResult:
+    """RandomMix with every random parameter from one `MixPlanner` external source.
+
+    Graph: one `fn.multi_paste(images, in_ids=...)` for CutMix boxes and FMix masks (the mask's
+    partner pixels as one-pixel-high runs, so FMix is a copy too, no arithmetic), one more for
+    the ResizeMix patches (the partners shrunk by `fn.resize`), on every sample (unused samples
+    only copy themselves: cheaper than a conditional split); a DALI conditional only around
+    Mixup (fused with the normalisation when `normalize` is given); then the normalisation.
+    """
+    names = recipe.candidates
+    if not can_plan(recipe, image_size, fmix_bank):
+        raise ValueError(f"plan=True needs HWC images (recipe.layout), image_size and candidates "
+                         f"among mixup, cutmix, resizemix, fmix; got layout {recipe.layout!r}, "
+                         f"image_size {image_size!r}, candidates {names}")
+    pipe = _current_pipeline("random_mix")
+    if isinstance(enabled, DataNode):
+        raise ValueError("with image_size (the planned path) `enabled` must be a callable "
+                         "batch_info -> (N,) bool such as MixOffSchedule, not a DataNode; "
+                         "or pass plan=False")
+    if clock is None:
+        clock = fmix_bank.clock if fmix_bank is not None else BatchClock()
+    seed = pipe.seed if pipe.seed is not None else int(np.random.SeedSequence().entropy % (2 ** 31))
+    planner = MixPlanner(recipe, pipe.max_batch_size, image_size, seed=seed, clock=clock,
+                         fmix_bank=fmix_bank, enabled=enabled,
+                         normalize_std=None if normalize is None else normalize.std)
+    p = dict(zip(planner.output_names,
+                 fn.external_source(source=planner, num_outputs=len(planner.output_names),
+                                    batch=True, batch_info=True)))
+    labels_b = fn.permute_batch(labels_a, indices=p["perm"])
+    canvas = images
+    if "paste_ids" in p:
+        canvas = fn.multi_paste(images, in_ids=p["paste_ids"], in_anchors=p["paste_anchors"],
+                                out_anchors=p["paste_anchors"], shapes=p["paste_shape"],
+                                output_size=list(image_size))
+    other = None
+    if "mixup" in names or "resizemix" in names:
+        other = fn.permute_batch(images, indices=p["perm"])
+    if "patch_size" in p:
+        shrunk = fn.resize(other, size=p["patch_size"], interp_type=types.INTERP_NN, antialias=False)
+        canvas = fn.multi_paste(canvas, shrunk, out_anchors=p["patch_out"], shapes=p["patch_shape"],
+                                output_size=list(image_size))
+    if "is_mixup" in p:
+        require_conditionals("choosing Mixup per sample")
+        if p["is_mixup"]:
+            mixed = _planned_mixup(images, other, p, normalize, uint8)
+        else:
+            mixed = _finish(canvas, normalize)
+    elif "mixup" in names:  # the only method, always applied
+        mixed = _planned_mixup(images, other, p, normalize, uint8)
+    else:
+        mixed = _finish(canvas, normalize)
+    targets = None
+    if recipe.target == "dense":
+        targets = weighted_targets(labels_a, labels_b, p["w_a"], p["w_b"], recipe.num_classes,
+                                   recipe.label_smoothing / recipe.num_classes)
+    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
+
+
+def _planned_mixup(images, other, p, normalize: Normalization | None, uint8: bool):
+    """Mixup with the planned lam: fused with the normalisation when `normalize` is given."""
+    if normalize is None:
+        return mixers.mixup(images, other, lam=p["lam"], uint8=uint8)[0]
+    common = dict(mean=[float(m) for m in normalize.mean], mirror=normalize.mirror,
+                  dtype=normalize.dtype, output_layout="CHW")
+    return (fn.crop_mirror_normalize(images, std=p["std_a"], **common)
+            + fn.crop_mirror_normalize(other, std=p["std_b"], **common))
+
+
+def _finish(images, normalize: Normalization | None):
+    return images if normalize is None else _crop_mirror_normalize(images, normalize, normalize.mirror)
 
 
 def _targets(labels_a, labels_b, lam, recipe: MixRecipe):

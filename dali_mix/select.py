@@ -45,11 +45,15 @@ def select(ops: Sequence[Callable], index, *args):
     """
     if index is None or len(ops) == 1:
         return ops[0](*args)
+    require_conditionals("choosing among several mixing methods per sample")
+    return _split(0, len(ops) - 1, ops, index, args)
+
+
+def require_conditionals(what: str) -> None:
+    """Raise ValueError unless the current pipeline has conditionals enabled (`if` on DataNodes)."""
     pipe = Pipeline.current()
     if pipe is not None and not getattr(pipe, "_conditionals_enabled", True):
-        raise ValueError("choosing among several mixing methods per sample needs "
-                         "@pipeline_def(enable_conditionals=True) on the pipeline")
-    return _split(0, len(ops) - 1, ops, index, args)
+        raise ValueError(f"{what} needs @pipeline_def(enable_conditionals=True) on the pipeline")
 
 
 def _split(lo: int, hi: int, ops, index, args):

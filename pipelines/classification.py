@@ -191,11 +191,10 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             return finish_train(images, crop=crop, pad=pad, image_size=image_size, dtype=dtype), labels
         enabled = None
         if mix_off_from_epoch is not None:
-            switch = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
-            enabled = fn.external_source(source=switch, batch=True, batch_info=True)
+            enabled = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
         norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=fn.random.coin_flip(), dtype=_dtype(dtype))
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled,
-                            image_size=(image_size, image_size), normalize=norm)
+                            image_size=(image_size, image_size), normalize=norm, clock=clock)
         out = out._replace(images=random_shift(out.images, crop=crop, pad=pad, image_size=image_size))
         if explain:
             extra = [n for n in _EXPLAIN if n not in out.outputs_names()]

@@ -1,5 +1,10 @@
 """dm.random_mix: method choice (per sample / per batch), prob, targets, determinism, batch sizes,
-pairing, sparse targets, a user's own pipeline with the torch Loader."""
+pairing, sparse targets, a user's own pipeline with the torch Loader.
+
+Every test runs on both paths of `random_mix`: "graph" (parameters drawn by DALI operators, any
+image size and layout) and "planned" (HWC images of a known size: parameters from one
+`MixPlanner` external source, FMix as paste runs); recipes the planner cannot serve (cutout,
+random erasing) fall back to the graph path on both."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,11 +14,22 @@ from nvidia.dali import fn, pipeline_def, types
 from scipy import stats
 
 import dali_mix as dm
+from dali_mix.plan import can_plan
 from dali_mix.torch import Loader, mixed_cross_entropy, soft_target_cross_entropy
 
 SIGNIFICANCE = 1e-3
 S = 8  # small images keep these tests fast
 C = 3
+PATH = {"planned": False, "layout": "CHW"}
+
+
+@pytest.fixture(params=["graph", "planned"], autouse=True)
+def mix_path(request, monkeypatch):
+    """Run each test on the graph path (CHW images) and on the planned path (HWC, image_size)."""
+    planned = request.param == "planned"
+    monkeypatch.setitem(PATH, "planned", planned)
+    monkeypatch.setitem(PATH, "layout", "HWC" if planned else "CHW")
+    return request.param
 
 
 # ------------------------------------------------------------------------------------------------
@@ -24,7 +40,8 @@ def colour(i, c):
     return 1.0 + i + 1000.0 * c
 
 
-def constant_images(n, layout="CHW", s=S):
+def constant_images(n, layout=None, s=S):
+    layout = layout or PATH["layout"]
     out = []
     for i in range(n):
         img = np.broadcast_to(np.array([colour(i, c) for c in range(C)], np.float32), (s, s, C))
@@ -47,7 +64,7 @@ def build(recipe, images, labels, *, seed=0, conditionals=True):
     def pipe():
         x = fn.external_source(source=lambda: images, batch=True, layout=recipe.layout)
         y = fn.external_source(source=lambda: labels, batch=True)
-        out = dm.random_mix(x, y, recipe)
+        out = dm.random_mix(x, y, recipe, **path_args(recipe))
         outs = [out.images, out.labels_a, out.labels_b, out.lam, out.method]
         if out.targets is not None:
             outs.append(out.targets)
@@ -56,6 +73,14 @@ def build(recipe, images, labels, *, seed=0, conditionals=True):
     p = pipe()
     p.build()
     return p
+
+
+def path_args(recipe):
+    """random_mix arguments for the current path: the planned one gets the image size and must
+    take it whenever the planner serves the recipe."""
+    if not PATH["planned"]:
+        return {"plan": False}
+    return {"image_size": (S, S), "plan": True if can_plan(recipe, (S, S)) else None}
 
 
 def run(pipe, iters=1):
@@ -71,11 +96,13 @@ def index_labels(n):
 def recipe_for(n_classes, **kw):
     kw.setdefault("fmix_size", (S, S))
     kw.setdefault("fmix_bank_size", 16)
+    kw.setdefault("layout", PATH["layout"])
     return dm.MixRecipe(num_classes=n_classes, **kw)
 
 
-def check_pixels(batch, recipe, layout="CHW"):
+def check_pixels(batch, recipe, layout=None):
     """Every sample's pixels agree with its method, lam and partner (labels = sample index)."""
+    layout = layout or recipe.layout
     names = recipe.candidates
     imgs = batch["images"] if layout == "HWC" else batch["images"].transpose(0, 2, 3, 1)
     n = imgs.shape[0]
@@ -166,6 +193,8 @@ def test_batch_mode_with_prob_leaves_whole_batches_untouched():
 
 @pytest.mark.parametrize("layout", ["CHW", "HWC"])
 def test_prob_leaves_the_right_fraction_untouched(layout):
+    if PATH["planned"] and layout == "CHW":
+        pytest.skip("the planned path takes HWC images")
     n, prob, eps = 128, 0.3, 0.1
     recipe = recipe_for(n, methods=["mixup", "cutmix", "resizemix", "fmix"], prob=prob,
                         label_smoothing=eps, layout=layout)
@@ -254,7 +283,7 @@ def test_odd_batch_size():
     n = 7
     recipe = recipe_for(n, methods=["mixup", "cutmix", "resizemix", "fmix"], label_smoothing=0.1)
     for b in run(build(recipe, constant_images(n), index_labels(n), seed=17), iters=5):
-        assert b["images"].shape == (n, C, S, S)
+        assert b["images"].shape == ((n, S, S, C) if PATH["planned"] else (n, C, S, S))
         assert np.all(b["labels_b"] != b["labels_a"])
         np.testing.assert_array_equal(np.sort(b["labels_b"]), np.arange(n))  # a permutation
         check_pixels(b, recipe)
@@ -303,9 +332,9 @@ def test_sparse_targets_and_losses_agree():
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=29, enable_conditionals=True)
     def pipe():
-        x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+        x = fn.external_source(source=lambda: images, batch=True, layout=recipe.layout)
         y = fn.external_source(source=lambda: labels, batch=True)
-        out = dm.random_mix(x, y, recipe)
+        out = dm.random_mix(x, y, recipe, **path_args(recipe))
         assert out.targets is None
         outs = out.outputs()
         assert len(outs) == 4
@@ -317,7 +346,7 @@ def test_sparse_targets_and_losses_agree():
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
         imgs, la, lb, lam, dense = (to_np(o) for o in p.run())
-        assert imgs.shape == (n, C, S, S)
+        assert imgs.shape == ((n, S, S, C) if PATH["planned"] else (n, C, S, S))
         assert la.dtype == np.int64 and lb.dtype == np.int64 and lam.dtype == np.float32
         la, lb, lam = la.reshape(-1), lb.reshape(-1), lam.reshape(-1)
         assert np.any(lam < 1)
