@@ -4,7 +4,9 @@ Harris et al., "FMix" (ecs-vlc/FMix `fmix.py`): a random complex spectrum scaled
 1 / max(f, 1/max(H, W)) ** decay_power, inverse FFT, real part; the binary mask keeps the top
 lam*N pixels. Binarising needs a sort; sorting per draw would be the slow part, so the bank stores
 each grey image's *ranks* (0 = brightest pixel, uint16 when H*W <= 65536, else int32) once, and
-the DALI graph binarises with one comparison, `ranks < k` (see `dali_mix.mixers.fmix`).
+binarising is one comparison, `ranks < k`: in the DALI graph (`dali_mix.mixers.fmix`) or, on
+random_mix's fast path, in numpy (`dali_mix.plan.MixPlanner`, which also turns the mask into
+paste runs).
 
 Bank: `bank_size` rank images of (H, W, 1), made on the CPU (or on `device`, cuFFT on a GPU),
 regenerated for every epoch in a background thread from (seed, epoch), so a run is reproducible

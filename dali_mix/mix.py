@@ -107,7 +107,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
         clock: `BatchClock` of the pipeline's run counter (epochs for `enabled` schedules and
             for the plan's random stream); defaults to the FMix bank's clock or a plain counter.
         plan: force (True) or forbid (False) the planned fast path; None: use it when possible
-            (`dali_mix.plan.can_plan`). With `plan=True` and a recipe it cannot serve, ValueError.
+            (`dali_mix.plan.can_plan`, and `enabled` not a DataNode). With `plan=True` and a
+            recipe or `enabled` it cannot serve, ValueError.
     """
     labels_a = scalar_labels(labels)
     names = recipe.candidates
@@ -124,8 +125,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
             recipe = recipe.with_(fmix_size=image_size)
     if "fmix" in names and fmix_bank is None:
         fmix_bank = default_fmix_bank(recipe, clock)
-    if plan is None:
-        plan = can_plan(recipe, image_size, fmix_bank)
+    if plan is None:  # a DataNode `enabled` can only act in the graph: general path
+        plan = can_plan(recipe, image_size, fmix_bank) and not isinstance(enabled, DataNode)
     if plan:
         if normalize is not None:
             normalize_later = (normalize.mean, normalize.std)

@@ -138,7 +138,8 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                    crop: str = "random_resized", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), pad: int = 4,
                    dtype: str = "float32", enable_checkpointing: bool = False, checkpoint=None,
                    prefetch_queue_depth: int = 2, reader_name: str = "Reader",
-                   mix_off_from_epoch: int | None = None, explain: bool = False) -> BuiltPipeline:
+                   mix_off_from_epoch: int | None = None, explain: bool = False,
+                   plan: bool | None = None) -> BuiltPipeline:
     """Build the training pipeline (see module docstring).
 
     Args:
@@ -159,6 +160,10 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         explain: also output, after the usual outputs, "labels_a", "labels_b", "lam" and
             "method" (index into recipe.candidates; len(candidates) = not mixed), e.g. for
             `dali-mix preview`; needs a recipe.
+        plan: `random_mix`'s choice of path: None (default) uses the planned fast path (one
+            vectorised `MixPlanner` external source) whenever the recipe allows it (candidates
+            among Mixup, CutMix, ResizeMix, FMix); False draws the parameters with DALI
+            operators (the general path, e.g. to compare).
         The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run
         when FMix or `mix_off_from_epoch` is used, and `run_offset` on resume.
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
@@ -194,7 +199,8 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             enabled = MixOffSchedule(batch_size, mix_off_from_epoch, clock)
         norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=fn.random.coin_flip(), dtype=_dtype(dtype))
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled,
-                            image_size=(image_size, image_size), normalize=norm, clock=clock)
+                            image_size=(image_size, image_size), normalize=norm, clock=clock,
+                            plan=plan)
         out = out._replace(images=random_shift(out.images, crop=crop, pad=pad, image_size=image_size))
         if explain:
             extra = [n for n in _EXPLAIN if n not in out.outputs_names()]

@@ -380,19 +380,25 @@ def make_image_folder(root, classes=3, per_class=8, size=(40, 32)):
 def test_users_own_pipeline_with_loader(tmp_path):
     root = make_image_folder(tmp_path / "train")
     num_classes, eps, batch = 3, 0.1, 8
+    mean, std = [0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255]
+    planned = PATH["planned"]
 
-    # as in README.md, with a small image size (FMix masks of that size) and a CPU decoder
+    # as in README.md (planned: mix uint8 HWC and normalise inside; graph: mix normalised CHW),
+    # with a small image size (FMix masks of that size) and a CPU decoder
     recipe = dm.MixRecipe(methods=["mixup", "cutmix", "resizemix", "fmix"],
-                          num_classes=num_classes, label_smoothing=eps, fmix_size=(24, 24))
+                          num_classes=num_classes, label_smoothing=eps, fmix_size=(24, 24),
+                          layout=PATH["layout"])
 
     @pipeline_def(enable_conditionals=True)
     def train_pipe(root):
         jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, name="Reader")
         images = fn.decoders.image_random_crop(jpegs, device="cpu")
         images = fn.resize(images, size=[24, 24])
+        if planned:
+            norm = dm.Normalization(mean=mean, std=std, mirror=fn.random.coin_flip())
+            return dm.random_mix(images, labels, recipe, image_size=24, normalize=norm).outputs()
         images = fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(), dtype=types.FLOAT,
-                                          mean=[0.485 * 255, 0.456 * 255, 0.406 * 255],
-                                          std=[0.229 * 255, 0.224 * 255, 0.225 * 255])
+                                          mean=mean, std=std)
         return dm.random_mix(images, labels, recipe).outputs()
 
     loader = Loader(train_pipe(str(root), batch_size=batch, num_threads=1, device_id=None, seed=1),
