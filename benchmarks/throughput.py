@@ -491,7 +491,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
         rng = np.random.default_rng(i)
         sel = rng.random(batch) < 0.25
         t = time.perf_counter()
-        planner.fmix_runs(rng, 0, i, sel)
+        planner.fmix_runs(rng, 0, sel)
         runs_ms.append(1000 * (time.perf_counter() - t))
     bank._pool.shutdown(wait=True)
     source = resolve_source(cfg["data"])

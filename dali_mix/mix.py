@@ -183,7 +183,7 @@ def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, 
     """RandomMix with every random parameter from one `MixPlanner` external source.
 
     Graph: one `fn.multi_paste(images, in_ids=...)` for CutMix boxes and FMix masks (the mask's
-    partner pixels as one-pixel-high runs, so FMix is a copy too, no arithmetic), one more for
+    partner pixels as boxes of row runs, so FMix is a copy too, no arithmetic), one more for
     the ResizeMix patches (the partners shrunk by `fn.resize`), on every sample (unused samples
     only copy themselves: cheaper than a conditional split); a DALI conditional only around
     Mixup (fused with the normalisation when `normalize` is given); then the normalisation.

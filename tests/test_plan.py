@@ -114,11 +114,11 @@ def test_fmix_runs_rebuild_the_flipped_bank_mask_with_exact_lam():
         rng = p.rng(0, step)
         rng.choice(len(p.method_p), size=p.batch_size, p=p.method_p)  # the method draw
         p.permutation(rng)
-        k, flips = p.fmix_draws(rng, np.ones(p.batch_size, bool))
-        ranks = p.fmix_bank.bank(0)[p.fmix_bank.indices(0, step), :, :, 0]
+        k, entries, flips = p.fmix_draws(rng, np.ones(p.batch_size, bool))
+        ranks = p.fmix_bank.bank(0)[entries, :, :, 0]
         for i in range(p.batch_size):
             ids, anchors, shapes = rows_of(plan, i)
-            assert np.all(ids[1:] == plan["perm"][i]) and np.all(shapes[1:, 0] == 1)
+            assert np.all(ids[1:] == plan["perm"][i]) and np.all(shapes[1:] > 0)
             mask = p.fmix_mask(plan, i)
             covered = np.zeros((H, W), int)
             for (y, x), (h, w) in zip(anchors[1:], shapes[1:]):
@@ -191,6 +191,15 @@ def test_enabled_switches_mixing_off():
     np.testing.assert_array_equal(off["method"], 3)
     np.testing.assert_array_equal(off["lam"], 1.0)
     assert all(len(ids) == 1 for ids in off["paste_ids"])
+
+
+def test_fmix_masks_differ_between_shards_sharing_a_bank():
+    a, b = planner(["fmix"], seed=1), planner(["fmix"], seed=2)
+    b.fmix_bank = a.fmix_bank  # one bank (the same seed on every shard), two shard seeds
+    ma, mb = a.plan(0, 0), b.plan(0, 0)
+    masks_a = {a.fmix_mask(ma, i).tobytes() for i in range(a.batch_size)}
+    masks_b = {b.fmix_mask(mb, i).tobytes() for i in range(b.batch_size)}
+    assert len(masks_a & masks_b) < a.batch_size // 4
 
 
 def test_plans_are_a_pure_function_of_seed_epoch_step():
