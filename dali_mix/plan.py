@@ -46,8 +46,16 @@ def can_plan(recipe: MixRecipe, image_size, fmix_bank: FMixMaskBank | None = Non
     if any(m not in PLANNED_METHODS for m in recipe.candidates):
         return False
     if "fmix" in recipe.candidates and fmix_bank is not None:
-        return tuple(fmix_bank.size) == tuple(image_size)
+        return tuple(fmix_bank.size) == _hw(image_size)
     return True
+
+
+def _hw(image_size) -> tuple[int, int]:
+    """(H, W) from an int side or an (H, W) pair."""
+    if np.isscalar(image_size):
+        return int(image_size), int(image_size)
+    h, w = image_size
+    return int(h), int(w)
 
 
 class MixPlanner:
@@ -97,7 +105,7 @@ class MixPlanner:
             raise ValueError("MixPlanner with fmix needs an fmix_bank")
         self.recipe = recipe
         self.batch_size = int(batch_size)
-        self.height, self.width = (int(v) for v in image_size)
+        self.height, self.width = _hw(image_size)
         self.seed = int(seed) & 0x7FFFFFFF
         self.clock = clock if clock is not None else BatchClock()
         self.fmix_bank = fmix_bank

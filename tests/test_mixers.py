@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import fn, pipeline_def
 
 import dali_mix as dm
 

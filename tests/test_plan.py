@@ -35,7 +35,7 @@ def rows_of(plan, i):
 
 def test_can_plan_needs_hwc_known_size_and_pair_methods():
     hwc = dm.MixRecipe(num_classes=3, layout="HWC")
-    assert can_plan(hwc, (8, 8))
+    assert can_plan(hwc, (8, 8)) and can_plan(hwc, 8)
     assert not can_plan(hwc, None)
     assert not can_plan(dm.MixRecipe(num_classes=3), (8, 8))  # CHW
     assert not can_plan(hwc.with_(methods=["cutmix", "cutout"]), (8, 8))
