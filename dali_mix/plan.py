@@ -21,12 +21,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dali_mix.config import MixRecipe
+from dali_mix.config import PAIR_METHODS, MixRecipe
 from dali_mix.masks import FMixMaskBank
 from dali_mix.schedule import BatchClock
 
-PLANNED_METHODS = ("mixup", "cutmix", "resizemix", "fmix")
-"""Methods a `MixPlanner` can draw for; recipes with cutout or random_erasing use the graph path."""
+PLANNED_METHODS = PAIR_METHODS
+"""Methods a `MixPlanner` can draw for (the four that pair two samples); recipes with cutout or
+random_erasing use the general path."""
 
 # a plan has outputs a given graph may not use (lam without explain=True, w_a/w_b with sparse
 # targets); producing them costs microseconds, so DALI's hint about unused outputs is noise here
