@@ -324,7 +324,8 @@ class _Rows(NamedTuple):
         ids = rows.src[order].astype(np.int32)
         anchors = np.stack([rows.y, rows.x], 1)[order].astype(np.int32)
         shapes = np.stack([rows.h, rows.w], 1)[order].astype(np.int32)
-        ends = np.cumsum(np.bincount(rows.sample, minlength=B))
-        bounds = list(zip(ends - np.bincount(rows.sample, minlength=B), ends))
+        counts = np.bincount(rows.sample, minlength=B)
+        ends = np.cumsum(counts)
+        bounds = list(zip(ends - counts, ends))
         return ([ids[a:b] for a, b in bounds], [anchors[a:b] for a, b in bounds],
                 [shapes[a:b] for a, b in bounds])
