@@ -7,6 +7,9 @@ Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads =
 
     dali-nomix        dali-mix train pipeline without mixing (the reference)
     dali-randommix    the same + RandomMix per sample (mixup/cutmix/resizemix/fmix, equal weights)
+    dali-randommix-ops
+                      the same plan with the pixels moved by DALI's operators instead of the
+                      fused C++ operator (`fused=False`: the graph the GPU path runs)
     dali-randommix-graph
                       the same RandomMix on random_mix's general path (parameters drawn by DALI
                       operators, `plan=False`), to show what the planned fast path saves
@@ -50,6 +53,7 @@ REFERENCE = "dali-nomix"
 DALI_METHODS = {
     "dali-nomix": None,
     "dali-randommix": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
+    "dali-randommix-ops": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
     "dali-randommix-graph": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
     "dali-mixup": {"mixup": 1.0},
     "dali-cutmix": {"cutmix": 1.0},
@@ -61,6 +65,7 @@ CONTENDERS = list(DALI_METHODS) + list(TIMM_MODES) + ["torchvision"]
 DESCRIPTIONS = {
     "dali-nomix": "dali-mix pipeline, no mixing (reference)",
     "dali-randommix": "dali-mix RandomMix, 4 equal candidates, per sample",
+    "dali-randommix-ops": "the same plan on DALI's operators (fused=False; the GPU graph)",
     "dali-randommix-graph": "the same RandomMix on the general path (plan=False)",
     "dali-mixup": "dali-mix Mixup only",
     "dali-cutmix": "dali-mix CutMix only",
@@ -97,7 +102,8 @@ def _dali_contender(name, cfg):
     recipe = None if methods is None else dm.MixRecipe(methods=methods, num_classes=num_classes)
     built = train_pipeline(source, batch_size=cfg["batch_size"], image_size=cfg["image_size"],
                            device="cpu", recipe=recipe, num_threads=cfg["threads"], seed=cfg["seed"],
-                           plan=False if name.endswith("-graph") else None)
+                           plan=False if name.endswith("-graph") else None,
+                           fused=False if name.endswith("-ops") else None)
     loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=built.num_classes)
     it = _cycle(loader)
     if name in TIMM_MODES:

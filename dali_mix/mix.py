@@ -7,6 +7,7 @@ This is what a user calls inside their own `@pipeline_def(enable_conditionals=Tr
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -15,7 +16,7 @@ from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
-from dali_mix import mixers
+from dali_mix import mixers, native
 from dali_mix._graph import to_float
 from dali_mix.config import MixRecipe
 from dali_mix.labels import dense_targets, scalar_labels, weighted_targets
@@ -76,7 +77,7 @@ def output_names(recipe: MixRecipe) -> list[str]:
 def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | None = None,
                enabled=None, image_size=None, normalize_later=None,
                normalize: Normalization | None = None, clock: BatchClock | None = None,
-               plan: bool | None = None) -> MixResult:
+               plan: bool | None = None, fused: bool | None = None) -> MixResult:
     """Mix a batch as `recipe` says (RandomMix when it has several candidates).
 
     Args:
@@ -109,6 +110,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
         plan: force (True) or forbid (False) the planned fast path; None: use it when possible
             (`dali_mix.plan.can_plan`, and `enabled` not a DataNode). With `plan=True` and a
             recipe or `enabled` it cannot serve, ValueError.
+        fused: on the planned path with `normalize` and CPU images, mix and normalise in one
+            C++ operator (`dali_mix.native.mix_normalize`, built on first use) instead of
+            DALI's operators: None (default) uses it when it can be built, and otherwise warns
+            once with the cause and uses DALI's operators; True requires it
+            (`dali_mix.native.NativeBuildError` when it cannot be built); False never uses it.
+            The GPU path always uses DALI's operators.
     """
     labels_a = scalar_labels(labels)
     names = recipe.candidates
@@ -132,7 +139,10 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
             normalize_later = (normalize.mean, normalize.std)
         return _planned_mix(images, labels_a, recipe, image_size, fmix_bank=fmix_bank,
                             enabled=enabled, clock=clock, normalize=normalize,
-                            uint8=normalize_later is not None)
+                            uint8=normalize_later is not None,
+                            fused=_use_fused(fused, images, normalize))
+    if fused:
+        raise ValueError("fused=True needs the planned path (see `plan`)")
     if enabled is not None and not isinstance(enabled, DataNode):  # a schedule
         enabled = fn.external_source(source=enabled, batch=True, batch_info=True)
     pairs = pair(images, labels_a, no_self_pairs=recipe.no_self_pairs)
@@ -178,8 +188,38 @@ def _current_pipeline(what: str):
     return pipe
 
 
+def _use_fused(fused: bool | None, images, normalize: Normalization | None) -> bool:
+    """Whether the planned path runs the fused C++ operator (see `random_mix`'s `fused`)."""
+    if fused is False:
+        return False
+    on_cpu = getattr(images, "device", "cpu") == "cpu"
+    if fused is None and (normalize is None or not on_cpu):
+        return False
+    if normalize is None or not on_cpu:
+        raise ValueError("fused=True needs `normalize` and CPU images (the fused operator is "
+                         "CPU only); got " + ("no normalize" if normalize is None else "GPU images"))
+    ok, why = native.available()
+    if ok:
+        return True
+    if fused:
+        raise native.NativeBuildError(why)
+    _warn_not_fused(why)
+    return False
+
+
+_WARNED: set = set()
+
+
+def _warn_not_fused(why: str) -> None:
+    if why not in _WARNED:
+        _WARNED.add(why)
+        warnings.warn(f"dali-mix: the fused CPU mixing operator is not available, so RandomMix "
+                      f"runs on DALI's operators (slower on the CPU, same results): {why}",
+                      RuntimeWarning, stacklevel=3)
+
+
 def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, enabled, clock,
-                 normalize: Normalization | None, uint8: bool) -> MixResult:
+                 normalize: Normalization | None, uint8: bool, fused: bool = False) -> MixResult:
     """RandomMix with every random parameter from one `MixPlanner` external source.
 
     Graph: one `fn.multi_paste(images, in_ids=...)` for CutMix boxes and FMix masks (the mask's
@@ -187,6 +227,7 @@ def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, 
     the ResizeMix patches (the partners shrunk by `fn.resize`), on every sample (unused samples
     only copy themselves: cheaper than a conditional split); a DALI conditional only around
     Mixup (fused with the normalisation when `normalize` is given); then the normalisation.
+    With `fused`, all of this is one `dali_mix.native.mix_normalize` (CPU).
     """
     names = recipe.candidates
     if not can_plan(recipe, image_size, fmix_bank):
@@ -203,11 +244,27 @@ def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, 
     seed = pipe.seed if pipe.seed is not None else int(np.random.SeedSequence().entropy % (2 ** 31))
     planner = MixPlanner(recipe, pipe.max_batch_size, image_size, seed=seed, clock=clock,
                          fmix_bank=fmix_bank, enabled=enabled,
-                         normalize_std=None if normalize is None else normalize.std)
+                         normalize_std=None if normalize is None else normalize.std, fused=fused)
     p = dict(zip(planner.output_names,
                  fn.external_source(source=planner, num_outputs=len(planner.output_names),
                                     batch=True, batch_info=True)))
     labels_b = fn.permute_batch(labels_a, indices=p["perm"])
+    if fused:
+        mixed = native.mix_normalize(images, p["perm"], p["blend"], p["boxes"], p["patch"],
+                                     mean=normalize.mean, std=normalize.std,
+                                     mirror=normalize.mirror, dtype=normalize.dtype)
+    else:
+        mixed = _planned_pixels(images, p, names, image_size, normalize, uint8)
+    targets = None
+    if recipe.target == "dense":
+        targets = weighted_targets(labels_a, labels_b, p["w_a"], p["w_b"], recipe.num_classes,
+                                   recipe.label_smoothing / recipe.num_classes)
+    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
+
+
+def _planned_pixels(images, p: dict, names, image_size, normalize: Normalization | None,
+                    uint8: bool):
+    """The planned mixing with DALI's operators (CPU or GPU): see `_planned_mix`."""
     canvas = images
     if "paste_ids" in p:
         canvas = fn.multi_paste(images, in_ids=p["paste_ids"], in_anchors=p["paste_anchors"],
@@ -230,11 +287,7 @@ def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, 
         mixed = _planned_mixup(images, other, p, normalize, uint8)
     else:
         mixed = _finish(canvas, normalize)
-    targets = None
-    if recipe.target == "dense":
-        targets = weighted_targets(labels_a, labels_b, p["w_a"], p["w_b"], recipe.num_classes,
-                                   recipe.label_smoothing / recipe.num_classes)
-    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
+    return mixed
 
 
 def _planned_mixup(images, other, p, normalize: Normalization | None, uint8: bool):

@@ -81,6 +81,12 @@ class MixPlanner:
             the only method always applied).
         std_a, std_b: (B, C) float32 normalisation std divided by lam and by 1 - lam (at least
             1e-20), for Mixup fused with the normalisation (only with `normalize_std`).
+    With `fused=True` (for the fused operator `dali_mix.native.mix_normalize`) the pixel
+    outputs are instead:
+        blend: (B,) float32, the weight of the own image: lam for Mixup samples, else 1.
+        boxes (CutMix, FMix): per sample (R_i, 4) int32 rows (y, x, h, w) of partner pixels
+            (the paste rows above without row 0; (0, 4) for samples without any).
+        patch (ResizeMix): (B, 4) int32 (y, x, h, w) of the shrunk partner, zeros when unused.
 
     Args:
         recipe: the recipe (candidates among `PLANNED_METHODS`).
@@ -92,11 +98,13 @@ class MixPlanner:
         normalize_std: per-channel std when Mixup is fused with the normalisation.
         enabled: optional callable batch_info -> (B,) bool; False samples are not mixed
             (e.g. `dali_mix.schedule.MixOffSchedule`).
+        fused: plan for `dali_mix.native.mix_normalize` (outputs blend, boxes, patch) instead
+            of the DALI operator graph.
     """
 
     def __init__(self, recipe: MixRecipe, batch_size: int, image_size, *, seed: int = 0,
                  clock: BatchClock | None = None, fmix_bank: FMixMaskBank | None = None,
-                 normalize_std=None, enabled=None):
+                 normalize_std=None, enabled=None, fused: bool = False):
         if not can_plan(recipe, image_size, fmix_bank):
             raise ValueError(f"MixPlanner needs HWC images of a known size, candidates among "
                              f"{PLANNED_METHODS} and an FMix bank of the image size; got "
@@ -112,6 +120,7 @@ class MixPlanner:
         self.fmix_bank = fmix_bank
         self.normalize_std = None if normalize_std is None else np.asarray(normalize_std, np.float32)
         self.enabled = enabled
+        self.fused = bool(fused)
         names = recipe.candidates
         self.ids = {m: names.index(m) for m in names}
         self.none_id = len(names)
@@ -120,11 +129,13 @@ class MixPlanner:
         self.method_p = np.asarray(p, np.float64) / sum(p)
         self.always = names[0] if len(names) == 1 and recipe.prob == 1.0 and enabled is None else None
         self.output_names = ["method", "perm", "lam", "w_a", "w_b"]
-        if "cutmix" in names or "fmix" in names:
+        if self.fused:
+            self.output_names += ["blend", "boxes", "patch"]
+        elif "cutmix" in names or "fmix" in names:
             self.output_names += ["paste_ids", "paste_anchors", "paste_shape"]
-        if "resizemix" in names:
+        if "resizemix" in names and not self.fused:
             self.output_names += ["patch_size", "patch_out", "patch_shape"]
-        if "mixup" in names:
+        if "mixup" in names and not self.fused:
             if self.always != "mixup":
                 self.output_names.append("is_mixup")
             if self.normalize_std is not None:
@@ -149,7 +160,7 @@ class MixPlanner:
         perm = self.permutation(rng)
         lam = np.ones(B, np.float64)
         out = {"method": method, "perm": perm}
-        rows = [_Rows.whole(B, H, W)]  # row 0 of every sample: the sample itself
+        rows = [] if self.fused else [_Rows.whole(B, H, W)]  # row 0: the sample itself
 
         if "cutmix" in self.ids:
             sel = method == self.ids["cutmix"]
@@ -164,21 +175,23 @@ class MixPlanner:
             rows.append(runs._replace(src=perm[runs.sample]))
         if "paste_ids" in self.output_names:
             out.update(zip(("paste_ids", "paste_anchors", "paste_shape"), _Rows.per_sample(rows, B)))
+        if self.fused:
+            out["boxes"] = _Rows.boxes_per_sample(rows, B)
+            out["patch"] = np.zeros((B, 4), np.int32)
+            out["blend"] = np.ones(B, np.float32)
         if "resizemix" in self.ids:
             sel = method == self.ids["resizemix"]
             y, x, h, w = self.resizemix_patches(rng)
-            size = np.ones((B, 2), np.float32)
-            size[sel] = np.stack([h, w], 1)[sel]
-            p_out = np.zeros((B, 2, 2), np.int32)
-            p_shape = np.zeros((B, 2, 2), np.int32)
-            p_shape[:, 0] = (H, W)
-            p_out[sel, 1] = np.stack([y, x], 1)[sel]  # read from (0, 0) of the shrunk partner
-            p_shape[sel, 1] = np.stack([h, w], 1)[sel]
-            out.update(patch_size=size, patch_out=p_out, patch_shape=p_shape)
             lam[sel] = 1.0 - (h * w)[sel] / (H * W)
+            if self.fused:
+                out["patch"][sel] = np.stack([y, x, h, w], 1)[sel]
+            else:
+                out.update(self._patch_paste_rows(sel, y, x, h, w))
         if "mixup" in self.ids:
             sel = method == self.ids["mixup"]
             lam[sel] = rng.beta(r.mixup_alpha, r.mixup_alpha, size=B)[sel]
+            if self.fused:
+                out["blend"][sel] = lam[sel]
             if "is_mixup" in self.output_names:
                 out["is_mixup"] = sel
             if "std_a" in self.output_names:
@@ -192,6 +205,18 @@ class MixPlanner:
         out["w_a"] = lam32 * on
         out["w_b"] = (np.float32(1.0) - lam32) * on
         return out
+
+    def _patch_paste_rows(self, sel, y, x, h, w) -> dict:
+        """patch_size, patch_out, patch_shape (see the class docstring) of ResizeMix patches."""
+        B, H, W = self.batch_size, self.height, self.width
+        size = np.ones((B, 2), np.float32)
+        size[sel] = np.stack([h, w], 1)[sel]
+        p_out = np.zeros((B, 2, 2), np.int32)
+        p_shape = np.zeros((B, 2, 2), np.int32)
+        p_shape[:, 0] = (H, W)
+        p_out[sel, 1] = np.stack([y, x], 1)[sel]  # read from (0, 0) of the shrunk partner
+        p_shape[sel, 1] = np.stack([h, w], 1)[sel]
+        return {"patch_size": size, "patch_out": p_out, "patch_shape": p_shape}
 
     def permutation(self, rng: np.random.Generator) -> np.ndarray:
         """A uniform random permutation of the batch, (B,) int32; with `no_self_pairs` a uniform
@@ -272,10 +297,14 @@ class MixPlanner:
         return _Rows(sample, sample, y, x, h, w), k
 
     def fmix_mask(self, plan: dict, i: int) -> np.ndarray:
-        """(H, W) uint8 mask of sample i of a plan (1 = own pixel), rebuilt from its paste rows:
-        for tests and previews."""
+        """(H, W) uint8 mask of sample i of a plan (1 = own pixel), rebuilt from its paste rows
+        (or its boxes, fused): for tests and previews."""
         mask = np.ones((self.height, self.width), np.uint8)
-        for (y, x), (h, w) in zip(plan["paste_anchors"][i][1:], plan["paste_shape"][i][1:]):
+        if self.fused:
+            boxes = plan["boxes"][i]
+        else:
+            boxes = np.concatenate([plan["paste_anchors"][i][1:], plan["paste_shape"][i][1:]], 1)
+        for y, x, h, w in boxes:
             mask[y:y + h, x:x + w] = 0
         return mask
 
@@ -329,3 +358,15 @@ class _Rows(NamedTuple):
         bounds = list(zip(ends - counts, ends))
         return ([ids[a:b] for a, b in bounds], [anchors[a:b] for a, b in bounds],
                 [shapes[a:b] for a, b in bounds])
+
+    @staticmethod
+    def boxes_per_sample(parts, B: int) -> list:
+        """Row sets (partner pixels only) split per output sample: B (R_i, 4) int32 arrays of
+        (y, x, h, w), (0, 4) for a sample without rows."""
+        if not parts:
+            return [np.zeros((0, 4), np.int32) for _ in range(B)]
+        rows = _Rows(*(np.concatenate(c) for c in zip(*parts)))
+        order = np.argsort(rows.sample, kind="stable")
+        boxes = np.stack([rows.y, rows.x, rows.h, rows.w], 1)[order].astype(np.int32)
+        ends = np.cumsum(np.bincount(rows.sample, minlength=B))
+        return np.split(boxes, ends[:-1])

@@ -139,7 +139,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                    dtype: str = "float32", enable_checkpointing: bool = False, checkpoint=None,
                    prefetch_queue_depth: int = 2, reader_name: str = "Reader",
                    mix_off_from_epoch: int | None = None, explain: bool = False,
-                   plan: bool | None = None) -> BuiltPipeline:
+                   plan: bool | None = None, fused: bool | None = None) -> BuiltPipeline:
     """Build the training pipeline (see module docstring).
 
     Args:
@@ -164,6 +164,10 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             vectorised `MixPlanner` external source) whenever the recipe allows it (candidates
             among Mixup, CutMix, ResizeMix, FMix); False draws the parameters with DALI
             operators (the general path, e.g. to compare).
+        fused: `random_mix`'s choice on the planned path with CPU images: None (default) mixes
+            and normalises in the C++ operator `dali_mix.native.mix_normalize` when it can be
+            built (else warns and uses DALI's operators), True requires it, False uses DALI's
+            operators (what the GPU path runs).
         The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run
         when FMix or `mix_off_from_epoch` is used, and `run_offset` on resume.
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
@@ -200,7 +204,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=fn.random.coin_flip(), dtype=_dtype(dtype))
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled,
                             image_size=(image_size, image_size), normalize=norm, clock=clock,
-                            plan=plan)
+                            plan=plan, fused=fused)
         out = out._replace(images=random_shift(out.images, crop=crop, pad=pad, image_size=image_size))
         if explain:
             extra = [n for n in _EXPLAIN if n not in out.outputs_names()]

@@ -26,6 +26,10 @@ fi
 target="$here"
 [ -n "$extras" ] && target="$here[$extras]"
 "${pip[@]}" -e "$target"
+# the fused CPU mixing operator (C++ DALI plugin, ~10 s, cached in $DALI_MIX_NATIVE_DIR or
+# ~/.cache/dali-mix/native); without a compiler dali-mix still works, on DALI's operators (slower)
+"$venv/bin/python" -m dali_mix.native >/dev/null \
+    || echo "warning: the fused CPU operator was not built (see above); RandomMix will use DALI's operators" >&2
 # the embedded real data set (Debian package); train.py also installs it on first use when root
 idx=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 if [ ! -f "$idx" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -326,6 +326,17 @@ def test_dockerfile_installs_with_the_readme_step():
     assert any(i == "COPY" and _words(a)[0] == "." for i, a in instr[:install_at]), kinds
 
 
+def test_dockerfile_builds_the_fused_operator_where_the_user_can_read_it():
+    """g++ is installed before the install step (which builds dali_mix/native), and the cache
+    is a fixed path outside root's home, so the unprivileged user finds the built library."""
+    instr = _instructions(DOCKER / "Dockerfile")
+    install_at = next(n for n, (i, a) in enumerate(instr) if i == "RUN" and "scripts/install.sh" in a)
+    assert any(i == "RUN" and "g++" in _words(a) for i, a in instr[:install_at])
+    env = " ".join(a for i, a in instr[:install_at] if i == "ENV")
+    native_dir = re.search(r"\bDALI_MIX_NATIVE_DIR=(\S+)", env)
+    assert native_dir and not native_dir.group(1).startswith(("/root", "~"))
+
+
 def test_dockerfile_runs_as_non_root_with_volumes():
     instr = _instructions(DOCKER / "Dockerfile")
     assert instr[0][0] in ("FROM", "ARG")

@@ -1,10 +1,12 @@
 """dm.random_mix: method choice (per sample / per batch), prob, targets, determinism, batch sizes,
 pairing, sparse targets, a user's own pipeline with the torch Loader.
 
-Every test runs on both paths of `random_mix`: "graph" (parameters drawn by DALI operators, any
-image size and layout) and "planned" (HWC images of a known size: parameters from one
-`MixPlanner` external source, FMix as paste runs); recipes the planner cannot serve (cutout,
-random erasing) fall back to the graph path on both."""
+Every test runs on the three paths of `random_mix`: "graph" (parameters drawn by DALI operators,
+any image size and layout), "planned" (HWC images of a known size: parameters from one
+`MixPlanner` external source, FMix as paste runs, pixels moved by DALI operators) and "fused"
+(the same plan on uint8 HWC images, mixed and normalised by the C++ operator
+`dali_mix.native.mix_normalize`; mean 0, std 1, so output values are the mixed pixel values, CHW);
+recipes the planner cannot serve (cutout, random erasing) fall back to the graph path on all."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,20 +16,27 @@ from nvidia.dali import fn, pipeline_def, types
 from scipy import stats
 
 import dali_mix as dm
+from dali_mix import native
 from dali_mix.plan import can_plan
 from dali_mix.torch import Loader, mixed_cross_entropy, soft_target_cross_entropy
 
 SIGNIFICANCE = 1e-3
 S = 8  # small images keep these tests fast
 C = 3
-PATH = {"planned": False, "layout": "CHW"}
+PATH = {"planned": False, "fused": False, "layout": "CHW"}
+IDENTITY = dm.Normalization(mean=(0.0,) * C, std=(1.0,) * C)
 
 
-@pytest.fixture(params=["graph", "planned"], autouse=True)
+@pytest.fixture(params=["graph", "planned", "fused"], autouse=True)
 def mix_path(request, monkeypatch):
-    """Run each test on the graph path (CHW images) and on the planned path (HWC, image_size)."""
-    planned = request.param == "planned"
+    """Run each test on the graph path (float CHW images), the planned path (float HWC,
+    image_size, DALI operators) and the fused path (uint8 HWC, the C++ operator)."""
+    planned = request.param in ("planned", "fused")
+    fused = request.param == "fused"
+    if fused:
+        native.load()  # fails (not skips) with the cause when the operator cannot be built
     monkeypatch.setitem(PATH, "planned", planned)
+    monkeypatch.setitem(PATH, "fused", fused)
     monkeypatch.setitem(PATH, "layout", "HWC" if planned else "CHW")
     return request.param
 
@@ -37,16 +46,38 @@ def mix_path(request, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 
 def colour(i, c):
+    """Channel c of sample i's colour: distinct for every sample (uint8 on the fused path)."""
+    if PATH["fused"]:
+        return float((1 + i + 50 * c) % 256)
     return 1.0 + i + 1000.0 * c
 
 
 def constant_images(n, layout=None, s=S):
     layout = layout or PATH["layout"]
+    dtype = np.uint8 if PATH["fused"] else np.float32
     out = []
     for i in range(n):
-        img = np.broadcast_to(np.array([colour(i, c) for c in range(C)], np.float32), (s, s, C))
+        img = np.broadcast_to(np.array([colour(i, c) for c in range(C)], dtype), (s, s, C))
         out.append(np.ascontiguousarray(img.transpose(2, 0, 1) if layout == "CHW" else img))
     return out
+
+
+def out_layout(layout=None):
+    """Layout of random_mix's output images for input `layout` (fused: normalised CHW)."""
+    return "CHW" if PATH["fused"] else (layout or PATH["layout"])
+
+
+def as_output(images, layout=None):
+    """The batch `images` as random_mix returns it unmixed: stacked, and on the fused path
+    float32 CHW."""
+    x = np.stack(images)
+    if PATH["fused"]:
+        return x.transpose(0, 3, 1, 2).astype(np.float32)
+    return x
+
+
+def out_shape(n):
+    return (n, S, S, C) if out_layout() == "HWC" else (n, C, S, S)
 
 
 def to_np(tl):
@@ -80,7 +111,11 @@ def path_args(recipe):
     take it whenever the planner serves the recipe."""
     if not PATH["planned"]:
         return {"plan": False}
-    return {"image_size": (S, S), "plan": True if can_plan(recipe, (S, S)) else None}
+    plannable = can_plan(recipe, (S, S))
+    args = {"image_size": (S, S), "plan": True if plannable else None, "fused": False}
+    if PATH["fused"]:
+        args.update(fused=True if plannable else None, normalize=IDENTITY)
+    return args
 
 
 def run(pipe, iters=1):
@@ -102,7 +137,7 @@ def recipe_for(n_classes, **kw):
 
 def check_pixels(batch, recipe, layout=None):
     """Every sample's pixels agree with its method, lam and partner (labels = sample index)."""
-    layout = layout or recipe.layout
+    layout = layout or out_layout(recipe.layout)
     names = recipe.candidates
     imgs = batch["images"] if layout == "HWC" else batch["images"].transpose(0, 2, 3, 1)
     n = imgs.shape[0]
@@ -118,7 +153,7 @@ def check_pixels(batch, recipe, layout=None):
             assert np.all(imgs[i] == ci)
         elif name == "mixup":
             np.testing.assert_allclose(imgs[i], np.broadcast_to(lam * ci + (1 - lam) * cj, imgs[i].shape),
-                                       rtol=1e-5)
+                                       rtol=1e-5, atol=1e-4)
         elif name in ("cutmix", "resizemix", "fmix"):
             own = np.all(imgs[i] == ci, axis=-1)
             other = np.all(imgs[i] == cj, axis=-1)
@@ -203,12 +238,12 @@ def test_prob_leaves_the_right_fraction_untouched(layout):
     K = len(recipe.candidates)
     untouched = total = 0
     for b in batches:
-        check_pixels(b, recipe, layout)
+        check_pixels(b, recipe, out_layout(layout))
         keep = b["method"] == K
         untouched += int(keep.sum())
         total += keep.size
         idx = np.nonzero(keep)[0]
-        np.testing.assert_array_equal(b["images"][idx], np.stack(images)[idx])
+        np.testing.assert_array_equal(b["images"][idx], as_output(images)[idx])
         np.testing.assert_array_equal(b["lam"][idx], np.ones(len(idx), np.float32))
         onehot = (1 - eps) * np.eye(n)[b["labels_a"][idx]] + eps / n
         np.testing.assert_allclose(b["targets"][idx], onehot, atol=1e-6)
@@ -220,7 +255,7 @@ def test_prob_zero_leaves_everything_untouched():
     recipe = recipe_for(n, prob=0.0, label_smoothing=0.2)
     images = constant_images(n)
     b, = run(build(recipe, images, index_labels(n), seed=1))
-    np.testing.assert_array_equal(b["images"], np.stack(images))
+    np.testing.assert_array_equal(b["images"], as_output(images))
     np.testing.assert_array_equal(b["lam"], np.ones(n, np.float32))
     np.testing.assert_allclose(b["targets"], 0.8 * np.eye(n)[b["labels_a"]] + 0.2 / n, atol=1e-6)
 
@@ -283,7 +318,7 @@ def test_odd_batch_size():
     n = 7
     recipe = recipe_for(n, methods=["mixup", "cutmix", "resizemix", "fmix"], label_smoothing=0.1)
     for b in run(build(recipe, constant_images(n), index_labels(n), seed=17), iters=5):
-        assert b["images"].shape == ((n, S, S, C) if PATH["planned"] else (n, C, S, S))
+        assert b["images"].shape == out_shape(n)
         assert np.all(b["labels_b"] != b["labels_a"])
         np.testing.assert_array_equal(np.sort(b["labels_b"]), np.arange(n))  # a permutation
         check_pixels(b, recipe)
@@ -298,7 +333,7 @@ def test_batch_size_one_pairs_with_itself():
     for b in run(build(recipe, images, [np.array([2], np.int32)], seed=19), iters=6):
         np.testing.assert_array_equal(b["labels_a"], [2])
         np.testing.assert_array_equal(b["labels_b"], [2])
-        np.testing.assert_allclose(b["images"], np.stack(images), rtol=1e-6)
+        np.testing.assert_allclose(b["images"], as_output(images), rtol=1e-6)
         np.testing.assert_allclose(b["targets"], [0.9 * np.eye(4)[2] + 0.1 / 4], atol=1e-6)
 
 
@@ -346,7 +381,7 @@ def test_sparse_targets_and_losses_agree():
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
         imgs, la, lb, lam, dense = (to_np(o) for o in p.run())
-        assert imgs.shape == ((n, S, S, C) if PATH["planned"] else (n, C, S, S))
+        assert imgs.shape == out_shape(n)
         assert la.dtype == np.int64 and lb.dtype == np.int64 and lam.dtype == np.float32
         la, lb, lam = la.reshape(-1), lb.reshape(-1), lam.reshape(-1)
         assert np.any(lam < 1)
@@ -396,7 +431,8 @@ def test_users_own_pipeline_with_loader(tmp_path):
         images = fn.resize(images, size=[24, 24])
         if planned:
             norm = dm.Normalization(mean=mean, std=std, mirror=fn.random.coin_flip())
-            return dm.random_mix(images, labels, recipe, image_size=24, normalize=norm).outputs()
+            return dm.random_mix(images, labels, recipe, image_size=24, normalize=norm,
+                                 fused=PATH["fused"]).outputs()
         images = fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(), dtype=types.FLOAT,
                                           mean=mean, std=std)
         return dm.random_mix(images, labels, recipe).outputs()
@@ -422,9 +458,14 @@ def test_users_own_pipeline_with_loader(tmp_path):
         assert seen == len(loader)
 
 
-def test_several_candidates_without_conditionals_raise():
+def test_several_candidates_need_conditionals_except_fused():
     n = 4
     recipe = recipe_for(n, methods=["mixup", "cutmix"])
+    if PATH["fused"]:  # one operator does every method: no conditional needed
+        for b in run(build(recipe, constant_images(n), index_labels(n), conditionals=False,
+                           seed=4), iters=4):
+            check_pixels(b, recipe)
+        return
     with pytest.raises(ValueError, match="enable_conditionals"):
         build(recipe, constant_images(n), index_labels(n), conditionals=False)
     # prob < 1 needs a split as well

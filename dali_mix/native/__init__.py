@@ -1,0 +1,192 @@
+"""The fused mix-and-normalise CPU operator: a C++ DALI plugin, built on first use and cached.
+
+`fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file) does a planned
+RandomMix batch and its normalisation in one pass over the pixels: per sample, the own image or
+its Mixup blend with the partner, the partner's pixels inside CutMix/FMix boxes, the shrunk
+partner inside the ResizeMix patch, then `(x - mean) / std`, the horizontal flip and HWC -> CHW,
+as `fn.crop_mirror_normalize` computes them. On the CPU this replaces six to eight DALI
+operators that each read and write the whole batch (benchmarks/RESULTS.md).
+
+Build: g++ (`$CXX`) against DALI's headers (`nvidia.dali.sysconfig`) and the CUDA 12 headers
+of the pip packages nvidia-cuda-runtime-cu12, nvidia-cuda-nvcc-cu12 and nvidia-cuda-cccl-cu12
+(DALI's headers include cuda_runtime.h; nothing of CUDA is linked or called). About 10 s, once:
+the library is cached in `$DALI_MIX_NATIVE_DIR` (default `~/.cache/dali-mix/native`) under a
+name keyed on the source, DALI's version and the flags, so a DALI upgrade rebuilds it.
+`scripts/install.sh` builds it (`python -m dali_mix.native`); the Docker image ships it built.
+
+The operator is CPU only: on the GPU, `random_mix` runs the same plan with DALI's own operators
+(where mixing costs next to nothing).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("mix_normalize.cc")
+CXXFLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fvisibility=hidden"]
+_HEADER_PACKAGES = ("nvidia.cuda_runtime", "nvidia.cuda_nvcc", "nvidia.cuda_cccl")
+
+_lock = threading.Lock()
+_loaded: Path | None = None
+_failure: str | None = None
+
+
+class NativeBuildError(RuntimeError):
+    """The fused operator could not be built or loaded; the message names the cause."""
+
+
+def build_dir() -> Path:
+    """Where built libraries are cached: `$DALI_MIX_NATIVE_DIR` or ~/.cache/dali-mix/native."""
+    env = os.environ.get("DALI_MIX_NATIVE_DIR")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache) / "dali-mix" / "native"
+
+
+def _dali_flags() -> tuple[list[str], list[str]]:
+    import nvidia.dali.sysconfig as sysconfig
+    return list(sysconfig.get_compile_flags()), list(sysconfig.get_link_flags())
+
+
+def _cuda_includes() -> list[str]:
+    """-I flags for the CUDA 12 headers DALI's headers include (from the pip packages, or
+    `$CUDA_HOME/include` when they are missing)."""
+    dirs = []
+    for name in _HEADER_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        inc = Path(list(spec.submodule_search_locations)[0]) / "include"
+        if inc.is_dir():
+            dirs.append(f"-I{inc}")
+    if len(dirs) < len(_HEADER_PACKAGES) and os.environ.get("CUDA_HOME"):
+        dirs.append(f"-I{Path(os.environ['CUDA_HOME']) / 'include'}")
+    return dirs
+
+
+def _command(output: Path) -> list[str]:
+    compile_flags, link_flags = _dali_flags()
+    cxx = os.environ.get("CXX", "g++")
+    return [cxx, *CXXFLAGS, *compile_flags, *_cuda_includes(), str(SOURCE), "-o", str(output),
+            *link_flags]
+
+
+def library_path() -> Path:
+    """The cached library for this source, DALI version and flags (it may not exist yet)."""
+    import nvidia.dali
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    key.update(nvidia.dali.__version__.encode())
+    key.update(" ".join(CXXFLAGS + [os.environ.get("CXX", "g++")]).encode())
+    return build_dir() / f"libdali_mix_native-{key.hexdigest()[:16]}.so"
+
+
+def build(force: bool = False) -> Path:
+    """Compile the operator into `library_path()` unless it is there already; returns the path.
+    Written to a temporary file and renamed, so concurrent builds (several ranks) and an
+    interrupted build never leave a half-written library. Raises NativeBuildError."""
+    target = library_path()
+    if target.exists() and not force:
+        return target
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise NativeBuildError(f"no C++ compiler: {cxx!r} not found (install g++, or set CXX)")
+    if not _cuda_includes():
+        raise NativeBuildError("no CUDA 12 headers for DALI's headers: install the pip packages "
+                               "nvidia-cuda-runtime-cu12 nvidia-cuda-nvcc-cu12 "
+                               "nvidia-cuda-cccl-cu12 (dali-mix's dependencies) or set CUDA_HOME")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NativeBuildError(f"cannot create {target.parent} ({e}); set DALI_MIX_NATIVE_DIR "
+                               f"to a writable directory") from e
+    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run(_command(Path(tmp)), capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise NativeBuildError(f"compiling {SOURCE.name} failed ({cxx}, exit "
+                                   f"{proc.returncode}):\n{tail}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load() -> Path:
+    """Build if needed and load the plugin into DALI (once per process); returns its path.
+    Raises NativeBuildError (also on later calls, with the first failure's cause)."""
+    global _loaded, _failure
+    with _lock:
+        if _loaded is not None:
+            return _loaded
+        if _failure is not None:
+            raise NativeBuildError(_failure)
+        try:
+            path = build()
+            from nvidia.dali import plugin_manager
+            plugin_manager.load_library(str(path))
+        except NativeBuildError as e:
+            _failure = str(e)
+            raise
+        except Exception as e:  # DALI refused the library (e.g. an ABI mismatch)
+            _failure = f"loading the fused operator failed: {type(e).__name__}: {e}"
+            raise NativeBuildError(_failure) from e
+        _loaded = path
+        return path
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when the operator is loaded or can be; else (False, the cause)."""
+    try:
+        load()
+        return True, ""
+    except NativeBuildError as e:
+        return False, str(e)
+
+
+def mix_normalize(images, perm, blend, boxes, patch, *, mean, std, mirror=0, dtype=None):
+    """Mix and normalise a batch as planned (see the module docstring), on the CPU.
+
+    Args (DataNodes, CPU, one sample per image):
+        images: uint8 HWC, every image the same (H, W, C), C <= 4.
+        perm: int32 scalar, the partner of each sample (an index into the batch).
+        blend: float32 scalar in [0, 1], the weight of the own image (Mixup; 1 = no blend).
+        boxes: int32 (R_i, 4), rows (y, x, h, w) of pixels taken from the partner, in pixels.
+        patch: int32 (4,), (y, x, h, w) of the partner shrunk to h x w (nearest neighbour),
+            h = 0 or w = 0 for none.
+        mean, std: per-channel (or one) values in pixel units; mirror: per-sample 0/1 DataNode
+            or int; dtype: types.FLOAT (default) or types.FLOAT16.
+    Returns: float32/float16 CHW images, `(x - mean) / std`, flipped where `mirror`.
+    """
+    load()
+    from nvidia.dali import fn, types
+    return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch,
+                                     mean=[float(m) for m in mean], std=[float(s) for s in std],
+                                     mirror=mirror, dtype=types.FLOAT if dtype is None else dtype)
+
+
+def main(argv=None) -> int:
+    """`python -m dali_mix.native [--force]`: build (if needed) and load; prints the path."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if "--force" in argv:
+            build(force=True)
+        print(load())
+    except NativeBuildError as e:
+        print(f"dali-mix: the fused CPU operator is not available: {e}", file=sys.stderr)
+        return 1
+    return 0

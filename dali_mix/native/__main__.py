@@ -1,0 +1,5 @@
+import sys
+
+from dali_mix.native import main
+
+sys.exit(main())
