@@ -7,7 +7,6 @@ This is what a user calls inside their own `@pipeline_def(enable_conditionals=Tr
 """
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -111,8 +110,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
             (`dali_mix.plan.can_plan`, and `enabled` not a DataNode). With `plan=True` and a
             recipe or `enabled` it cannot serve, ValueError.
         fused: on the planned path with `normalize` and CPU images, mix and normalise in one
-            C++ operator (`dali_mix.native.mix_normalize`, built on first use) instead of
-            DALI's operators: None (default) uses it when it can be built, and otherwise warns
+            C++ operator (`dali_mix.native.mix_normalize`, built on first use; with a recipe
+            that never mixes, it only normalises) instead of DALI's operators: None (default) uses it when it can be built, and otherwise warns
             once with the cause and uses DALI's operators; True requires it
             (`dali_mix.native.NativeBuildError` when it cannot be built); False never uses it.
             The GPU path always uses DALI's operators.
@@ -122,7 +121,10 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
     if not recipe.mixes:
         lam = to_float(labels_a * 0 + 1)
         targets = _targets(labels_a, labels_a, lam, recipe)
-        if normalize is not None:
+        if normalize is not None and _use_fused(fused, images, normalize):
+            images = native.normalize(images, mean=normalize.mean, std=normalize.std,
+                                      mirror=normalize.mirror, dtype=normalize.dtype)
+        elif normalize is not None:
             images = _crop_mirror_normalize(images, normalize, normalize.mirror)
         return MixResult(images, targets, labels_a, labels_a, lam, labels_a * 0 + len(names), recipe)
 
@@ -198,24 +200,7 @@ def _use_fused(fused: bool | None, images, normalize: Normalization | None) -> b
     if normalize is None or not on_cpu:
         raise ValueError("fused=True needs `normalize` and CPU images (the fused operator is "
                          "CPU only); got " + ("no normalize" if normalize is None else "GPU images"))
-    ok, why = native.available()
-    if ok:
-        return True
-    if fused:
-        raise native.NativeBuildError(why)
-    _warn_not_fused(why)
-    return False
-
-
-_WARNED: set = set()
-
-
-def _warn_not_fused(why: str) -> None:
-    if why not in _WARNED:
-        _WARNED.add(why)
-        warnings.warn(f"dali-mix: the fused CPU mixing operator is not available, so RandomMix "
-                      f"runs on DALI's operators (slower on the CPU, same results): {why}",
-                      RuntimeWarning, stacklevel=3)
+    return native.use(fused)
 
 
 def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, enabled, clock,
@@ -251,7 +236,7 @@ def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, 
     labels_b = fn.permute_batch(labels_a, indices=p["perm"])
     if fused:
         mixed = native.mix_normalize(images, p["perm"], p["blend"], p["boxes"], p["patch"],
-                                     mean=normalize.mean, std=normalize.std,
+                                     p["mask"], p["mask_params"], mean=normalize.mean, std=normalize.std,
                                      mirror=normalize.mirror, dtype=normalize.dtype)
     else:
         mixed = _planned_pixels(images, p, names, image_size, normalize, uint8)

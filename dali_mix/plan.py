@@ -84,9 +84,12 @@ class MixPlanner:
     With `fused=True` (for the fused operator `dali_mix.native.mix_normalize`) the pixel
     outputs are instead:
         blend: (B,) float32, the weight of the own image: lam for Mixup samples, else 1.
-        boxes (CutMix, FMix): per sample (R_i, 4) int32 rows (y, x, h, w) of partner pixels
-            (the paste rows above without row 0; (0, 4) for samples without any).
+        boxes (CutMix): per sample (R_i, 4) int32 rows (y, x, h, w) of partner pixels ((0, 4)
+            for samples without a box).
         patch (ResizeMix): (B, 4) int32 (y, x, h, w) of the shrunk partner, zeros when unused.
+        mask (FMix): per sample the bank's (H, W, 1) pixel ranks (uint16 or int32, a view of the
+            bank), (0, 0, 1) for samples without FMix.
+        mask_params (FMix): (B, 3) int32 k (own pixels: rank < k), flip_y, flip_x.
 
     Args:
         recipe: the recipe (candidates among `PLANNED_METHODS`).
@@ -130,7 +133,7 @@ class MixPlanner:
         self.always = names[0] if len(names) == 1 and recipe.prob == 1.0 and enabled is None else None
         self.output_names = ["method", "perm", "lam", "w_a", "w_b"]
         if self.fused:
-            self.output_names += ["blend", "boxes", "patch"]
+            self.output_names += ["blend", "boxes", "patch", "mask", "mask_params"]
         elif "cutmix" in names or "fmix" in names:
             self.output_names += ["paste_ids", "paste_anchors", "paste_shape"]
         if "resizemix" in names and not self.fused:
@@ -168,7 +171,9 @@ class MixPlanner:
             lam[sel] = 1.0 - (h * w)[sel] / (H * W)
             sel &= h * w > 0
             rows.append(_Rows(np.flatnonzero(sel), perm[sel], y[sel], x[sel], h[sel], w[sel]))
-        if "fmix" in self.ids:
+        if self.fused:
+            out.update(self.fmix_masks(rng, epoch, method, lam))
+        elif "fmix" in self.ids:
             sel = method == self.ids["fmix"]
             runs, k = self.fmix_runs(rng, epoch, sel)
             lam[sel] = k[sel] / float(H * W)
@@ -269,6 +274,24 @@ class MixPlanner:
         k[~sel] = 0
         return k, entries, flips
 
+    def fmix_masks(self, rng, epoch: int, method: np.ndarray, lam: np.ndarray) -> dict:
+        """FMix for the fused operator: "mask" (the bank's rank images of the FMix samples) and
+        "mask_params" (k, flips), drawn as `fmix_runs` draws them; sets lam = k / N in place."""
+        B, H, W = self.batch_size, self.height, self.width
+        params = np.zeros((B, 3), np.int32)
+        dtype = np.uint16 if self.fmix_bank is None else self.fmix_bank.bank(epoch).dtype
+        masks = [np.zeros((0, 0, 1), dtype)] * B
+        if "fmix" in self.ids:
+            sel = method == self.ids["fmix"]
+            k, entries, flips = self.fmix_draws(rng, sel)
+            lam[sel] = k[sel] / float(H * W)
+            params[:, 0] = k
+            params[:, 1:] = flips
+            bank = self.fmix_bank.bank(epoch)
+            for i in np.flatnonzero(sel):
+                masks[i] = bank[entries[i]]
+        return {"mask": masks, "mask_params": params}
+
     def fmix_runs(self, rng, epoch: int, sel: np.ndarray):
         """The partner pixels of the FMix samples in `sel` as boxes (a `_Rows`, `src` = the
         sample itself, to be replaced by its partner), and k: the horizontal runs of each row,
@@ -298,12 +321,13 @@ class MixPlanner:
 
     def fmix_mask(self, plan: dict, i: int) -> np.ndarray:
         """(H, W) uint8 mask of sample i of a plan (1 = own pixel), rebuilt from its paste rows
-        (or its boxes, fused): for tests and previews."""
-        mask = np.ones((self.height, self.width), np.uint8)
+        (fused: from its ranks, k and flips): for tests and previews."""
         if self.fused:
-            boxes = plan["boxes"][i]
-        else:
-            boxes = np.concatenate([plan["paste_anchors"][i][1:], plan["paste_shape"][i][1:]], 1)
+            k, flip_y, flip_x = plan["mask_params"][i]
+            mask = (plan["mask"][i][..., 0] < k).astype(np.uint8)
+            return mask[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+        mask = np.ones((self.height, self.width), np.uint8)
+        boxes = np.concatenate([plan["paste_anchors"][i][1:], plan["paste_shape"][i][1:]], 1)
         for y, x, h, w in boxes:
             mask[y:y + h, x:x + w] = 0
         return mask

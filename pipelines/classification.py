@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
+from dali_mix import native
 from dali_mix.mix import Normalization
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.sources import Source, read, resolve_source
@@ -79,7 +80,15 @@ def _dtype(dtype: str):
     return types.FLOAT16 if dtype == "float16" else types.FLOAT
 
 
-def _normalise(images, *, mirror, dtype, crop=None):
+def _normalise(images, *, mirror, dtype, crop=None, fused: bool | None = False):
+    """uint8 HWC -> normalised CHW (ImageNet mean/std), flipped where `mirror`, centre-cropped
+    to `crop` px when given. Without a crop, on CPU images, `fused` (None: when it can be
+    built) uses dali-mix's fused operator, the same values in less CPU time than DALI's
+    `crop_mirror_normalize` (the one the mixing pipelines use, so that "with" and "without
+    mixing" differ only by the mixing)."""
+    if crop is None and images.device == "cpu" and native.use(fused):
+        return native.normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD, mirror=mirror,
+                                dtype=_dtype(dtype))
     kw = {} if crop is None else {"crop": (crop, crop)}
     return fn.crop_mirror_normalize(
         images, dtype=_dtype(dtype), output_layout="CHW",
@@ -112,10 +121,12 @@ def decode_train(encoded, *, decoder: str, crop: str, scale, ratio, image_size: 
     return fn.resize(images, size=[image_size, image_size])
 
 
-def finish_train(images, *, crop: str, pad: int, image_size: int, dtype: str):
+def finish_train(images, *, crop: str, pad: int, image_size: int, dtype: str,
+                 fused: bool | None = None):
     """Random horizontal flip and normalisation to CHW float (and, for crop="pad", a random
-    shift of up to `pad` px with zero fill): uint8 HWC -> float32/float16 CHW."""
-    images = _normalise(images, mirror=fn.random.coin_flip(), dtype=dtype)
+    shift of up to `pad` px with zero fill): uint8 HWC -> float32/float16 CHW. `fused`: as
+    `train_pipeline`'s."""
+    images = _normalise(images, mirror=fn.random.coin_flip(), dtype=dtype, fused=fused)
     return random_shift(images, crop=crop, pad=pad, image_size=image_size)
 
 
@@ -164,9 +175,9 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             vectorised `MixPlanner` external source) whenever the recipe allows it (candidates
             among Mixup, CutMix, ResizeMix, FMix); False draws the parameters with DALI
             operators (the general path, e.g. to compare).
-        fused: `random_mix`'s choice on the planned path with CPU images: None (default) mixes
-            and normalises in the C++ operator `dali_mix.native.mix_normalize` when it can be
-            built (else warns and uses DALI's operators), True requires it, False uses DALI's
+        fused: on CPU images, mix and normalise (or, without a recipe, only normalise) in the
+            C++ operator `dali_mix.native.mix_normalize`: None (default) when it can be built
+            (else warns and uses DALI's operators), True requires it, False uses DALI's
             operators (what the GPU path runs).
         The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run
         when FMix or `mix_off_from_epoch` is used, and `run_offset` on resume.
@@ -197,7 +208,8 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         images = decode_train(encoded, decoder=decoder, crop=crop, scale=scale, ratio=ratio,
                               image_size=image_size)
         if recipe is None:
-            return finish_train(images, crop=crop, pad=pad, image_size=image_size, dtype=dtype), labels
+            return finish_train(images, crop=crop, pad=pad, image_size=image_size, dtype=dtype,
+                                fused=fused), labels
         enabled = None
         if mix_off_from_epoch is not None:
             enabled = MixOffSchedule(batch_size, mix_off_from_epoch, clock)

@@ -38,7 +38,7 @@ def nn_rows(n, size):
     return np.minimum(rows, size - 1), np.minimum(cols, size - 1)
 
 
-def reference(images, perm, blend, boxes, patch, mirror, mean, std):
+def reference(images, perm, blend, boxes, patch, mask, mask_params, mirror, mean, std):
     """The operator's definition in float64 numpy: (N, C, H, W)."""
     out = []
     for i, img in enumerate(images):
@@ -46,6 +46,10 @@ def reference(images, perm, blend, boxes, patch, mirror, mean, std):
         px = blend[i] * own + (1.0 - blend[i]) * other
         for y, x, h, w in boxes[i]:
             px[y:y + h, x:x + w] = other[y:y + h, x:x + w]
+        if mask[i].size:
+            k, flip_y, flip_x = mask_params[i]
+            ranks = mask[i].reshape(img.shape[:2])[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+            px[ranks >= k] = other[ranks >= k]
         y, x, h, w = patch[i]
         if h and w:
             rows, _ = nn_rows(h, img.shape[0])
@@ -58,7 +62,8 @@ def reference(images, perm, blend, boxes, patch, mirror, mean, std):
     return np.stack(out)
 
 
-def run_op(images, perm, blend, boxes, patch, mirror, *, mean, std, dtype=types.FLOAT):
+def run_op(images, perm, blend, boxes, patch, mask, mask_params, mirror, *, mean, std,
+           dtype=types.FLOAT):
     n = len(images)
 
     @pipeline_def(batch_size=n, num_threads=2, device_id=None)
@@ -69,6 +74,7 @@ def run_op(images, perm, blend, boxes, patch, mirror, *, mean, std, dtype=types.
         m = src(mirror, np.int32)
         return native.mix_normalize(x, src(perm, np.int32), src(blend, np.float32),
                                     src(boxes, np.int32), src(patch, np.int32),
+                                    src(mask, mask[0].dtype), src(mask_params, np.int32),
                                     mean=mean, std=std, mirror=m, dtype=dtype)
 
     p = pipe()
@@ -77,7 +83,7 @@ def run_op(images, perm, blend, boxes, patch, mirror, *, mean, std, dtype=types.
     return np.stack([np.asarray(out[i]) for i in range(n)]), out.layout()
 
 
-def random_case(n=6, h=10, w=13, c=3, seed=0):
+def random_case(n=6, h=10, w=13, c=3, seed=0, rank_dtype=np.uint16):
     rng = np.random.default_rng(seed)
     images = [rng.integers(0, 256, (h, w, c), dtype=np.uint8) for _ in range(n)]
     perm = rng.permutation(n)
@@ -88,34 +94,37 @@ def random_case(n=6, h=10, w=13, c=3, seed=0):
     patch = np.zeros((n, 4), np.int32)
     patch[2] = (1, 2, 7, 9)  # ResizeMix
     patch[5] = (0, 0, 1, 1)
+    mask = [np.zeros((0, 0, 1), rank_dtype) for _ in range(n)]  # FMix
+    params = np.zeros((n, 3), np.int32)
+    for i, k, flips in ((3, 50, (0, 0)), (4, 30, (1, 1)), (5, 0, (0, 1)), (0, 77, (1, 0))):
+        mask[i] = rng.permutation(h * w).reshape(h, w, 1).astype(rank_dtype)
+        params[i] = (k, *flips)
     mirror = np.arange(n) % 2
-    return images, perm, blend, boxes, patch, mirror
+    return images, perm, blend, boxes, patch, mask, params, mirror
 
 
-@pytest.mark.parametrize("c", [1, 3, 4])
-def test_matches_the_reference(c):
-    images, perm, blend, boxes, patch, mirror = random_case(c=c)
+@pytest.mark.parametrize("c, rank_dtype", [(1, np.uint16), (3, np.uint16), (3, np.int32),
+                                           (4, np.uint16)])
+def test_matches_the_reference(c, rank_dtype):
+    case = random_case(c=c, rank_dtype=rank_dtype)
     mean, std = MEAN[:c] + (100.0,) * (c - 3), STD[:c] + (50.0,) * (c - 3)
-    got, layout = run_op(images, perm, blend, boxes, patch, mirror, mean=mean, std=std)
+    got, layout = run_op(*case, mean=mean, std=std)
     assert got.dtype == np.float32 and got.shape == (6, c, 10, 13) and layout == "CHW"
-    np.testing.assert_allclose(got, reference(images, perm, blend, boxes, patch, mirror, mean, std),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, reference(*case, mean, std), rtol=1e-5, atol=1e-5)
 
 
 def test_float16_output():
-    images, perm, blend, boxes, patch, mirror = random_case(seed=1)
-    got, _ = run_op(images, perm, blend, boxes, patch, mirror, mean=MEAN, std=STD,
-                    dtype=types.FLOAT16)
+    case = random_case(seed=1)
+    got, _ = run_op(*case, mean=MEAN, std=STD, dtype=types.FLOAT16)
     assert got.dtype == np.float16
-    want = reference(images, perm, blend, boxes, patch, mirror, MEAN, STD)
-    np.testing.assert_allclose(got.astype(np.float64), want, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(got.astype(np.float64), reference(*case, MEAN, STD), rtol=2e-3,
+                               atol=2e-3)
 
 
 def test_one_value_of_mean_and_std_applies_to_every_channel():
-    images, perm, blend, boxes, patch, mirror = random_case(seed=2)
-    got, _ = run_op(images, perm, blend, boxes, patch, mirror, mean=[128.0], std=[64.0])
-    want = reference(images, perm, blend, boxes, patch, mirror, [128.0] * 3, [64.0] * 3)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    case = random_case(seed=2)
+    got, _ = run_op(*case, mean=[128.0], std=[64.0])
+    np.testing.assert_allclose(got, reference(*case, [128.0] * 3, [64.0] * 3), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("methods", [["mixup"], ["cutmix"], ["resizemix"], ["fmix"],
@@ -157,14 +166,17 @@ def test_same_images_as_the_planned_path_on_dali_operators(methods):
     assert methods_seen == set(range(len(methods)))
 
 
-def run_bad(images, perm, blend, boxes, patch, match):
+def run_bad(images, perm, blend, boxes, patch, match, mask=None):
+    n = len(images)
+    if mask is None:
+        mask = [np.zeros((0, 0, 1), np.uint16)] * n
     with pytest.raises(RuntimeError, match=match):
-        run_op(images, perm, blend, boxes, patch, np.zeros(len(images), np.int32), mean=MEAN,
-               std=STD)
+        run_op(images, perm, blend, boxes, patch, mask, np.zeros((n, 3), np.int32),
+               np.zeros(n, np.int32), mean=MEAN, std=STD)
 
 
 def test_bad_inputs_raise_errors_that_name_the_cause():
-    images, perm, blend, boxes, patch, _ = random_case()
+    images, perm, blend, boxes, patch, *_ = random_case()
     bad_perm = perm.copy()
     bad_perm[3] = 6
     run_bad(images, bad_perm, blend, boxes, patch, "perm of sample 3 is 6, outside the batch of 6")
@@ -182,6 +194,10 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     run_bad(odd, perm, blend, boxes, patch, "sample 2 differs from sample 0")
     floats = [i.astype(np.float32) for i in images]
     run_bad(floats, perm, blend, boxes, patch, "images must be uint8")
+    small_mask = [np.zeros((0, 0, 1), np.uint16)] * len(images)
+    small_mask[4] = np.zeros((5, 13, 1), np.uint16)
+    run_bad(images, perm, blend, boxes, patch, "the mask of sample 4 must be empty or have",
+            mask=small_mask)
 
 
 def test_fused_true_needs_normalize_and_cpu_images():
@@ -211,7 +227,7 @@ def test_library_is_cached_per_source_and_dali_version(tmp_path, monkeypatch):
 def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
     """A machine without g++: the build fails with the cause, random_mix warns once and gives
     the same batch on DALI's operators; fused=True raises instead."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import warnings
         import numpy as np
         from nvidia.dali import fn, pipeline_def
@@ -238,7 +254,7 @@ def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             p = build(None)
-        msgs = [str(w.message) for w in caught if "fused CPU mixing operator" in str(w.message)]
+        msgs = [str(w.message) for w in caught if "fused CPU operator is not available" in str(w.message)]
         assert len(msgs) == 1 and "no C++ compiler" in msgs[0], msgs
         p.build()
         images, targets = p.run()
@@ -259,3 +275,28 @@ def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
     assert not any((tmp_path / "empty").glob("*.so*"))  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("dtype", [types.FLOAT, types.FLOAT16])
+def test_normalize_alone_equals_crop_mirror_normalize(dtype):
+    """Without a plan the operator is DALI's crop_mirror_normalize (no crop), flip included."""
+    n = 8
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (9, 14, 3), dtype=np.uint8) for _ in range(n)]
+
+    @pipeline_def(batch_size=n, num_threads=2, device_id=None, seed=2)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+        mirror = fn.random.coin_flip()
+        ours = native.normalize(x, mean=MEAN, std=STD, mirror=mirror, dtype=dtype)
+        dalis = fn.crop_mirror_normalize(x, mean=list(MEAN), std=list(STD), mirror=mirror,
+                                         dtype=dtype, output_layout="CHW")
+        return ours, dalis, mirror
+
+    p = pipe()
+    p.build()
+    ours, dalis, mirror = (np.stack([np.asarray(t[i]) for i in range(n)]) for t in p.run())
+    assert 0 < mirror.sum() < n  # both flipped and unflipped samples
+    assert ours.dtype == dalis.dtype and ours.shape == (n, 3, 9, 14)
+    tol = 1e-3 if dtype == types.FLOAT16 else 1e-5
+    np.testing.assert_allclose(ours.astype(np.float64), dalis.astype(np.float64), rtol=tol, atol=tol)

@@ -217,3 +217,44 @@ def test_plans_are_a_pure_function_of_seed_epoch_step():
     assert not same(a.plan(2, 5), a.plan(2, 6))
     assert not same(a.plan(2, 5), a.plan(3, 5))
     assert not same(a.plan(2, 5), other.plan(2, 5))
+
+
+def test_fused_plan_draws_the_same_batch_as_the_paste_plan():
+    """`fused=True` only changes how a plan is handed over (blend, boxes, patch, mask): same
+    methods, partners, lambdas and targets; CutMix boxes, ResizeMix patches and FMix masks equal
+    the paste plan's rows."""
+    methods = ["mixup", "cutmix", "resizemix", "fmix"]
+    recipe = dm.MixRecipe(methods=methods, num_classes=10, layout="HWC", fmix_size=(H, W),
+                          prob=0.8, label_smoothing=0.1)
+    bank = FMixMaskBank((H, W), 32, bank_size=8, seed=1)
+    paste = MixPlanner(recipe, 32, (H, W), seed=4, fmix_bank=bank)
+    fused = MixPlanner(recipe, 32, (H, W), seed=4, fmix_bank=bank, fused=True)
+    ids = {m: recipe.candidates.index(m) for m in methods}
+    seen = set()
+    for step in range(5):
+        a, b = paste.plan(1, step), fused.plan(1, step)
+        for key in ("method", "perm", "lam", "w_a", "w_b"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        for i, m in enumerate(b["method"]):
+            seen.add(int(m))
+            mixup = m == ids["mixup"]
+            assert b["blend"][i] == (a["lam"][i] if mixup else 1.0)
+            if m == ids["cutmix"] and len(b["boxes"][i]):
+                y, x, h, w = b["boxes"][i][0]
+                assert len(b["boxes"][i]) == 1 and h * w > 0
+                np.testing.assert_array_equal(rows_of(a, i)[1][1:], [[y, x]])
+                np.testing.assert_array_equal(rows_of(a, i)[2][1:], [[h, w]])
+                assert a["lam"][i] == np.float32(1 - h * w / (H * W))
+            else:
+                assert b["boxes"][i].shape == (0, 4)
+            if m == ids["resizemix"]:
+                np.testing.assert_array_equal(b["patch"][i], [*a["patch_out"][i, 1], *a["patch_shape"][i, 1]])
+            else:
+                np.testing.assert_array_equal(b["patch"][i], 0)
+            if m == ids["fmix"]:
+                mask = fused.fmix_mask(b, i)
+                np.testing.assert_array_equal(mask, paste.fmix_mask(a, i))
+                assert abs(mask.mean() - a["lam"][i]) < 1e-6  # lam = k / N exactly
+            else:
+                assert b["mask"][i].size == 0
+    assert seen == set(range(len(methods) + 1))

@@ -2,8 +2,8 @@
 
 `fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file) does a planned
 RandomMix batch and its normalisation in one pass over the pixels: per sample, the own image or
-its Mixup blend with the partner, the partner's pixels inside CutMix/FMix boxes, the shrunk
-partner inside the ResizeMix patch, then `(x - mean) / std`, the horizontal flip and HWC -> CHW,
+its Mixup blend with the partner, the partner's pixels inside the CutMix box and where the FMix
+mask says, the shrunk partner inside the ResizeMix patch, then `(x - mean) / std`, the horizontal flip and HWC -> CHW,
 as `fn.crop_mirror_normalize` computes them. On the CPU this replaces six to eight DALI
 operators that each read and write the whole batch (benchmarks/RESULTS.md).
 
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("mix_normalize.cc")
@@ -158,7 +159,42 @@ def available() -> tuple[bool, str]:
         return False, str(e)
 
 
-def mix_normalize(images, perm, blend, boxes, patch, *, mean, std, mirror=0, dtype=None):
+_warned: set = set()
+
+
+def use(fused: bool | None) -> bool:
+    """Resolve a `fused` choice (None: when available; True: required; False: never) for a
+    CPU graph: True when the operator is loaded. None and unavailable: warns once per cause
+    (RuntimeWarning) and returns False, so the caller builds DALI's operators instead;
+    True and unavailable: NativeBuildError."""
+    if fused is False:
+        return False
+    ok, why = available()
+    if ok:
+        return True
+    if fused:
+        raise NativeBuildError(why)
+    if why not in _warned:
+        _warned.add(why)
+        warnings.warn(f"dali-mix: the fused CPU operator is not available, so the pipeline runs "
+                      f"on DALI's operators (slower on the CPU, same results): {why}",
+                      RuntimeWarning, stacklevel=3)
+    return False
+
+
+def normalize(images, *, mean, std, mirror=0, dtype=None):
+    """The operator without a plan: `fn.crop_mirror_normalize(images, mean=mean, std=std,
+    mirror=mirror, dtype=dtype, output_layout="CHW")` (no crop) for uint8 HWC CPU images, in
+    about two thirds of its CPU time (benchmarks/RESULTS.md). Returns float32/float16 CHW."""
+    load()
+    from nvidia.dali import fn, types
+    return fn.dali_mix.mix_normalize(images, mean=[float(m) for m in mean],
+                                     std=[float(s) for s in std], mirror=mirror,
+                                     dtype=types.FLOAT if dtype is None else dtype)
+
+
+def mix_normalize(images, perm, blend, boxes, patch, mask, mask_params, *, mean, std, mirror=0,
+                  dtype=None):
     """Mix and normalise a batch as planned (see the module docstring), on the CPU.
 
     Args (DataNodes, CPU, one sample per image):
@@ -166,15 +202,18 @@ def mix_normalize(images, perm, blend, boxes, patch, *, mean, std, mirror=0, dty
         perm: int32 scalar, the partner of each sample (an index into the batch).
         blend: float32 scalar in [0, 1], the weight of the own image (Mixup; 1 = no blend).
         boxes: int32 (R_i, 4), rows (y, x, h, w) of pixels taken from the partner, in pixels.
-        patch: int32 (4,), (y, x, h, w) of the partner shrunk to h x w (nearest neighbour),
-            h = 0 or w = 0 for none.
+        patch: int32 (4,), (y, x, h, w) of the partner shrunk to h x w (nearest neighbour,
+            the pixels `fn.resize(interp_type=INTERP_NN)` picks), h = 0 or w = 0 for none.
+        mask: uint16 or int32 (H, W[, 1]) pixel ranks, or empty for none: the partner's pixels
+            are those whose rank, at the position flipped as mask_params says, is >= k.
+        mask_params: int32 (3,): k, flip_y, flip_x (ignored without a mask).
         mean, std: per-channel (or one) values in pixel units; mirror: per-sample 0/1 DataNode
             or int; dtype: types.FLOAT (default) or types.FLOAT16.
     Returns: float32/float16 CHW images, `(x - mean) / std`, flipped where `mirror`.
     """
     load()
     from nvidia.dali import fn, types
-    return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch,
+    return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch, mask, mask_params,
                                      mean=[float(m) for m in mean], std=[float(s) for s in std],
                                      mirror=mirror, dtype=types.FLOAT if dtype is None else dtype)
 
