@@ -5,7 +5,9 @@
 
 Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads = `--threads`):
 
-    dali-nomix        dali-mix train pipeline without mixing (the reference)
+    dali-nomix        dali-mix train pipeline without mixing (the reference; normalised by the
+                      fused operator, as the mixing pipelines are)
+    dali-nomix-cmn    the same, normalised by DALI's crop_mirror_normalize (a stock DALI loader)
     dali-randommix    the same + RandomMix per sample (mixup/cutmix/resizemix/fmix, equal weights)
     dali-randommix-ops
                       the same plan with the pixels moved by DALI's operators instead of the
@@ -52,6 +54,7 @@ from pathlib import Path
 REFERENCE = "dali-nomix"
 DALI_METHODS = {
     "dali-nomix": None,
+    "dali-nomix-cmn": None,
     "dali-randommix": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
     "dali-randommix-ops": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
     "dali-randommix-graph": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
@@ -64,6 +67,7 @@ TIMM_MODES = {"dali+timm-batch": "batch", "dali+timm-elem": "elem"}
 CONTENDERS = list(DALI_METHODS) + list(TIMM_MODES) + ["torchvision"]
 DESCRIPTIONS = {
     "dali-nomix": "dali-mix pipeline, no mixing (reference)",
+    "dali-nomix-cmn": "the same, normalised by DALI's crop_mirror_normalize",
     "dali-randommix": "dali-mix RandomMix, 4 equal candidates, per sample",
     "dali-randommix-ops": "the same plan on DALI's operators (fused=False; the GPU graph)",
     "dali-randommix-graph": "the same RandomMix on the general path (plan=False)",
@@ -103,7 +107,7 @@ def _dali_contender(name, cfg):
     built = train_pipeline(source, batch_size=cfg["batch_size"], image_size=cfg["image_size"],
                            device="cpu", recipe=recipe, num_threads=cfg["threads"], seed=cfg["seed"],
                            plan=False if name.endswith("-graph") else None,
-                           fused=False if name.endswith("-ops") else None)
+                           fused=False if name.endswith(("-ops", "-cmn")) else None)
     loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=built.num_classes)
     it = _cycle(loader)
     if name in TIMM_MODES:
@@ -484,29 +488,42 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
         t = time.perf_counter()
         bank(_BatchInfo(i))
         per_call.append(time.perf_counter() - t)
-    # the fast path's callback: the whole MixPlanner of the RandomMix contender, and its FMix
-    # part (masks as paste runs) on the samples that draw FMix
-    planner = MixPlanner(MixRecipe(methods=DALI_METHODS["dali-randommix"], num_classes=1,
-                                   layout="HWC"), batch, (size, size), fmix_bank=bank,
-                         normalize_std=(1.0, 1.0, 1.0))
-    plan_ms, runs_ms = [], []
-    for i in range(1, calls + 1):
-        t = time.perf_counter()
-        planner.plan(0, i)
-        plan_ms.append(1000 * (time.perf_counter() - t))
-        rng = np.random.default_rng(i)
-        sel = rng.random(batch) < 0.25
-        t = time.perf_counter()
-        planner.fmix_runs(rng, 0, sel)
-        runs_ms.append(1000 * (time.perf_counter() - t))
+    # the fast path's callback: the whole MixPlanner of the RandomMix contender (fused: FMix as
+    # the bank's rank images; ops, the GPU graph: FMix masks as paste runs), and its FMix part
+    # on the samples that draw FMix
+    recipe4 = MixRecipe(methods=DALI_METHODS["dali-randommix"], num_classes=1, layout="HWC")
+    timings = {}
+    for kind in ("fused", "ops"):
+        planner = MixPlanner(recipe4, batch, (size, size), fmix_bank=bank,
+                             normalize_std=(1.0, 1.0, 1.0), fused=kind == "fused")
+        plan_ms, fmix_ms = [], []
+        for i in range(1, calls + 1):
+            t = time.perf_counter()
+            planner.plan(0, i)
+            plan_ms.append(1000 * (time.perf_counter() - t))
+            rng = np.random.default_rng(i)
+            method = np.where(rng.random(batch) < 0.25, planner.ids["fmix"], planner.none_id)
+            t = time.perf_counter()
+            if kind == "fused":
+                planner.fmix_masks(rng, 0, method, np.ones(batch))
+            else:
+                planner.fmix_runs(rng, 0, method == planner.ids["fmix"])
+            fmix_ms.append(1000 * (time.perf_counter() - t))
+        timings[kind] = (plan_ms, fmix_ms)
     bank._pool.shutdown(wait=True)
     source = resolve_source(cfg["data"])
     epoch_batches = max(1, (source.num_samples or 0) // batch)
     res = {"mask_size": [size, size], "bank_size": recipe.fmix_bank_size,
            "make_bank_s": {"median": statistics.median(make), "min": min(make), "max": max(make)},
            "callback_ms": {"median": 1000 * statistics.median(per_call), "max": 1000 * max(per_call)},
-           "planner_ms": {"median": statistics.median(plan_ms), "max": max(plan_ms)},
-           "planner_fmix_ms": {"median": statistics.median(runs_ms), "max": max(runs_ms)},
+           "planner_ms": {"median": statistics.median(timings["fused"][0]),
+                          "max": max(timings["fused"][0])},
+           "planner_fmix_ms": {"median": statistics.median(timings["fused"][1]),
+                               "max": max(timings["fused"][1])},
+           "ops_planner_ms": {"median": statistics.median(timings["ops"][0]),
+                              "max": max(timings["ops"][0])},
+           "ops_planner_fmix_ms": {"median": statistics.median(timings["ops"][1]),
+                                   "max": max(timings["ops"][1])},
            "batches_per_epoch_here": epoch_batches,
            "batches_per_epoch_imagenet": IMAGENET_TRAIN_IMAGES // batch}
     if randommix_ms_per_batch:
@@ -655,8 +672,10 @@ def run(args) -> int:
         print(f"FMix mask bank ({fmix['bank_size']} masks {size_str(fmix)}): make_bank "
               f"{fmix['make_bank_s']['median']:.2f} s per epoch; general-path callback "
               f"{fmix['callback_ms']['median']:.3f} ms per batch; fast path: planner "
-              f"{fmix['planner_ms']['median']:.2f} ms per batch, of which FMix masks as paste runs "
-              f"{fmix['planner_fmix_ms']['median']:.2f} ms")
+              f"{fmix['planner_ms']['median']:.2f} ms per batch, of which FMix masks "
+              f"{fmix['planner_fmix_ms']['median']:.2f} ms (on DALI's operators, masks as paste "
+              f"runs: {fmix['ops_planner_ms']['median']:.2f} and "
+              f"{fmix['ops_planner_fmix_ms']['median']:.2f} ms)")
         if "callback_pct" in fmix:
             print(f"  as % of a RandomMix batch ({fmix['randommix_ms_per_batch']:.1f} ms): FMix in the "
                   f"planner {fmix['planner_fmix_pct']:.2f}% (whole planner {fmix['planner_pct']:.2f}%), "

@@ -64,3 +64,16 @@ def test_bench_subcommand_registered():
 def test_only_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown contender"):
         throughput._parse_only("dali-nomix,nope")
+
+
+def test_operator_cost_smoke(tmp_path):
+    from benchmarks import operator_cost
+
+    out = tmp_path / "operator_cost.json"
+    assert operator_cost.main(["--batch-size", "4", "--image-size", "32", "--threads", "1",
+                               "--rounds", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"crop_mirror_normalize", "fused, no mixing", "fused, mixup",
+                        "fused, cutmix", "fused, resizemix", "fused, fmix",
+                        "fused, RandomMix (4 equal)"}
+    assert all(r["cpu_ms"] > 0 and r["wall_ms"] > 0 for r in res.values())
