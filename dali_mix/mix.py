@@ -109,12 +109,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, fmix_bank: FMixMaskBank | N
         plan: force (True) or forbid (False) the planned fast path; None: use it when possible
             (`dali_mix.plan.can_plan`, and `enabled` not a DataNode). With `plan=True` and a
             recipe or `enabled` it cannot serve, ValueError.
-        fused: on the planned path with `normalize` and CPU images, mix and normalise in one
-            C++ operator (`dali_mix.native.mix_normalize`, built on first use; with a recipe
-            that never mixes, it only normalises) instead of DALI's operators: None (default) uses it when it can be built, and otherwise warns
-            once with the cause and uses DALI's operators; True requires it
-            (`dali_mix.native.NativeBuildError` when it cannot be built); False never uses it.
-            The GPU path always uses DALI's operators.
+        fused: on the planned path with `normalize` and CPU uint8 images, mix and normalise
+            in one C++ operator (`dali_mix.native.mix_normalize`, built on first use; with a
+            recipe that never mixes, it only normalises) instead of DALI's operators. None
+            (default): when it can be built, else warn once with the cause and use DALI's
+            operators; True: required (`dali_mix.native.NativeBuildError` when it cannot be
+            built); False: never. The GPU path always uses DALI's operators.
     """
     labels_a = scalar_labels(labels)
     names = recipe.candidates
@@ -236,8 +236,9 @@ def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, 
     labels_b = fn.permute_batch(labels_a, indices=p["perm"])
     if fused:
         mixed = native.mix_normalize(images, p["perm"], p["blend"], p["boxes"], p["patch"],
-                                     p["mask"], p["mask_params"], mean=normalize.mean, std=normalize.std,
-                                     mirror=normalize.mirror, dtype=normalize.dtype)
+                                     p["mask"], p["mask_params"], mean=normalize.mean,
+                                     std=normalize.std, mirror=normalize.mirror,
+                                     dtype=normalize.dtype)
     else:
         mixed = _planned_pixels(images, p, names, image_size, normalize, uint8)
     targets = None

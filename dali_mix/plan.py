@@ -101,8 +101,8 @@ class MixPlanner:
         normalize_std: per-channel std when Mixup is fused with the normalisation.
         enabled: optional callable batch_info -> (B,) bool; False samples are not mixed
             (e.g. `dali_mix.schedule.MixOffSchedule`).
-        fused: plan for `dali_mix.native.mix_normalize` (outputs blend, boxes, patch) instead
-            of the DALI operator graph.
+        fused: plan for `dali_mix.native.mix_normalize` (outputs blend, boxes, patch, mask,
+            mask_params) instead of the DALI operator graph; the same draws either way.
     """
 
     def __init__(self, recipe: MixRecipe, batch_size: int, image_size, *, seed: int = 0,
@@ -279,17 +279,17 @@ class MixPlanner:
         "mask_params" (k, flips), drawn as `fmix_runs` draws them; sets lam = k / N in place."""
         B, H, W = self.batch_size, self.height, self.width
         params = np.zeros((B, 3), np.int32)
-        dtype = np.uint16 if self.fmix_bank is None else self.fmix_bank.bank(epoch).dtype
-        masks = [np.zeros((0, 0, 1), dtype)] * B
-        if "fmix" in self.ids:
-            sel = method == self.ids["fmix"]
-            k, entries, flips = self.fmix_draws(rng, sel)
-            lam[sel] = k[sel] / float(H * W)
-            params[:, 0] = k
-            params[:, 1:] = flips
-            bank = self.fmix_bank.bank(epoch)
-            for i in np.flatnonzero(sel):
-                masks[i] = bank[entries[i]]
+        if "fmix" not in self.ids:
+            return {"mask": [np.zeros((0, 0, 1), np.uint16)] * B, "mask_params": params}
+        bank = self.fmix_bank.bank(epoch)
+        masks = [np.zeros((0, 0, 1), bank.dtype)] * B
+        sel = method == self.ids["fmix"]
+        k, entries, flips = self.fmix_draws(rng, sel)
+        lam[sel] = k[sel] / float(H * W)
+        params[:, 0] = k
+        params[:, 1:] = flips
+        for i in np.flatnonzero(sel):
+            masks[i] = bank[entries[i]]
         return {"mask": masks, "mask_params": params}
 
     def fmix_runs(self, rng, epoch: int, sel: np.ndarray):

@@ -270,7 +270,9 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
   bool SetupImpl(std::vector<OutputDesc> &output_desc, const Workspace &ws) override {
     const auto &images = ws.Input<CPUBackend>(0);
     const int n = images.num_samples();
-    DALI_ENFORCE(images.type() == DALI_UINT8, "MixNormalize: images must be uint8");
+    DALI_ENFORCE(images.type() == DALI_UINT8,
+                 "MixNormalize: images must be uint8 (for other types, random_mix(fused=False) "
+                 "uses DALI's operators)");
     DALI_ENFORCE(images.sample_dim() == 3, "MixNormalize: images must be HWC (3 dimensions)");
     DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs,
                  "MixNormalize: give the images alone (normalise only) or with all six plan "
