@@ -67,7 +67,7 @@ def out_layout(layout=None):
     return "CHW" if PATH["fused"] else (layout or PATH["layout"])
 
 
-def as_output(images, layout=None):
+def as_output(images):
     """The batch `images` as random_mix returns it unmixed: stacked, and on the fused path
     float32 CHW."""
     x = np.stack(images)
