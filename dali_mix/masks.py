@@ -4,15 +4,18 @@ Harris et al., "FMix" (ecs-vlc/FMix `fmix.py`): a random complex spectrum scaled
 1 / max(f, 1/max(H, W)) ** decay_power, inverse FFT, real part; the binary mask keeps the top
 lam*N pixels. Binarising needs a sort; sorting per draw would be the slow part, so the bank stores
 each grey image's *ranks* (0 = brightest pixel, uint16 when H*W <= 65536, else int32) once, and
-binarising is one comparison, `ranks < k`: in the DALI graph (`dali_mix.mixers.fmix`) or, on
-random_mix's fast path, in numpy (`dali_mix.plan.MixPlanner`, which also turns the mask into
-paste runs).
+binarising is one comparison, `ranks < k`: in the DALI graph (`dali_mix.mixers.fmix`), in the
+fused CPU operator (`dali_mix.native`) or, on random_mix's fast path on DALI's operators, in
+numpy (`dali_mix.plan.MixPlanner`, which also turns the mask into paste runs).
 
 Bank: `bank_size` rank images of (H, W, 1), made on the CPU (or on `device`, cuFFT on a GPU),
-regenerated for every epoch in a background thread from (seed, epoch), so a run is reproducible
-and a resumed run gets the same masks. Memory: 2 * bank_size * H * W bytes per bank (two banks
-live while the next one is made): 256 masks at 224x224 are 25.7 MB each. Cost: about 0.3-0.6 s
-per bank of 256 at 224x224 on one CPU core, once per epoch, off the training thread.
+regenerated in a background thread from (seed, bank index), so a run is reproducible and a
+resumed run gets the same masks. A new bank comes at an epoch boundary once the current one has
+served at least `min_refresh_batches` batches (default 1000): every epoch on ImageNet, every few
+epochs on small data sets, so that making banks never costs more than make_bank / 1000 per
+batch. Memory: 2 * bank_size * H * W bytes per bank (two banks live while the next one is made):
+256 masks at 224x224 are 25.7 MB each. Cost: about 0.3-1 s per bank of 256 at 224x224 on one CPU
+core, off the training thread (under 1 ms per batch amortised).
 Per batch the callback only gathers views (no copy): the per-batch cost is negligible.
 Each drawn mask is flipped at random (horizontally and/or vertically) in the graph.
 """
@@ -72,8 +75,8 @@ class FMixMaskBank:
     """Source of FMix rank images for `fn.external_source(..., batch=True, batch_info=True)`.
 
     Calling it with DALI's `BatchInfo` returns a list of `batch_size` rank images (h, w, 1)
-    chosen deterministically from (seed, epoch, step); the bank is remade each epoch in a
-    background thread (the next epoch's bank is prepared while the current one is in use).
+    chosen deterministically from (seed, epoch, step); the bank is remade in a background thread
+    (the next bank is prepared while the current one is in use) every `refresh_period()` epochs.
 
     Args:
         size: (h, w) of the masks in pixels (the pipeline's output image size; masks of another
@@ -82,15 +85,17 @@ class FMixMaskBank:
         bank_size: rank images per bank (distinct masks per epoch, before random flips).
         decay_power: FMix decay power (paper default 3).
         seed: base seed.
-        refresh: remake the bank every epoch (False: one bank for the whole run).
+        refresh: remake the bank (False: one bank for the whole run).
         device: where torch.fft runs ("cpu" or "cuda").
         clock: a `dali_mix.schedule.BatchClock` mapping DALI's run counter to (epoch, step);
             without one, an "epoch" is `refresh_every` batches.
+        min_refresh_batches: a new bank only after the current one served at least this many
+            batches, at the next epoch boundary (0: every epoch).
     """
 
     def __init__(self, size, batch_size: int, *, bank_size: int = 256, decay_power: float = 3.0,
                  seed: int = 0, refresh: bool = True, device: str = "cpu", clock=None,
-                 refresh_every: int = 1000):
+                 refresh_every: int = 1000, min_refresh_batches: int = 1000):
         h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
         if h < 1 or w < 1:
             raise ValueError(f"fmix mask size must be positive, got {size!r}")
@@ -104,6 +109,9 @@ class FMixMaskBank:
         self.decay_power = float(decay_power)
         self.seed = int(seed) & 0x7FFFFFFF
         self.refresh = bool(refresh)
+        if int(min_refresh_batches) < 0:
+            raise ValueError(f"min_refresh_batches must be >= 0, got {min_refresh_batches}")
+        self.min_refresh_batches = int(min_refresh_batches)
         self.device = device
         # epochs come from the clock (set by the trainer to the reader's epoch length); a bank
         # used without one is refreshed every `refresh_every` batches
@@ -112,9 +120,22 @@ class FMixMaskBank:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmix-bank")
         self._banks: dict[int, Future] = {}
 
-    def make_bank(self, epoch: int) -> np.ndarray:
-        """The bank for `epoch`: (bank_size, h, w, 1) ranks, a pure function of (seed, epoch)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + (epoch if self.refresh else 0))
+    def refresh_period(self) -> int:
+        """Epochs per bank: the fewest whole epochs of at least `min_refresh_batches` batches (1
+        without a clock's epoch length, or when epochs are that long)."""
+        runs = self.clock.runs_per_epoch
+        if not runs or self.min_refresh_batches <= runs:
+            return 1
+        return -(-self.min_refresh_batches // int(runs))
+
+    def bank_index(self, epoch: int) -> int:
+        """Index of the bank that serves `epoch` (0 without refresh)."""
+        return int(epoch) // self.refresh_period() if self.refresh else 0
+
+    def make_bank(self, index: int) -> np.ndarray:
+        """Bank number `index`: (bank_size, h, w, 1) ranks, a pure function of (seed, index)
+        (without refresh, of the seed)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + (index if self.refresh else 0))
         with torch.no_grad():
             imgs = low_frequency_images(self.bank_size, *self.size, self.decay_power,
                                         generator=g, device=self.device)
@@ -122,13 +143,13 @@ class FMixMaskBank:
 
     def bank(self, epoch: int) -> np.ndarray:
         """The bank for `epoch`, waiting for it if needed; starts making the next one."""
-        key = epoch if self.refresh else 0
+        key = self.bank_index(epoch)
         with self._lock:
             for old in [k for k in self._banks if k < key]:
                 del self._banks[old]
             if key not in self._banks:
                 self._banks[key] = self._pool.submit(self.make_bank, key)
-            # prepare the next epoch's bank in the background, once epochs are known (a clock
+            # prepare the next bank in the background, once epochs are known (a clock
             # with runs_per_epoch); without one there is no next epoch to prepare for
             if self.refresh and self.clock.runs_per_epoch and key + 1 not in self._banks:
                 self._banks[key + 1] = self._pool.submit(self.make_bank, key + 1)

@@ -283,7 +283,7 @@ def info(epoch, step):
 
 
 def test_fmix_bank_deterministic_and_refreshed():
-    kw = dict(bank_size=5, decay_power=3.0)
+    kw = dict(bank_size=5, decay_power=3.0, min_refresh_batches=0)  # a bank per epoch
     a = dm.FMixMaskBank((12, 16), 4, seed=9, clock=BatchClock(RUNS_PER_EPOCH), **kw)
     b = dm.FMixMaskBank((12, 16), 4, seed=9, clock=BatchClock(RUNS_PER_EPOCH), **kw)
     batch_a = a(info(0, 3))
@@ -307,3 +307,21 @@ def test_fmix_bank_deterministic_and_refreshed():
     np.testing.assert_array_equal(d.make_bank(0), d.make_bank(5))
     np.testing.assert_array_equal(d.bank(0), d.bank(3))
     np.testing.assert_array_equal(d.make_bank(0), a.make_bank(0))
+
+
+def test_fmix_bank_refresh_waits_for_min_refresh_batches():
+    """Short epochs share a bank until it served `min_refresh_batches` batches, so making banks
+    costs at most make_bank / min_refresh_batches per batch; long epochs get one each."""
+    kw = dict(bank_size=3, seed=4)
+    short = dm.FMixMaskBank((8, 8), 2, clock=BatchClock(10), min_refresh_batches=25, **kw)
+    assert short.refresh_period() == 3  # 30 batches >= 25
+    assert [short.bank_index(e) for e in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    np.testing.assert_array_equal(short.bank(0), short.bank(2))
+    assert not np.array_equal(short.bank(2), short.bank(3))
+    np.testing.assert_array_equal(short.bank(3), short.make_bank(1))
+    long = dm.FMixMaskBank((8, 8), 2, clock=BatchClock(40), min_refresh_batches=25, **kw)
+    every = dm.FMixMaskBank((8, 8), 2, clock=BatchClock(10), min_refresh_batches=0, **kw)
+    assert long.refresh_period() == every.refresh_period() == 1
+    assert [every.bank_index(e) for e in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="min_refresh_batches"):
+        dm.FMixMaskBank((8, 8), 2, min_refresh_batches=-1)
