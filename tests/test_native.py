@@ -123,7 +123,7 @@ def test_float16_output():
 
 def test_one_value_of_mean_and_std_applies_to_every_channel():
     case = random_case(seed=2)
-    got, _ = run_op(*case, mean=[128.0], std=[64.0])
+    got, _ = run_op(*case, mean=128.0, std=[64.0])  # a scalar or a one-element list
     np.testing.assert_allclose(got, reference(*case, [128.0] * 3, [64.0] * 3), rtol=1e-5, atol=1e-5)
 
 
@@ -186,18 +186,45 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     bad_boxes = list(boxes)
     bad_boxes[1] = np.array([[5, 5, 6, 2]], np.int32)  # rows 5..10 of a 10-row image
     run_bad(images, perm, blend, bad_boxes, patch, "box 0 of sample 1 is outside the image")
+    huge = list(boxes)
+    huge[1] = np.array([[0, 1, 10, 2 ** 31 - 1]], np.int32)  # x + w would wrap around in int32
+    run_bad(images, perm, blend, huge, patch, "box 0 of sample 1 is outside the image")
     bad_patch = patch.copy()
     bad_patch[2] = (0, 10, 3, 4)
+    run_bad(images, perm, blend, boxes, bad_patch, "patch of sample 2 is outside the image")
+    bad_patch[2] = (1, 0, 2 ** 31 - 1, 8)
     run_bad(images, perm, blend, boxes, bad_patch, "patch of sample 2 is outside the image")
     odd = list(images)
     odd[2] = np.zeros((10, 12, 3), np.uint8)
     run_bad(odd, perm, blend, boxes, patch, "sample 2 differs from sample 0")
     floats = [i.astype(np.float32) for i in images]
     run_bad(floats, perm, blend, boxes, patch, "images must be uint8")
-    small_mask = [np.zeros((0, 0, 1), np.uint16)] * len(images)
-    small_mask[4] = np.zeros((5, 13, 1), np.uint16)
-    run_bad(images, perm, blend, boxes, patch, "the mask of sample 4 must be empty or have",
-            mask=small_mask)
+    for shape in [(5, 13, 1), (13, 10, 1), (10, 13, 2)]:  # too small, transposed, 2 channels
+        bad_mask = [np.zeros((0, 0, 1), np.uint16)] * len(images)
+        bad_mask[4] = np.zeros(shape, np.uint16)
+        run_bad(images, perm, blend, boxes, patch, "the mask of sample 4 must be empty or have",
+                mask=bad_mask)
+
+
+def test_uint16_ranks_of_more_than_65536_pixels_raise():
+    n, h, w = 2, 257, 256
+    images = [np.zeros((h, w, 3), np.uint8)] * n
+    mask = [np.zeros((h, w, 1), np.uint16), np.zeros((0, 0, 1), np.uint16)]
+    run_bad(images, np.array([1, 0]), np.ones(n), [np.zeros((0, 4), np.int32)] * n,
+            np.zeros((n, 4), np.int32), "uint16 ranks hold at most 65536 pixels", mask=mask)
+
+
+def test_chw_layout_is_refused():
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None)
+    def pipe():
+        x = fn.external_source(source=lambda: [np.zeros((3, 8, 8), np.uint8)] * 2, batch=True,
+                               layout="CHW")
+        return native.normalize(x, mean=MEAN, std=STD)
+
+    p = pipe()
+    p.build()
+    with pytest.raises(RuntimeError, match="images must be HWC, got layout CHW"):
+        p.run()
 
 
 def test_fused_true_needs_normalize_and_cpu_images():
@@ -279,10 +306,11 @@ def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
 
 @pytest.mark.parametrize("dtype", [types.FLOAT, types.FLOAT16])
 def test_normalize_alone_equals_crop_mirror_normalize(dtype):
-    """Without a plan the operator is DALI's crop_mirror_normalize (no crop), flip included."""
+    """Without a plan the operator is DALI's crop_mirror_normalize (no crop), flip included,
+    on images of different sizes."""
     n = 8
     rng = np.random.default_rng(5)
-    images = [rng.integers(0, 256, (9, 14, 3), dtype=np.uint8) for _ in range(n)]
+    images = [rng.integers(0, 256, (9 + i, 14 - i, 3), dtype=np.uint8) for i in range(n)]
 
     @pipeline_def(batch_size=n, num_threads=2, device_id=None, seed=2)
     def pipe():
@@ -295,8 +323,9 @@ def test_normalize_alone_equals_crop_mirror_normalize(dtype):
 
     p = pipe()
     p.build()
-    ours, dalis, mirror = (np.stack([np.asarray(t[i]) for i in range(n)]) for t in p.run())
-    assert 0 < mirror.sum() < n  # both flipped and unflipped samples
-    assert ours.dtype == dalis.dtype and ours.shape == (n, 3, 9, 14)
+    ours, dalis, mirror = ([np.asarray(t[i]) for i in range(n)] for t in p.run())
+    assert 0 < sum(int(m) for m in mirror) < n  # both flipped and unflipped samples
     tol = 1e-3 if dtype == types.FLOAT16 else 1e-5
-    np.testing.assert_allclose(ours.astype(np.float64), dalis.astype(np.float64), rtol=tol, atol=tol)
+    for i, (a, b) in enumerate(zip(ours, dalis)):
+        assert a.dtype == b.dtype and a.shape == (3, 9 + i, 14 - i)
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol)

@@ -30,6 +30,8 @@ import threading
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 SOURCE = Path(__file__).with_name("mix_normalize.cc")
 CXXFLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fvisibility=hidden"]
 _HEADER_PACKAGES = ("nvidia.cuda_runtime", "nvidia.cuda_nvcc", "nvidia.cuda_cccl")
@@ -83,13 +85,24 @@ def _command(output: Path) -> list[str]:
             *link_flags]
 
 
+def _compiler_version(cxx: str) -> str:
+    """First line of `cxx --version` ("" when it cannot be run)."""
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.splitlines()[0] if out.stdout else ""
+
+
 def library_path() -> Path:
-    """The cached library for this source, DALI version and flags (it may not exist yet)."""
+    """The cached library for this source, DALI version, compiler and flags (it may not exist
+    yet)."""
     import nvidia.dali
+    cxx = os.environ.get("CXX", "g++")
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
     key.update(nvidia.dali.__version__.encode())
-    key.update(" ".join(CXXFLAGS + [os.environ.get("CXX", "g++")]).encode())
+    key.update(" ".join(CXXFLAGS + [cxx, _compiler_version(cxx)]).encode())
     return build_dir() / f"libdali_mix_native-{key.hexdigest()[:16]}.so"
 
 
@@ -182,14 +195,19 @@ def use(fused: bool | None) -> bool:
     return False
 
 
+def _floats(values) -> list[float]:
+    """One value or a sequence of them, as a list of floats."""
+    return [float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64))]
+
+
 def normalize(images, *, mean, std, mirror=0, dtype=None):
     """The operator without a plan: `fn.crop_mirror_normalize(images, mean=mean, std=std,
-    mirror=mirror, dtype=dtype, output_layout="CHW")` (no crop) for uint8 HWC CPU images, in
-    about two thirds of its CPU time (benchmarks/RESULTS.md). Returns float32/float16 CHW."""
+    mirror=mirror, dtype=dtype, output_layout="CHW")` (no crop) for uint8 HWC CPU images of
+    any size and 1-4 channels, in about two thirds of its CPU time (benchmarks/RESULTS.md).
+    mean, std: one value or one per channel, pixel units. Returns float32/float16 CHW."""
     load()
     from nvidia.dali import fn, types
-    return fn.dali_mix.mix_normalize(images, mean=[float(m) for m in mean],
-                                     std=[float(s) for s in std], mirror=mirror,
+    return fn.dali_mix.mix_normalize(images, mean=_floats(mean), std=_floats(std), mirror=mirror,
                                      dtype=types.FLOAT if dtype is None else dtype)
 
 
@@ -214,8 +232,8 @@ def mix_normalize(images, perm, blend, boxes, patch, mask, mask_params, *, mean,
     load()
     from nvidia.dali import fn, types
     return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch, mask, mask_params,
-                                     mean=[float(m) for m in mean], std=[float(s) for s in std],
-                                     mirror=mirror, dtype=types.FLOAT if dtype is None else dtype)
+                                     mean=_floats(mean), std=_floats(std), mirror=mirror,
+                                     dtype=types.FLOAT if dtype is None else dtype)
 
 
 def main(argv=None) -> int:

@@ -179,7 +179,8 @@ const uint8_t *MixedRow(int y, int H, int W, const SampleArgs &s, const PatchMap
     const int32_t *box = s.boxes + 4 * b;
     if (y < box[0] || y >= box[0] + box[2] || box[3] == 0) continue;
     take();
-    std::memcpy(buf + box[1] * C, partner + box[1] * C, static_cast<size_t>(box[3]) * C);
+    std::memcpy(buf + static_cast<int64_t>(box[1]) * C, partner + static_cast<int64_t>(box[1]) * C,
+                static_cast<size_t>(box[3]) * C);
   }
   if (pm.h && y >= pm.y0 && y < pm.y0 + pm.h) {
     take();
@@ -202,7 +203,7 @@ void PasteMask(Out *out, int H, int W, const SampleArgs &s, const Affine &a) {
   for (int y = 0; y < H; y++) {
     const Rank *r = ranks + static_cast<int64_t>(flip_y ? H - 1 - y : y) * W;
     const uint8_t *src = s.partner + y * stride;
-    Out *o = out + y * W;
+    Out *o = out + static_cast<int64_t>(y) * W;
     for (int x = 0; x < W; x++) {
       if (static_cast<int64_t>(r[flip_x ? W - 1 - x : x]) < k) continue;  // own pixel
       const int xo = s.mirror ? W - 1 - x : x;
@@ -220,23 +221,23 @@ void MixSample(Out *out, int H, int W, const SampleArgs &s, const Affine &a) {
   if (s.blend == 1.0f) {  // CutMix, FMix, ResizeMix, none: pick each pixel in uint8, normalise once
     std::vector<uint8_t> buf(stride);
     for (int y = 0; y < H; y++)
-      ConvertRow<Out, C>(out + y * W, plane, W, s.mirror,
+      ConvertRow<Out, C>(out + static_cast<int64_t>(y) * W, plane, W, s.mirror,
                          MixedRow<C, Rank>(y, H, W, s, pm, buf.data()), a, tmp.data());
     return;
   }
   // Mixup; anything of the partner given as well is written over the blend
   for (int y = 0; y < H; y++)
-    BlendRow<Out, C>(out + y * W, plane, W, s.mirror, s.own + y * stride, s.partner + y * stride,
+    BlendRow<Out, C>(out + static_cast<int64_t>(y) * W, plane, W, s.mirror, s.own + y * stride, s.partner + y * stride,
                      s.blend, a, tmp.data());
   for (int64_t b = 0; b < s.n_boxes; b++) {
     const int32_t *box = s.boxes + 4 * b;
     for (int y = box[0]; y < box[0] + box[2]; y++)
-      NormalizeRow<Out, C>(out + y * W, plane, W, box[1], box[1] + box[3], s.mirror,
+      NormalizeRow<Out, C>(out + static_cast<int64_t>(y) * W, plane, W, box[1], box[1] + box[3], s.mirror,
                            s.partner + y * stride, nullptr, a);
   }
   if (s.mask) PasteMask<Out, C, Rank>(out, H, W, s, a);
   for (int y = 0; y < pm.h; y++)
-    NormalizeRow<Out, C>(out + (pm.y0 + y) * W, plane, W, pm.x0, pm.x0 + pm.w, s.mirror,
+    NormalizeRow<Out, C>(out + static_cast<int64_t>(pm.y0 + y) * W, plane, W, pm.x0, pm.x0 + pm.w, s.mirror,
                          s.partner + pm.rows[y] * stride, pm.cols.data(), a);
 }
 
@@ -251,6 +252,12 @@ void MixSampleAnyC(Out *out, int H, int W, int C, const SampleArgs &s, const Aff
 }
 
 std::string SampleName(int i) { return "sample " + std::to_string(i); }
+
+// (y, x, h, w) lies inside an H x W image (sums in 64 bits: no wrap-around for huge h or w).
+bool Inside(const int32_t *r, int64_t H, int64_t W) {
+  return r[0] >= 0 && r[1] >= 0 && r[2] >= 0 && r[3] >= 0 && int64_t{r[0]} + r[2] <= H &&
+         int64_t{r[1]} + r[3] <= W;
+}
 
 }  // namespace
 
@@ -274,10 +281,14 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                  "MixNormalize: images must be uint8 (for other types, random_mix(fused=False) "
                  "uses DALI's operators)");
     DALI_ENFORCE(images.sample_dim() == 3, "MixNormalize: images must be HWC (3 dimensions)");
+    const auto layout = images.GetLayout();
+    DALI_ENFORCE(layout.empty() || layout == "HWC",
+                 "MixNormalize: images must be HWC, got layout " + layout.str());
     DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs,
                  "MixNormalize: give the images alone (normalise only) or with all six plan "
                  "inputs (perm, blend, boxes, patch, mask, mask_params)");
-    if (ws.NumInput() == kNumInputs)
+    const bool mixing = ws.NumInput() == kNumInputs;
+    if (mixing)
       ValidatePlan(images, ws.Input<CPUBackend>(1), ws.Input<CPUBackend>(2),
                    ws.Input<CPUBackend>(3), ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5),
                    ws.Input<CPUBackend>(6));
@@ -285,8 +296,10 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     TensorListShape<3> out_shape(n);
     for (int i = 0; i < n; i++) {
       auto sh = shape.tensor_shape_span(i);
-      DALI_ENFORCE(sh[0] == shape.tensor_shape_span(0)[0] && sh[1] == shape.tensor_shape_span(0)[1] &&
-                   sh[2] == shape.tensor_shape_span(0)[2],
+      // a partner's pixels are taken at the same place: mixing needs one shape per batch
+      DALI_ENFORCE(!mixing || (sh[0] == shape.tensor_shape_span(0)[0] &&
+                               sh[1] == shape.tensor_shape_span(0)[1] &&
+                               sh[2] == shape.tensor_shape_span(0)[2]),
                    "MixNormalize: every image of the batch must have the same shape; " +
                    SampleName(i) + " differs from sample 0");
       DALI_ENFORCE(sh[2] >= 1 && sh[2] <= kMaxChannels, "MixNormalize: 1 to 4 channels");
@@ -328,10 +341,15 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                    "MixNormalize: boxes must be (R, 4) per sample: y, x, h, w");
       DALI_ENFORCE(patch.shape().tensor_size(i) == 4,
                    "MixNormalize: patch must be (4,) per sample: y, x, h, w");
-      const int64_t mask_size = mask.shape().tensor_size(i);
-      DALI_ENFORCE(mask_size == 0 || mask_size == sh[0] * sh[1],
+      auto ms = mask.shape().tensor_shape_span(i);
+      const bool empty = mask.shape().tensor_size(i) == 0;
+      DALI_ENFORCE(empty || ((mask.sample_dim() == 2 || (mask.sample_dim() == 3 && ms[2] == 1)) &&
+                             ms[0] == sh[0] && ms[1] == sh[1]),
                    "MixNormalize: the mask of " + SampleName(i) + " must be empty or have the "
-                   "image's H x W pixels");
+                   "image's shape (H, W) or (H, W, 1)");
+      DALI_ENFORCE(empty || mask.type() == DALI_INT32 || sh[0] * sh[1] <= 65536,
+                   "MixNormalize: uint16 ranks hold at most 65536 pixels; the mask of " +
+                   SampleName(i) + " needs int32");
       DALI_ENFORCE(mask_params.shape().tensor_size(i) == 3,
                    "MixNormalize: mask_params must be (3,) per sample: k, flip_y, flip_x");
     }
@@ -343,27 +361,29 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     auto &out = ws.Output<CPUBackend>(0);
     out.SetLayout("CHW");
     const int n = images.num_samples();
-    auto sh = images.shape().tensor_shape_span(0);
-    const int H = sh[0], W = sh[1], C = sh[2];
-    Affine a{};
-    for (int c = 0; c < C; c++) {
-      const float m = mean_.size() == 1 ? mean_[0] : mean_[c];
-      const float s = std_.size() == 1 ? std_[0] : std_[c];
-      a.scale[c] = 1.0f / s;
-      a.shift[c] = -m / s;
-    }
+    if (n == 0) return;
     static const int32_t kNone[4] = {0, 0, 0, 0};  // no patch; mask params of no mask
     std::vector<SampleArgs> args(n);
     for (int i = 0; i < n; i++) {  // validate everything before any work starts
+      auto sh = images.shape().tensor_shape_span(i);
       const bool mirror = this->spec_.template GetArgument<int>("mirror", &ws, i) != 0;
       const uint8_t *own = images.tensor<uint8_t>(i);
-      args[i] = mixing ? PlanArgs(ws, i, H, W, mirror)
+      args[i] = mixing ? PlanArgs(ws, i, sh[0], sh[1], mirror)
                        : SampleArgs{own, own, 1.0f, nullptr, 0, kNone, nullptr, kNone, mirror};
     }
     const bool int32_ranks = mixing && ws.Input<CPUBackend>(5).type() == DALI_INT32;
     auto &pool = ws.GetThreadPool();
     for (int i = 0; i < n; i++) {
-      pool.AddWork([&, i](int) {
+      auto sh = images.shape().tensor_shape_span(i);
+      const int H = sh[0], W = sh[1], C = sh[2];
+      Affine a{};
+      for (int c = 0; c < C; c++) {
+        const float m = mean_.size() == 1 ? mean_[0] : mean_[c];
+        const float s = std_.size() == 1 ? std_[0] : std_[c];
+        a.scale[c] = 1.0f / s;
+        a.shift[c] = -m / s;
+      }
+      pool.AddWork([&, i, H, W, C, a](int) {
         if (dtype_ == DALI_FLOAT && int32_ranks)
           MixSampleAnyC<float, int32_t>(out.mutable_tensor<float>(i), H, W, C, args[i], a);
         else if (dtype_ == DALI_FLOAT)
@@ -399,13 +419,11 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     const int64_t nb = boxes.shape().tensor_shape_span(i)[0];
     for (int64_t b = 0; b < nb; b++) {
       const int32_t *r = bx + 4 * b;
-      DALI_ENFORCE(r[0] >= 0 && r[1] >= 0 && r[2] >= 0 && r[3] >= 0 && r[0] + r[2] <= H &&
-                   r[1] + r[3] <= W, "MixNormalize: box " + std::to_string(b) + " of " +
+      DALI_ENFORCE(Inside(r, H, W), "MixNormalize: box " + std::to_string(b) + " of " +
                    SampleName(i) + " is outside the image");
     }
     const int32_t *p = patch.tensor<int32_t>(i);
-    DALI_ENFORCE(p[0] >= 0 && p[1] >= 0 && p[2] >= 0 && p[3] >= 0 && p[0] + p[2] <= H &&
-                 p[1] + p[3] <= W, "MixNormalize: patch of " + SampleName(i) +
+    DALI_ENFORCE(Inside(p, H, W), "MixNormalize: patch of " + SampleName(i) +
                  " is outside the image");
     const void *m = mask.shape().tensor_size(i) ? mask.raw_tensor(i) : nullptr;
     return {images.tensor<uint8_t>(i), images.tensor<uint8_t>(j), lam, bx, nb, p, m,
@@ -424,8 +442,9 @@ DALI_REGISTER_OPERATOR(dali_mix__MixNormalize, ::dali_mix::MixNormalize, ::dali:
 DALI_SCHEMA(dali_mix__MixNormalize)
     .DocStr(R"(Mixes a batch as a RandomMix plan says and normalises it, in one pass.
 
-With the images alone: normalisation only (as crop_mirror_normalize without crop). With the plan,
-per sample i with partner perm[i]: the base image is blend * own + (1 - blend) * partner
+With the images alone: normalisation only (as crop_mirror_normalize without crop; every image
+may have its own size). With the plan (every image of one size), per sample i with partner
+perm[i]: the base image is blend * own + (1 - blend) * partner
 (Mixup; 1 = own); pixels in `boxes` are the partner's (CutMix); pixels whose `mask` rank (at
 the position flipped as `mask_params` says) is >= k are the partner's (FMix); pixels in `patch`
 are the partner shrunk to the patch by nearest neighbour (ResizeMix). Then (x - mean) / std, flipped
