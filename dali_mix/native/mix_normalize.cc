@@ -1,7 +1,7 @@
 // dali_mix.MixNormalize: the whole planned RandomMix of a batch and its normalisation in one
 // pass over the pixels, as a DALI CPU operator (a plugin, loaded by dali_mix/native/__init__.py).
 //
-// Per sample i, with partner j = perm[i] (both uint8 HWC images of the same batch, same H, W, C):
+// Per sample i, with partner j = perm[i] (uint8 HWC images of the batch, all of one H, W, C):
 //   base   pixel (y, x)        = blend_i * own(y, x) + (1 - blend_i) * partner(y, x)   (Mixup;
 //                                 blend 1 = the own pixel, no arithmetic on the partner)
 //   boxes  (y0, x0, h, w) rows  : pixels inside a box are the partner's                 (CutMix)
@@ -179,8 +179,8 @@ const uint8_t *MixedRow(int y, int H, int W, const SampleArgs &s, const PatchMap
     const int32_t *box = s.boxes + 4 * b;
     if (y < box[0] || y >= box[0] + box[2] || box[3] == 0) continue;
     take();
-    std::memcpy(buf + static_cast<int64_t>(box[1]) * C, partner + static_cast<int64_t>(box[1]) * C,
-                static_cast<size_t>(box[3]) * C);
+    const int64_t x0 = static_cast<int64_t>(box[1]) * C;
+    std::memcpy(buf + x0, partner + x0, static_cast<size_t>(box[3]) * C);
   }
   if (pm.h && y >= pm.y0 && y < pm.y0 + pm.h) {
     take();
@@ -207,7 +207,8 @@ void PasteMask(Out *out, int H, int W, const SampleArgs &s, const Affine &a) {
     for (int x = 0; x < W; x++) {
       if (static_cast<int64_t>(r[flip_x ? W - 1 - x : x]) < k) continue;  // own pixel
       const int xo = s.mirror ? W - 1 - x : x;
-      for (int c = 0; c < C; c++) o[c * plane + xo] = Cast<Out>(src[x * C + c] * a.scale[c] + a.shift[c]);
+      for (int c = 0; c < C; c++)
+        o[c * plane + xo] = Cast<Out>(src[x * C + c] * a.scale[c] + a.shift[c]);
     }
   }
 }
@@ -226,18 +227,19 @@ void MixSample(Out *out, int H, int W, const SampleArgs &s, const Affine &a) {
     return;
   }
   // Mixup; anything of the partner given as well is written over the blend
+  auto row_out = [&](int64_t y) { return out + y * W; };
   for (int y = 0; y < H; y++)
-    BlendRow<Out, C>(out + static_cast<int64_t>(y) * W, plane, W, s.mirror, s.own + y * stride, s.partner + y * stride,
+    BlendRow<Out, C>(row_out(y), plane, W, s.mirror, s.own + y * stride, s.partner + y * stride,
                      s.blend, a, tmp.data());
   for (int64_t b = 0; b < s.n_boxes; b++) {
     const int32_t *box = s.boxes + 4 * b;
     for (int y = box[0]; y < box[0] + box[2]; y++)
-      NormalizeRow<Out, C>(out + static_cast<int64_t>(y) * W, plane, W, box[1], box[1] + box[3], s.mirror,
+      NormalizeRow<Out, C>(row_out(y), plane, W, box[1], box[1] + box[3], s.mirror,
                            s.partner + y * stride, nullptr, a);
   }
   if (s.mask) PasteMask<Out, C, Rank>(out, H, W, s, a);
   for (int y = 0; y < pm.h; y++)
-    NormalizeRow<Out, C>(out + static_cast<int64_t>(pm.y0 + y) * W, plane, W, pm.x0, pm.x0 + pm.w, s.mirror,
+    NormalizeRow<Out, C>(row_out(pm.y0 + y), plane, W, pm.x0, pm.x0 + pm.w, s.mirror,
                          s.partner + pm.rows[y] * stride, pm.cols.data(), a);
 }
 
@@ -444,17 +446,19 @@ DALI_SCHEMA(dali_mix__MixNormalize)
 
 With the images alone: normalisation only (as crop_mirror_normalize without crop; every image
 may have its own size). With the plan (every image of one size), per sample i with partner
-perm[i]: the base image is blend * own + (1 - blend) * partner
-(Mixup; 1 = own); pixels in `boxes` are the partner's (CutMix); pixels whose `mask` rank (at
-the position flipped as `mask_params` says) is >= k are the partner's (FMix); pixels in `patch`
-are the partner shrunk to the patch by nearest neighbour (ResizeMix). Then (x - mean) / std, flipped
-horizontally where `mirror`, as float32 or float16 CHW.)")
+perm[i]: the base image is blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels in
+`boxes` are the partner's (CutMix); pixels whose `mask` rank (at the position flipped as
+`mask_params` says) is >= k are the partner's (FMix); pixels in `patch` are the partner shrunk
+to the patch by nearest neighbour (ResizeMix). Then (x - mean) / std, flipped horizontally
+where `mirror`, as float32 or float16 CHW.)")
     .NumInput(1, ::dali_mix::kNumInputs)
-    .InputDox(0, "images", "TensorList of uint8 HWC", "the batch, every image the same shape")
+    .InputDox(0, "images", "TensorList of uint8 HWC",
+              "the batch (with a plan, every image the same shape)")
     .InputDox(1, "perm", "TensorList of int32 scalars", "partner of each sample")
     .InputDox(2, "blend", "TensorList of float32 scalars", "weight of the own image (Mixup)")
     .InputDox(3, "boxes", "TensorList of int32 (R, 4)", "y, x, h, w boxes taken from the partner")
-    .InputDox(4, "patch", "TensorList of int32 (4,)", "y, x, h, w of the shrunk partner (h = 0: none)")
+    .InputDox(4, "patch", "TensorList of int32 (4,)",
+              "y, x, h, w of the shrunk partner (h = 0: none)")
     .InputDox(5, "mask", "TensorList of uint16 or int32 (H, W[, 1])", "FMix pixel ranks, or empty")
     .InputDox(6, "mask_params", "TensorList of int32 (3,)", "k (own pixels), flip_y, flip_x")
     .NumOutput(1)
