@@ -85,24 +85,15 @@ def _command(output: Path) -> list[str]:
             *link_flags]
 
 
-def _compiler_version(cxx: str) -> str:
-    """First line of `cxx --version` ("" when it cannot be run)."""
-    try:
-        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.splitlines()[0] if out.stdout else ""
-
-
 def library_path() -> Path:
-    """The cached library for this source, DALI version, compiler and flags (it may not exist
-    yet)."""
+    """The cached library for this source, DALI version and flags (it may not exist yet). The
+    compiler's version is not part of the key, so that a library built where a compiler was
+    (an image's build stage) loads where none is; `python -m dali_mix.native --force` rebuilds."""
     import nvidia.dali
-    cxx = os.environ.get("CXX", "g++")
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
     key.update(nvidia.dali.__version__.encode())
-    key.update(" ".join(CXXFLAGS + [cxx, _compiler_version(cxx)]).encode())
+    key.update(" ".join(CXXFLAGS + [os.environ.get("CXX", "g++")]).encode())
     return build_dir() / f"libdali_mix_native-{key.hexdigest()[:16]}.so"
 
 
