@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.classification import IMAGENET_MEAN as MEAN
+from pipelines.classification import IMAGENET_STD as STD
+
 METHODS = ("mixup", "cutmix", "resizemix", "fmix")
-MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def _pipeline(kind: str, methods, images, size: int, threads: int):

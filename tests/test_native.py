@@ -91,9 +91,11 @@ def random_case(n=6, h=10, w=13, c=3, seed=0, rank_dtype=np.uint16):
     boxes = [np.zeros((0, 4), np.int32) for _ in range(n)]
     boxes[1] = np.array([[2, 3, 4, 5], [0, 0, 1, w], [7, 10, 3, 3]], np.int32)  # CutMix / FMix rows
     boxes[4] = np.array([[0, 0, h, w]], np.int32)  # the whole image
+    boxes[3] = np.array([[1, 1, 3, 4]], np.int32)  # on top of a blend (no plan does this)
     patch = np.zeros((n, 4), np.int32)
     patch[2] = (1, 2, 7, 9)  # ResizeMix
     patch[5] = (0, 0, 1, 1)
+    patch[0] = (4, 5, 5, 6)  # on top of a blend and a mask
     mask = [np.zeros((0, 0, 1), rank_dtype) for _ in range(n)]  # FMix
     params = np.zeros((n, 3), np.int32)
     for i, k, flips in ((3, 50, (0, 0)), (4, 30, (1, 1)), (5, 0, (0, 1)), (0, 77, (1, 0))):
