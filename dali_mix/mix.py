@@ -192,15 +192,11 @@ def _current_pipeline(what: str):
 
 def _use_fused(fused: bool | None, images, normalize: Normalization | None) -> bool:
     """Whether the planned path runs the fused C++ operator (see `random_mix`'s `fused`)."""
-    if fused is False:
+    if normalize is None:
+        if fused:
+            raise ValueError("fused=True needs `normalize` (the fused operator normalises)")
         return False
-    on_cpu = getattr(images, "device", "cpu") == "cpu"
-    if fused is None and (normalize is None or not on_cpu):
-        return False
-    if normalize is None or not on_cpu:
-        raise ValueError("fused=True needs `normalize` and CPU images (the fused operator is "
-                         "CPU only); got " + ("no normalize" if normalize is None else "GPU images"))
-    return native.use(fused)
+    return native.use(fused, images)
 
 
 def _planned_mix(images, labels_a, recipe: MixRecipe, image_size, *, fmix_bank, enabled, clock,

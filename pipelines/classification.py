@@ -86,7 +86,7 @@ def _normalise(images, *, mirror, dtype, crop=None, fused: bool | None = False):
     built) uses dali-mix's fused operator, the same values in less CPU time than DALI's
     `crop_mirror_normalize` (the one the mixing pipelines use, so that "with" and "without
     mixing" differ only by the mixing)."""
-    if crop is None and images.device == "cpu" and native.use(fused):
+    if crop is None and native.use(fused, images):
         return native.normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD, mirror=mirror,
                                 dtype=_dtype(dtype))
     kw = {} if crop is None else {"crop": (crop, crop)}

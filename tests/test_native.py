@@ -331,3 +331,14 @@ def test_normalize_alone_equals_crop_mirror_normalize(dtype):
     for i, (a, b) in enumerate(zip(ours, dalis)):
         assert a.dtype == b.dtype and a.shape == (3, 9 + i, 14 - i)
         np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=tol, atol=tol)
+
+
+def test_gpu_images_never_take_the_cpu_operator():
+    """The choice for GPU images: DALI's operators by default, an error when fused=True."""
+    from types import SimpleNamespace
+
+    gpu, cpu = SimpleNamespace(device="gpu"), SimpleNamespace(device="cpu")
+    assert native.use(None, gpu) is False and native.use(False, gpu) is False
+    with pytest.raises(ValueError, match="fused=True needs CPU images"):
+        native.use(True, gpu)
+    assert native.use(None, cpu) is True and native.use(False, cpu) is False
