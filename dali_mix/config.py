@@ -16,6 +16,7 @@ METHODS = ("mixup", "cutmix", "resizemix", "fmix", "cutout", "random_erasing")
 """Candidate names. The first four mix two samples; cutout and random_erasing keep the label."""
 
 PAIR_METHODS = ("mixup", "cutmix", "resizemix", "fmix")
+ERASE_METHODS = ("cutout", "random_erasing")
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,17 @@ class MixRecipe:
         methods: candidate name -> weight (non-negative, not all zero); a list or tuple of names
             means equal weights (RandomMix's default). Empty: no mixing (plain one-hot targets).
         num_classes: number of classes C (>= 1); labels must lie in [0, C).
-        prob: chance that a sample (mode "sample") or batch (mode "batch") is mixed at all.
-        mode: "sample" (a method drawn per sample) or "batch" (one per batch, RandomMix paper).
+        prob: chance that a sample (mode "sample"), pair ("pair") or batch ("batch") is mixed.
+        mode: "sample": a method and its parameters (lambda, box) drawn per sample (timm's
+            "elem"); "pair": partners in pairs (i <-> j) sharing one draw (timm's "pair", even
+            batch size); "batch": one method and one draw for the whole batch (the RandomMix
+            paper, the official Mixup/CutMix code, timm's "batch").
         label_smoothing: eps; targets get eps / C on every class.
         target: "dense" ((N, C) float32) or "sparse" ((y_a, y_b, lam), for very many classes).
         no_self_pairs: pair every sample with another one (batch size > 1).
-        layout: "CHW" (after `fn.crop_mirror_normalize`) or "HWC"; channels: C of the images.
+        layout: layout of the images given to `random_mix`: "HWC" (what DALI's decoders and
+            `fn.resize` give, the default) or "CHW" (after `fn.crop_mirror_normalize`); checked
+            against the data at run time. channels: C of the images.
         mixup_alpha: Mixup lam ~ Beta(a, a), paper 1.0 (timm's `mixup_alpha`).
         cutmix_alpha: CutMix lam ~ Beta(a, a), paper 1.0; cutmix_minmax: timm's box side range
             (fractions of the side) used instead of alpha when set.
@@ -41,7 +47,13 @@ class MixRecipe:
             size are resized in the graph); fmix_bank_size: masks per bank (refreshed per epoch).
         cutout_holes, cutout_length: Cutout n holes of side `length` px (paper: 1, 16 on CIFAR-10).
         erasing_prob, erasing_area, erasing_aspect, erasing_fill: Random Erasing p = 0.5,
-            area (0.02, 0.4), aspect (0.3, 1/0.3), fill "random" (N(0,1) noise) or a number.
+            area (0.02, 0.4), aspect (0.3, 1/0.3), fill "random" (N(0,1) noise in normalised
+            units) or a number (normalised units). erasing_log_aspect: draw the aspect
+            log-uniformly (timm, torchvision) instead of uniformly (the official code).
+        after: steps applied to every sample after mixing (not candidates): any of "cutout",
+            "random_erasing" (e.g. timm's `--reprob` together with Mixup/CutMix).
+        fmix_spectrum: "official" (ecs-vlc/FMix's real spectrum: point-symmetric masks, the
+            published results) or "paper" (a complex spectrum, the paper's formula).
         seed: seed of the FMix mask bank (DALI's own random ops follow the pipeline's seed).
     """
 
@@ -52,7 +64,7 @@ class MixRecipe:
     label_smoothing: float = 0.0
     target: str = "dense"
     no_self_pairs: bool = True
-    layout: str = "CHW"
+    layout: str = "HWC"
     channels: int = 3
     mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
@@ -68,6 +80,9 @@ class MixRecipe:
     erasing_area: tuple[float, float] = (0.02, 0.4)
     erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3)
     erasing_fill: Any = "random"
+    erasing_log_aspect: bool = False
+    after: tuple[str, ...] = ()
+    fmix_spectrum: str = "official"
     seed: int = 0
 
     def __post_init__(self):
@@ -75,7 +90,7 @@ class MixRecipe:
         set_("methods", _normalise_methods(self.methods))
         _check_int("num_classes", self.num_classes, 1)
         _check_range("prob", self.prob, 0.0, 1.0)
-        _check_choice("mode", self.mode, ("sample", "batch"))
+        _check_choice("mode", self.mode, ("sample", "pair", "batch"))
         if not 0.0 <= _num("label_smoothing", self.label_smoothing) < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         _check_choice("target", self.target, ("dense", "sparse"))
@@ -105,6 +120,13 @@ class MixRecipe:
         set_("erasing_aspect", (lo, hi))
         if self.erasing_fill != "random" and not isinstance(self.erasing_fill, (int, float)):
             raise ValueError(f"erasing_fill must be 'random' or a number, got {self.erasing_fill!r}")
+        if not isinstance(self.erasing_log_aspect, bool):
+            raise ValueError(f"erasing_log_aspect must be True or False, got {self.erasing_log_aspect!r}")
+        after = (self.after,) if isinstance(self.after, str) else tuple(self.after)
+        for step in after:
+            _check_choice("after", step, ERASE_METHODS)
+        set_("after", after)
+        _check_choice("fmix_spectrum", self.fmix_spectrum, ("official", "paper"))
         _check_int("seed", self.seed, 0)
 
     # ---- derived views -------------------------------------------------------------------
@@ -120,7 +142,7 @@ class MixRecipe:
     @property
     def mixes(self) -> bool:
         """True when any sample can be mixed or erased."""
-        return bool(self.candidates) and self.prob > 0
+        return (bool(self.candidates) and self.prob > 0) or bool(self.after)
 
     def with_(self, **changes) -> "MixRecipe":
         """A copy with some fields changed (validated again)."""
@@ -135,7 +157,7 @@ class MixRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown recipe field(s) {unknown}; known fields: {sorted(known)}")
-        for key in ("cutmix_minmax", "resizemix_scale", "erasing_area", "erasing_aspect", "fmix_size"):
+        for key in ("cutmix_minmax", "resizemix_scale", "erasing_area", "erasing_aspect", "fmix_size", "after"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)

@@ -1,0 +1,127 @@
+"""The samplers: every random parameter of every method, drawn vectorised in numpy.
+
+This is the one place where a random parameter is drawn (`dali_mix.plan.MixPlanner` for
+RandomMix, `dali_mix.mixmo` for MixMo's inputs). Each function takes a `numpy.random.Generator`
+and a count `n` and returns int64 (pixels) or float64 arrays of length `n`; boxes are
+(y, x, h, w) in pixels, top-left corner and size, inside an (H, W) image. Each one restates its
+method's official code (named in its docstring); the tests compare draws with a re-statement
+of that code written in the test.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+Boxes = tuple  # (y, x, h, w): four (n,) int64 arrays
+
+
+def permutation(rng: np.random.Generator, n: int, no_self_pairs: bool = True) -> np.ndarray:
+    """Partner of each sample: a uniform random permutation of range(n), (n,) int64; with
+    `no_self_pairs` a uniform random derangement (redrawn until no fixed point; n = 1 excepted)."""
+    perm = rng.permutation(n)
+    if no_self_pairs and n > 1:
+        while np.any(perm == np.arange(n)):
+            perm = rng.permutation(n)
+    return perm.astype(np.int64)
+
+
+def pairing(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Partners in pairs (timm's `pair` mode): a uniform random perfect matching of range(n),
+    as an involution perm (perm[perm[i]] == i, no fixed point), (n,) int64. n must be even."""
+    if n % 2:
+        raise ValueError(f"mode='pair' needs an even batch size, got {n}")
+    order = rng.permutation(n)
+    perm = np.empty(n, np.int64)
+    perm[order[0::2]] = order[1::2]
+    perm[order[1::2]] = order[0::2]
+    return perm
+
+
+def mixup_lams(rng: np.random.Generator, n: int, alpha: float) -> np.ndarray:
+    """Mixup weights lam ~ Beta(alpha, alpha), (n,) float64 (facebookresearch/mixup-cifar10)."""
+    return rng.beta(alpha, alpha, size=n)
+
+
+def cutmix_boxes(rng: np.random.Generator, n: int, H: int, W: int, alpha: float = 1.0,
+                 minmax: tuple[float, float] | None = None) -> Boxes:
+    """CutMix boxes.
+
+    Without `minmax` (clovaai `rand_bbox`, timm `rand_bbox`): lam0 ~ Beta(alpha, alpha), cut
+    side int(side * sqrt(1 - lam0)), centre uniform over the image, [c - cut//2, c + cut//2)
+    clipped at the borders. With `minmax=(lo, hi)` (timm `rand_bbox_minmax`): h uniform in
+    [int(H*lo), int(H*hi)), w likewise, corner y uniform in [0, H - h) (timm's exclusive upper
+    bound: the box never touches the bottom or right edge), x likewise.
+    """
+    if minmax is None:
+        cut = np.sqrt(1.0 - rng.beta(alpha, alpha, size=n))
+        cut_h, cut_w = (H * cut).astype(np.int64), (W * cut).astype(np.int64)
+        cy, cx = rng.integers(0, H, size=n), rng.integers(0, W, size=n)
+        y1, y2 = np.clip(cy - cut_h // 2, 0, H), np.clip(cy + cut_h // 2, 0, H)
+        x1, x2 = np.clip(cx - cut_w // 2, 0, W), np.clip(cx + cut_w // 2, 0, W)
+        return y1, x1, y2 - y1, x2 - x1
+    lo, hi = minmax
+    h = rng.integers(int(H * lo), max(int(H * hi), int(H * lo) + 1), size=n)
+    w = rng.integers(int(W * lo), max(int(W * hi), int(W * lo) + 1), size=n)
+    y = rng.integers(0, np.maximum(H - h, 1))
+    x = rng.integers(0, np.maximum(W - w, 1))
+    return y, x, h, w
+
+
+def resizemix_patches(rng: np.random.Generator, n: int, H: int, W: int,
+                      scale: tuple[float, float] = (0.1, 0.8)) -> Boxes:
+    """ResizeMix patches (JayQine/ResizeMix `getbox_new`, the paper): tau ~ U(scale), patch
+    h = max(1, int(H*tau)), w = max(1, int(W*tau)), corner uniform with the patch fully inside."""
+    tau = rng.uniform(scale[0], scale[1], size=n)
+    h = np.maximum((H * tau).astype(np.int64), 1)
+    w = np.maximum((W * tau).astype(np.int64), 1)
+    return rng.integers(0, H - h + 1), rng.integers(0, W - w + 1), h, w
+
+
+def fmix_thresholds(rng: np.random.Generator, n: int, pixels: int, alpha: float = 1.0) -> np.ndarray:
+    """FMix: number k of own pixels of each mask, (n,) int64 in [0, pixels]: lam0 ~
+    Beta(alpha, alpha), k = floor(lam0 * N + u), u ~ U(0, 1) (ecs-vlc/FMix `binarise_mask`'s
+    random ceil or floor), so the mask mean k / N is lam0 to one pixel."""
+    lam0 = rng.beta(alpha, alpha, size=n)
+    return np.clip(np.floor(lam0 * pixels + rng.uniform(size=n)), 0, pixels).astype(np.int64)
+
+
+def cutout_boxes(rng: np.random.Generator, n: int, H: int, W: int, holes: int = 1,
+                 length: int = 16) -> Boxes:
+    """Cutout holes (uoguelph-mlrg/Cutout `Cutout.__call__`): `holes` squares of side `length`
+    per sample, centre uniform, [c - length//2, c + length//2) clipped at the borders.
+    Returns (n, holes) int64 arrays (y, x, h, w)."""
+    cy, cx = rng.integers(0, H, size=(n, holes)), rng.integers(0, W, size=(n, holes))
+    y1, y2 = np.clip(cy - length // 2, 0, H), np.clip(cy + length // 2, 0, H)
+    x1, x2 = np.clip(cx - length // 2, 0, W), np.clip(cx + length // 2, 0, W)
+    return y1, x1, y2 - y1, x2 - x1
+
+
+def erasing_boxes(rng: np.random.Generator, n: int, H: int, W: int, p: float = 0.5,
+                  area: tuple[float, float] = (0.02, 0.4), aspect: tuple[float, float] = (0.3, 1 / 0.3),
+                  log_aspect: bool = False, tries: int = 100) -> Boxes:
+    """Random Erasing boxes (zhunzhong07/Random-Erasing `RandomErasing.__call__`): with
+    probability p, up to `tries` attempts of target area U(area) * H*W and aspect U(aspect)
+    (log-uniform with `log_aspect`, as timm and torchvision), h = int(round(sqrt(a * r))),
+    w = int(round(sqrt(a / r))), accepted when h < H and w < W (strictly), corner uniform in
+    [0, H - h] x [0, W - w]; no accepted attempt (or not applied): h = w = 0."""
+    y = np.zeros(n, np.int64)
+    x = np.zeros(n, np.int64)
+    h = np.zeros(n, np.int64)
+    w = np.zeros(n, np.int64)
+    todo = np.flatnonzero(rng.uniform(size=n) < p)
+    for _ in range(tries):
+        if not todo.size:
+            break
+        target = rng.uniform(area[0], area[1], size=todo.size) * (H * W)
+        if log_aspect:
+            ratio = np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1]), size=todo.size))
+        else:
+            ratio = rng.uniform(aspect[0], aspect[1], size=todo.size)
+        hh = np.round(np.sqrt(target * ratio)).astype(np.int64)
+        ww = np.round(np.sqrt(target / ratio)).astype(np.int64)
+        ok = (hh < H) & (ww < W)
+        done = todo[ok]
+        h[done], w[done] = hh[ok], ww[ok]
+        y[done] = rng.integers(0, H - hh[ok] + 1)
+        x[done] = rng.integers(0, W - ww[ok] + 1)
+        todo = todo[~ok]
+    return y, x, h, w
