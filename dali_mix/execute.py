@@ -1,0 +1,401 @@
+"""The two executors of a `dali_mix.plan.Plan`: the fused CPU operator, and DALI's own operators.
+
+Both take the images as the user has them and write the mixed batch; neither needs DALI
+conditionals, so the same code runs in a `@pipeline_def` and in a class-based `Pipeline`.
+
+- "dali": `fn.multi_paste` (CutMix boxes and FMix masks as runs of partner pixels, then the
+  ResizeMix patches from `fn.resize`), then Mixup fused with the normalisation as the sum of two
+  `fn.crop_mirror_normalize` calls with per-sample std (std / lam on the own image,
+  std / (1 - lam) on the partner, which is cropped to 1x1 and broadcast for the samples that
+  are not blended). This graph is the same on the CPU and the GPU: only the images' device
+  differs (every plan input is a CPU argument; the noise of Random Erasing is moved with
+  `.gpu()` like the targets).
+- "fused": `dali_mix.native`'s C++ operator (CPU only) mixes and normalises each output row in
+  one pass.
+
+Erasing (Cutout, Random Erasing) runs after either executor on the output, with `fn.erase`
+for constant fills and `fn.multi_paste` of `fn.random` noise for random fills.
+
+CHW images are pasted as HWC images of shape (C*H, W, 1) (a free reshape; each rectangle
+becomes C rectangles, one per channel plane), since `fn.multi_paste` takes HWC only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from nvidia.dali import fn, types
+
+from dali_mix import native
+from dali_mix.config import MixRecipe
+from dali_mix.plan import CUTOUT, RANDOM_ERASING, MixPlanner, Plan
+
+EXECUTORS = ("auto", "fused", "dali")
+
+
+class Normalization(NamedTuple):
+    """Normalisation done inside `random_mix` (replacing your `fn.crop_mirror_normalize`):
+    per-channel mean and std in pixel units, the per-sample horizontal flip (a 0/1 DataNode or
+    0), the output dtype (types.FLOAT or types.FLOAT16); the output layout is CHW."""
+
+    mean: tuple
+    std: tuple
+    mirror: object = 0
+    dtype: object = types.FLOAT
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the graph is built for: layout ("HWC" or "CHW"), H, W, C of every image."""
+
+    layout: str
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        if self.layout == "HWC":
+            return self.height, self.width, self.channels
+        return self.channels, self.height, self.width
+
+    def planes(self, boxes: np.ndarray, src_height: int | None = None) -> np.ndarray:
+        """Rectangles (n, 4) (y, x, h, w) -> the rows that paste them on this layout: as they
+        are for HWC; for CHW, C rows each, plane c offset by c * H (c * src_height in the
+        source), in channel-major order: (C * n, 4) int32 source rows and output rows."""
+        boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+        if self.layout == "HWC":
+            return boxes
+        c = np.arange(self.channels, dtype=np.int32)[:, None, None]
+        out = np.broadcast_to(boxes, (self.channels,) + boxes.shape).copy()
+        out[..., 0] += c[..., 0] * (self.height if src_height is None else src_height)
+        return out.reshape(-1, 4)
+
+
+def resolve_executor(executor: str, images, normalize: Normalization | None) -> str:
+    """"fused" or "dali" for `executor` ("auto": fused for CPU images when the operator can be
+    built, else DALI's operators, with one warning naming the cause)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if executor == "dali":
+        return "dali"
+    if normalize is None:  # TODO(native branch): the operator takes any input
+        if executor == "fused":
+            raise ValueError("executor='fused' needs normalize")
+        return "dali"
+    return "fused" if native.use(True if executor == "fused" else None, images) else "dali"
+
+
+# ---- the plan as operator inputs ----------------------------------------------------------------
+
+class Encoder:
+    """Turns a `Plan` into the named external-source outputs an executor reads (numpy, CPU)."""
+
+    def __init__(self, planner: MixPlanner, executor: str, geo: Geometry,
+                 normalize: Normalization | None):
+        self.planner = planner
+        self.executor = executor
+        self.geo = geo
+        self.out_geo = geo if normalize is None else Geometry("CHW", geo.height, geo.width, geo.channels)
+        self.std = np.ones(geo.channels, np.float32) if normalize is None else \
+            np.broadcast_to(np.asarray(normalize.std, np.float32), (geo.channels,)).copy()
+        names = planner.recipe.candidates
+        self.paste = any(m in names for m in ("cutmix", "fmix"))
+        self.resize = "resizemix" in names
+        self.blend = "mixup" in names
+        erasing = set(planner.recipe.after) | {m for m in names if m in ("cutout", "random_erasing")}
+        random_fill = planner.recipe.erasing_fill == "random"
+        self.erase_random = "random_erasing" in erasing and random_fill
+        self.erase_const = "cutout" in erasing or ("random_erasing" in erasing and not random_fill)
+        self.names = ["method", "perm", "lam"]
+        if executor == "fused":
+            self.names += ["blend", "boxes", "patch", "mask", "mask_params"]
+        else:
+            if self.paste:
+                self.names += ["paste_ids", "paste_in", "paste_out", "paste_shape"]
+            if self.resize:
+                self.names += ["patch_size", "patch_in", "patch_out", "patch_shape"]
+            if self.blend:
+                self.names += ["std_a", "std_b", "crop_h", "crop_w"]
+        if self.erase_const:
+            self.names += ["cut_anchor", "cut_shape", "fill_anchor", "fill_shape"]
+        if self.erase_random:
+            self.names += ["noise_shape", "noise_in", "noise_out", "noise_size"]
+
+    def __call__(self, batch_info) -> tuple:
+        plan = self.planner(batch_info)
+        out = self.encode(plan)
+        return tuple(out[n] for n in self.names)
+
+    def encode(self, plan: Plan) -> dict:
+        out = {"method": plan.method, "perm": plan.perm, "lam": plan.lam}
+        if self.executor == "fused":
+            out.update(self._fused(plan))
+        else:
+            if self.paste:
+                out.update(self._paste_rows(plan))
+            if self.resize:
+                out.update(self._patch_rows(plan))
+            if self.blend:
+                out.update(self._blend(plan))
+        if self.erase_const:
+            out.update(self._erase_constant(plan))
+        if self.erase_random:
+            out.update(self._erase_random(plan))
+        return out
+
+    def _fused(self, plan: Plan) -> dict:
+        B = len(plan.perm)
+        masks = [np.zeros((0, 0, 1), np.uint16)] * B
+        params = np.zeros((B, 3), np.int32)
+        used = np.flatnonzero(plan.fmix[:, 0] >= 0)
+        if used.size:
+            bank = self.planner.fmix_bank.bank(plan.epoch)
+            for i in used:
+                masks[i] = bank[plan.fmix[i, 0]]
+            params[used] = plan.fmix[used, 1:]
+        return {"blend": plan.blend, "boxes": plan.boxes, "patch": plan.patch, "mask": masks,
+                "mask_params": params}
+
+    def _full(self, geo: Geometry | None = None) -> np.ndarray:
+        """The row that copies a whole image: (1, 4) int32 (0, 0, rows, W) of the paste view."""
+        geo = geo or self.geo
+        rows = geo.height if geo.layout == "HWC" else geo.channels * geo.height
+        return np.array([[0, 0, rows, geo.width]], np.int32)
+
+    def _paste_rows(self, plan: Plan) -> dict:
+        """Per sample: row 0 copies the sample itself, then its CutMix box and FMix runs from the
+        partner: ids (R,) int32, in/out anchors (R, 2) int32, shapes (R, 2) int32."""
+        runs = fmix_runs(self.planner, plan)
+        ids, anchors, shapes = [], [], []
+        for i, perm in enumerate(plan.perm):
+            rects = self.geo.planes(np.concatenate([plan.boxes[i], runs[i]]))
+            rows = np.concatenate([self._full(), rects])
+            ids.append(np.concatenate([[i], np.full(len(rects), perm)]).astype(np.int32))
+            anchors.append(rows[:, :2].copy())
+            shapes.append(rows[:, 2:].copy())
+        return {"paste_ids": ids, "paste_in": anchors, "paste_out": anchors, "paste_shape": shapes}
+
+    def _patch_rows(self, plan: Plan) -> dict:
+        """ResizeMix: the partner's target size (B, 2) float32 ((1, 1) unused) and per sample
+        the rows pasting the canvas, then the shrunk partner at its corner."""
+        size = np.ones((len(plan.perm), 2), np.float32)
+        ins, outs, shapes = [], [], []
+        for i, (y, x, h, w) in enumerate(plan.patch):
+            if h > 0:
+                size[i] = h, w
+            dst = np.concatenate([self._full(), self.geo.planes([[y, x, h, w]])])
+            src = np.concatenate([self._full(), self.geo.planes([[0, 0, h, w]], src_height=max(h, 1))])
+            ins.append(src[:, :2].copy())
+            outs.append(dst[:, :2].copy())
+            shapes.append(dst[:, 2:].copy())
+        return {"patch_size": size, "patch_in": ins, "patch_out": outs, "patch_shape": shapes}
+
+    def _blend(self, plan: Plan) -> dict:
+        """Mixup as two normalisations: std / w on the own image, std / (1 - w) on the partner
+        (w = 1 outside Mixup: the partner is cropped to 1x1 and weighs ~1e-20)."""
+        w = plan.blend.astype(np.float64)[:, None]
+        mixed = plan.blend < 1.0
+        crop_h = np.where(mixed, self.geo.height, 1).astype(np.float32)
+        crop_w = np.where(mixed, self.geo.width, 1).astype(np.float32)
+        return {"std_a": (self.std / np.maximum(w, 1e-20)).astype(np.float32),
+                "std_b": (self.std / np.maximum(1.0 - w, 1e-20)).astype(np.float32),
+                "crop_h": crop_h, "crop_w": crop_w}
+
+    def _erase_constant(self, plan: Plan) -> dict:
+        """`fn.erase` regions, per sample flat (y0, x0, y1, x1, ...) anchors and (h0, w0, ...)
+        shapes, float32: Cutout holes ("cut_*") and constant-fill Random Erasing ("fill_*")."""
+        out = {}
+        for name, kind in (("cut", CUTOUT), ("fill", RANDOM_ERASING)):
+            rows = [e[e[:, 4] == kind] for e in plan.erase]
+            if kind == RANDOM_ERASING and self.erase_random:
+                rows = [r[:0] for r in rows]
+            out[f"{name}_anchor"] = [r[:, :2].reshape(-1).astype(np.float32) for r in rows]
+            out[f"{name}_shape"] = [r[:, 2:4].reshape(-1).astype(np.float32) for r in rows]
+        return out
+
+    def _erase_random(self, plan: Plan) -> dict:
+        """Random-fill Random Erasing (at most one rectangle per sample): the noise tensor's
+        shape ((1, 1) when unused) and the rows pasting it over the output (row 0: the output
+        itself; then the noise, C rows for CHW)."""
+        geo = self.out_geo
+        shapes, ins, outs, sizes = [], [], [], []
+        full = self._full(geo)
+        for e in plan.erase:
+            rnd = e[e[:, 4] == RANDOM_ERASING]
+            y, x, h, w = (int(v) for v in rnd[0, :4]) if len(rnd) else (0, 0, 0, 0)
+            nh, nw = max(h, 1), max(w, 1)
+            shapes.append(np.array([nh, nw, geo.channels] if geo.layout == "HWC"
+                                   else [geo.channels * nh, nw, 1], np.int32))
+            dst = np.concatenate([full, geo.planes([[y, x, h, w]])])
+            src = np.concatenate([full, geo.planes([[0, 0, h, w]], src_height=nh)])
+            ins.append(src[:, :2].copy())
+            outs.append(dst[:, :2].copy())
+            sizes.append(dst[:, 2:].copy())
+        return {"noise_shape": shapes, "noise_in": ins, "noise_out": outs, "noise_size": sizes}
+
+
+def fmix_runs(planner: MixPlanner, plan: Plan) -> list:
+    """The partner pixels of every FMix sample's mask as rectangles: B arrays (R_i, 4) int32
+    (y, x, h, w), (0, 4) without FMix. Each row of the mask is split into horizontal runs of
+    partner pixels, and a run repeated in the next rows is stacked into one taller rectangle
+    (about half as many rectangles as runs). The mask keeps the own pixel where the bank's rank
+    image is below k (mask mean exactly k / N), flipped as planned."""
+    B, H, W = len(plan.perm), planner.height, planner.width
+    out = [np.zeros((0, 4), np.int32)] * B
+    idx = np.flatnonzero(plan.fmix[:, 0] >= 0)
+    if not idx.size:
+        return out
+    entry, k, flips = plan.fmix[idx, 0], plan.fmix[idx, 1], plan.fmix[idx, 2:].astype(bool)
+    ranks = planner.fmix_bank.bank(plan.epoch)[entry, :, :, 0]
+    padded = np.ones((idx.size, H, W + 2), bool)  # own pixels, with an own pixel on both sides
+    np.less(ranks, k[:, None, None], out=padded[:, :, 1:-1])
+    edges = np.flatnonzero(padded[:, :, 1:] != padded[:, :, :-1])
+    start, end = edges[0::2], edges[1::2]  # partner runs open and close in pairs per row
+    j, rest = np.divmod(start, H * (W + 1))
+    y, x = np.divmod(rest, W + 1)
+    j, y, x, h, w = _stack_runs(j, y, x, end - start)
+    y = np.where(flips[j, 0], H - y - h, y)
+    x = np.where(flips[j, 1], W - x - w, x)
+    rects = np.stack([y, x, h, w], 1).astype(np.int32)
+    for jj, part in zip(range(idx.size), np.split(rects, np.cumsum(np.bincount(j, minlength=idx.size))[:-1])):
+        out[idx[jj]] = part
+    return out
+
+
+def _stack_runs(sample, y, x, w):
+    """Merge runs (sample, row y, column x, width w) that repeat in consecutive rows into
+    rectangles: (sample, y, x, h, w) arrays, sorted by sample."""
+    order = np.lexsort((y, w, x, sample))
+    sample, y, x, w = sample[order], y[order], x[order], w[order]
+    new = np.ones(sample.size, bool)
+    new[1:] = ((sample[1:] != sample[:-1]) | (x[1:] != x[:-1]) | (w[1:] != w[:-1])
+               | (y[1:] != y[:-1] + 1))
+    first = np.flatnonzero(new)
+    h = np.diff(np.append(first, sample.size))
+    return sample[first], y[first], x[first], h, w[first]
+
+
+# ---- the graphs -------------------------------------------------------------------------------
+
+def check_images(perm, images, geo: Geometry, executor: str):
+    """`perm`, passed through a per-batch check that every image has `geo`'s layout and shape
+    (the plan's boxes are drawn for that size): a mismatch raises ValueError naming the
+    expected and the actual value. Its output feeds the data path, so the check cannot be
+    pruned."""
+    expected_shape = geo.shape
+
+    def check(perms, shapes, layouts):
+        for i, (shape, layout) in enumerate(zip(shapes, layouts)):
+            layout = bytes(np.asarray(layout, np.uint8)).decode() or "(none)"
+            if layout != geo.layout:
+                raise ValueError(
+                    f"random_mix: the images have layout {layout} but the recipe says "
+                    f"{geo.layout} (MixRecipe.layout; decoders and fn.resize give HWC, "
+                    f"fn.crop_mirror_normalize gives CHW)")
+            if tuple(int(v) for v in shape) != expected_shape:
+                raise ValueError(
+                    f"random_mix: image {i} has shape {tuple(int(v) for v in shape)} ({geo.layout}) "
+                    f"but the plan is drawn for {expected_shape}: image_size=({geo.height}, "
+                    f"{geo.width}) and channels={geo.channels} must match every image")
+        return perms
+
+    return fn.python_function(perm, images.shape(dtype=types.INT64, device="cpu"),
+                              fn.get_property(images, key="layout"), function=check,
+                              batch_processing=True, num_outputs=1)
+
+
+def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
+    """The plan on DALI's operators: see the module docstring. Returns the mixed images:
+    normalised CHW float32 with `normalize`, else the input's layout and dtype (Mixup on uint8
+    rounded to the nearest value)."""
+    geo = enc.geo
+    canvas = images
+    if enc.paste:
+        canvas = _paste(images, geo, [], in_ids=p["paste_ids"], in_anchors=p["paste_in"],
+                        out_anchors=p["paste_out"], shapes=p["paste_shape"])
+    partner = None
+    if enc.resize or enc.blend:
+        partner = fn.permute_batch(images, indices=p["perm"])
+    if enc.resize:
+        shrunk = fn.resize(partner, size=p["patch_size"], interp_type=types.INTERP_NN, antialias=False)
+        canvas = _paste(canvas, geo, [_view(shrunk, geo)] * _copies(geo), in_anchors=p["patch_in"],
+                        out_anchors=p["patch_out"], shapes=p["patch_shape"])
+    if not enc.blend:
+        return canvas if normalize is None else _normalize(canvas, geo, normalize)
+    mean = [0.0] * geo.channels if normalize is None else [float(m) for m in normalize.mean]
+    common = dict(mean=mean, dtype=types.FLOAT,
+                  output_layout="CHW" if normalize is not None else geo.layout,
+                  mirror=0 if normalize is None else normalize.mirror)
+    mixed = (fn.crop_mirror_normalize(canvas, std=p["std_a"], **common)
+             + fn.crop_mirror_normalize(partner, std=p["std_b"], crop_h=p["crop_h"],
+                                        crop_w=p["crop_w"], **common))
+    return mixed
+
+
+def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
+    """The plan on the fused CPU operator (see `dali_mix.native.mix_normalize`)."""
+    geo = enc.geo
+    kw = {} if normalize is None else dict(mean=normalize.mean, std=normalize.std,
+                                           mirror=normalize.mirror, dtype=types.FLOAT)
+    return native.mix_normalize(images, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
+                                p["mask_params"], **kw)
+
+
+def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, pixel_units: bool):
+    """Cutout holes (fill 0: the mean colour once normalised) and Random Erasing (constant
+    `erasing_fill`, or random values: N(0, 1) on normalised images, uniform pixel values 0-255
+    when `pixel_units`, i.e. HWC images without `normalize`) over the mixed images of layout
+    `enc.out_geo.layout`, cast like them."""
+    out_geo = enc.out_geo
+    if enc.erase_const:
+        images = fn.erase(images, anchor=p["cut_anchor"], shape=p["cut_shape"], axis_names="HW",
+                          fill_value=0.0)
+        if recipe.erasing_fill != "random":
+            images = fn.erase(images, anchor=p["fill_anchor"], shape=p["fill_shape"],
+                              axis_names="HW", fill_value=float(recipe.erasing_fill))
+    if enc.erase_random:
+        if pixel_units:
+            noise = fn.random.uniform(range=[-0.5, 255.5], shape=p["noise_shape"])
+        else:
+            noise = fn.random.normal(shape=p["noise_shape"])
+        noise = fn.reshape(noise, layout="HWC")
+        if images.device == "gpu":
+            noise = noise.gpu()
+        noise = fn.cast_like(noise, images)
+        images = _paste(images, out_geo, [noise] * _copies(out_geo), in_anchors=p["noise_in"],
+                        out_anchors=p["noise_out"], shapes=p["noise_size"])
+    return images
+
+
+def _copies(geo: Geometry) -> int:
+    """Rows pasted from the second input per rectangle: 1 for HWC, C for CHW (one per plane)."""
+    return 1 if geo.layout == "HWC" else geo.channels
+
+
+def _view(images, geo: Geometry):
+    """HWC images as they are; CHW images as HWC (C*H, W, 1) (a reshape, no copy)."""
+    if geo.layout == "HWC":
+        return images
+    shape = images.shape(dtype=types.INT32, device="cpu")
+    return fn.reshape(images, shape=fn.stack(shape[0] * shape[1], shape[2], shape[0] * 0 + 1),
+                      layout="HWC")
+
+
+def _paste(canvas, geo: Geometry, sources: list, **rows):
+    """`fn.multi_paste` of `sources` (already in paste view) onto `canvas` (of layout
+    `geo.layout`), row 0 being the canvas itself; returns the canvas's layout."""
+    rows_h = geo.height if geo.layout == "HWC" else geo.channels * geo.height
+    out = fn.multi_paste(_view(canvas, geo), *sources, output_size=[rows_h, geo.width], **rows)
+    if geo.layout == "HWC":
+        return out
+    return fn.reshape(out, shape=list(geo.shape), layout="CHW")
+
+
+def _normalize(images, geo: Geometry, norm: Normalization):
+    """Images of `geo.layout` -> normalised, flipped CHW float32."""
+    return fn.crop_mirror_normalize(images, mean=[float(m) for m in norm.mean],
+                                    std=[float(s) for s in norm.std], mirror=norm.mirror,
+                                    dtype=types.FLOAT, output_layout="CHW")
