@@ -21,6 +21,7 @@ becomes C rectangles, one per channel plane), since `fn.multi_paste` takes HWC o
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -33,6 +34,10 @@ from dali_mix.config import MixRecipe
 from dali_mix.plan import CUTOUT, RANDOM_ERASING, MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
+
+# a plan has outputs a graph may not use ("method" unless explained); producing them costs
+# microseconds, so DALI's hint about unused external-source outputs is noise here
+warnings.filterwarnings("ignore", message=r"The external source node '<dali_mix\.execute\.Encoder")
 
 
 class Normalization(NamedTuple):
@@ -108,7 +113,8 @@ class Encoder:
         erasing = set(planner.recipe.after) | {m for m in names if m in ("cutout", "random_erasing")}
         random_fill = planner.recipe.erasing_fill == "random"
         self.erase_random = "random_erasing" in erasing and random_fill
-        self.erase_const = "cutout" in erasing or ("random_erasing" in erasing and not random_fill)
+        self.erase_cut = "cutout" in erasing
+        self.erase_fill = "random_erasing" in erasing and not random_fill
         self.names = ["method", "perm", "lam"]
         if executor == "fused":
             self.names += ["blend", "boxes", "patch", "mask", "mask_params"]
@@ -119,8 +125,10 @@ class Encoder:
                 self.names += ["patch_size", "patch_in", "patch_out", "patch_shape"]
             if self.blend:
                 self.names += ["std_a", "std_b", "crop_h", "crop_w"]
-        if self.erase_const:
-            self.names += ["cut_anchor", "cut_shape", "fill_anchor", "fill_shape"]
+        if self.erase_cut:
+            self.names += ["cut_anchor", "cut_shape"]
+        if self.erase_fill:
+            self.names += ["fill_anchor", "fill_shape"]
         if self.erase_random:
             self.names += ["noise_shape", "noise_in", "noise_out", "noise_size"]
 
@@ -140,7 +148,7 @@ class Encoder:
                 out.update(self._patch_rows(plan))
             if self.blend:
                 out.update(self._blend(plan))
-        if self.erase_const:
+        if self.erase_cut or self.erase_fill:
             out.update(self._erase_constant(plan))
         if self.erase_random:
             out.update(self._erase_random(plan))
@@ -194,15 +202,17 @@ class Encoder:
         return {"patch_size": size, "patch_in": ins, "patch_out": outs, "patch_shape": shapes}
 
     def _blend(self, plan: Plan) -> dict:
-        """Mixup as two normalisations: std / w on the own image, std / (1 - w) on the partner
-        (w = 1 outside Mixup: the partner is cropped to 1x1 and weighs ~1e-20)."""
+        """Mixup as two normalisations: std / w on the own image, std / (1 - w) on the partner.
+        A weight of 0 gives std * 1e30 (DALI turns an infinite std into NaN), so that image adds
+        at most 1e-27 of its normalised value; outside Mixup (w = 1) the partner is also cropped
+        to 1x1 (broadcast over the image), which costs next to nothing."""
         w = plan.blend.astype(np.float64)[:, None]
         mixed = plan.blend < 1.0
-        crop_h = np.where(mixed, self.geo.height, 1).astype(np.float32)
-        crop_w = np.where(mixed, self.geo.width, 1).astype(np.float32)
-        return {"std_a": (self.std / np.maximum(w, 1e-20)).astype(np.float32),
-                "std_b": (self.std / np.maximum(1.0 - w, 1e-20)).astype(np.float32),
-                "crop_h": crop_h, "crop_w": crop_w}
+        std_a = (self.std / np.maximum(w, 1e-30)).astype(np.float32)
+        std_b = (self.std / np.maximum(1.0 - w, 1e-30)).astype(np.float32)
+        return {"std_a": std_a, "std_b": std_b,
+                "crop_h": np.where(mixed, self.geo.height, 1).astype(np.float32),
+                "crop_w": np.where(mixed, self.geo.width, 1).astype(np.float32)}
 
     def _erase_constant(self, plan: Plan) -> dict:
         """`fn.erase` regions, per sample flat (y0, x0, y1, x1, ...) anchors and (h0, w0, ...)
@@ -210,8 +220,6 @@ class Encoder:
         out = {}
         for name, kind in (("cut", CUTOUT), ("fill", RANDOM_ERASING)):
             rows = [e[e[:, 4] == kind] for e in plan.erase]
-            if kind == RANDOM_ERASING and self.erase_random:
-                rows = [r[:0] for r in rows]
             out[f"{name}_anchor"] = [r[:, :2].reshape(-1).astype(np.float32) for r in rows]
             out[f"{name}_shape"] = [r[:, 2:4].reshape(-1).astype(np.float32) for r in rows]
         return out
@@ -350,11 +358,11 @@ def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, pixel_units: bool):
     when `pixel_units`, i.e. HWC images without `normalize`) over the mixed images of layout
     `enc.out_geo.layout`, cast like them."""
     out_geo = enc.out_geo
-    if enc.erase_const:
+    if enc.erase_cut:
         images = fn.erase(images, anchor=p["cut_anchor"], shape=p["cut_shape"], axis_names="HW",
                           fill_value=0.0)
-        if recipe.erasing_fill != "random":
-            images = fn.erase(images, anchor=p["fill_anchor"], shape=p["fill_shape"],
+    if enc.erase_fill:
+        images = fn.erase(images, anchor=p["fill_anchor"], shape=p["fill_shape"],
                               axis_names="HW", fill_value=float(recipe.erasing_fill))
     if enc.erase_random:
         if pixel_units:

@@ -150,7 +150,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                    dtype: str = "float32", enable_checkpointing: bool = False, checkpoint=None,
                    prefetch_queue_depth: int = 2, reader_name: str = "Reader",
                    mix_off_from_epoch: int | None = None, explain: bool = False,
-                   plan: bool | None = None, fused: bool | None = None) -> BuiltPipeline:
+                   executor: str = "auto") -> BuiltPipeline:
     """Build the training pipeline (see module docstring).
 
     Args:
@@ -171,14 +171,9 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         explain: also output, after the usual outputs, "labels_a", "labels_b", "lam" and
             "method" (index into recipe.candidates; len(candidates) = not mixed), e.g. for
             `dali-mix preview`; needs a recipe.
-        plan: `random_mix`'s choice of path: None (default) uses the planned fast path (one
-            vectorised `MixPlanner` external source) whenever the recipe allows it (candidates
-            among Mixup, CutMix, ResizeMix, FMix); False draws the parameters with DALI
-            operators (the general path, e.g. to compare).
-        fused: on CPU images, mix and normalise (or, without a recipe, only normalise) in the
-            C++ operator `dali_mix.native.mix_normalize`: None (default) when it can be built
-            (else warns and uses DALI's operators), True requires it, False uses DALI's
-            operators (what the GPU path runs).
+        executor: `random_mix`'s executor: "auto" (default: on CPU images the fused C++
+            operator, which also normalises when there is no recipe, when it can be built),
+            "fused" (required) or "dali" (DALI's operators: the graph the GPU path runs).
         The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run
         when FMix or `mix_off_from_epoch` is used, and `run_offset` on resume.
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
@@ -191,6 +186,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             raise ValueError(f"recipe.num_classes={recipe.num_classes} but the data has {n_classes} classes")
         # mixing runs on the uint8 HWC images before normalisation (a quarter of the bytes)
         recipe = recipe.with_(layout="HWC", fmix_size=recipe.fmix_size or (image_size, image_size))
+    fused = {"auto": None, "fused": True, "dali": False}.get(executor)
     decoder, dev_id = _device_args(device, device_id)
     fmix_bank = None
     clock = BatchClock()
@@ -200,7 +196,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                                     clock=clock)
 
     @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id,
-                  seed=seed * 1000 + shard_id + 1, enable_conditionals=True,
+                  seed=seed * 1000 + shard_id + 1,
                   enable_checkpointing=enable_checkpointing, prefetch_queue_depth=prefetch_queue_depth)
     def pipe():
         encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards,
@@ -216,10 +212,10 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
         norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=fn.random.coin_flip(), dtype=_dtype(dtype))
         out = dm.random_mix(images, labels, recipe, fmix_bank=fmix_bank, enabled=enabled,
                             image_size=(image_size, image_size), normalize=norm, clock=clock,
-                            plan=plan, fused=fused)
+                            executor=executor)
         out = out._replace(images=random_shift(out.images, crop=crop, pad=pad, image_size=image_size))
         if explain:
-            extra = [n for n in _EXPLAIN if n not in out.outputs_names()]
+            extra = [n for n in _EXPLAIN if n not in dm.output_names(recipe)]
             return out.outputs() + tuple(getattr(out, n) for n in extra)
         return out.outputs()
 

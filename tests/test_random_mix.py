@@ -1,43 +1,47 @@
-"""dm.random_mix: method choice (per sample / per batch), prob, targets, determinism, batch sizes,
-pairing, sparse targets, a user's own pipeline with the torch Loader.
+"""dm.random_mix: method choice (per sample / pair / batch), prob, targets, determinism, batch
+sizes, pairing, sparse targets, plain and class-based pipelines without conditionals, a user's
+own pipeline with the torch Loader.
 
-Every test runs on the three paths of `random_mix`: "graph" (parameters drawn by DALI operators,
-any image size and layout), "planned" (HWC images of a known size: parameters from one
-`MixPlanner` external source, FMix as paste runs, pixels moved by DALI operators) and "fused"
-(the same plan on uint8 HWC images, mixed and normalised by the C++ operator
-`dali_mix.native.mix_normalize`; mean 0, std 1, so output values are the mixed pixel values, CHW);
-recipes the planner cannot serve (cutout, random erasing) fall back to the graph path on all."""
+Every test runs on each kind of input and executor (the `kind` fixture): uint8 HWC images on
+DALI's operators without normalisation ("dali-uint8", output uint8 HWC, Mixup rounded),
+normalised float CHW images on DALI's operators ("dali-chw"), uint8 HWC with `normalize` on
+DALI's operators ("dali-normalize") and on the fused C++ operator ("fused"), and the same on a
+GPU ("gpu", DALI's operators; skipped without one). The normalisation is the identity
+(mean 0, std 1), so output values are the mixed pixel values, CHW float32."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import Pipeline, fn, ops, pipeline_def, types
 from scipy import stats
 
 import dali_mix as dm
 from dali_mix import native
-from dali_mix.plan import can_plan
 from dali_mix.torch import Loader, mixed_cross_entropy, soft_target_cross_entropy
 
 SIGNIFICANCE = 1e-3
 S = 8  # small images keep these tests fast
 C = 3
-PATH = {"planned": False, "fused": False, "layout": "CHW"}
 IDENTITY = dm.Normalization(mean=(0.0,) * C, std=(1.0,) * C)
+KINDS = {  # kind -> (input layout, input dtype, executor, normalize, device)
+    "dali-uint8": ("HWC", np.uint8, "dali", False, "cpu"),
+    "dali-chw": ("CHW", np.float32, "dali", False, "cpu"),
+    "dali-normalize": ("HWC", np.uint8, "dali", True, "cpu"),
+    "fused": ("HWC", np.uint8, "fused", True, "cpu"),
+    "gpu": ("HWC", np.uint8, "dali", True, "gpu"),
+}
+PATH = dict(zip(("layout", "dtype", "executor", "normalize", "device"), KINDS["fused"]))
 
 
-@pytest.fixture(params=["graph", "planned", "fused"], autouse=True)
-def mix_path(request, monkeypatch):
-    """Run each test on the graph path (float CHW images), the planned path (float HWC,
-    image_size, DALI operators) and the fused path (uint8 HWC, the C++ operator)."""
-    planned = request.param in ("planned", "fused")
-    fused = request.param == "fused"
-    if fused:
+@pytest.fixture(params=[pytest.param(k, marks=pytest.mark.gpu) if k == "gpu" else k for k in KINDS],
+                autouse=True)
+def kind(request, monkeypatch):
+    """Run each test on every kind of input and executor (see the module docstring)."""
+    if request.param == "fused":
         native.load()  # fails (not skips) with the cause when the operator cannot be built
-    monkeypatch.setitem(PATH, "planned", planned)
-    monkeypatch.setitem(PATH, "fused", fused)
-    monkeypatch.setitem(PATH, "layout", "HWC" if planned else "CHW")
+    for key, value in zip(("layout", "dtype", "executor", "normalize", "device"), KINDS[request.param]):
+        monkeypatch.setitem(PATH, key, value)
     return request.param
 
 
@@ -46,32 +50,29 @@ def mix_path(request, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 
 def colour(i, c):
-    """Channel c of sample i's colour: distinct for every sample (uint8 on the fused path)."""
-    if PATH["fused"]:
+    """Channel c of sample i's colour: distinct for every sample (uint8 where the input is)."""
+    if PATH["dtype"] == np.uint8:
         return float((1 + i + 50 * c) % 256)
     return 1.0 + i + 1000.0 * c
 
 
-def constant_images(n, layout=None, s=S):
-    layout = layout or PATH["layout"]
-    dtype = np.uint8 if PATH["fused"] else np.float32
+def constant_images(n, s=S):
     out = []
     for i in range(n):
-        img = np.broadcast_to(np.array([colour(i, c) for c in range(C)], dtype), (s, s, C))
-        out.append(np.ascontiguousarray(img.transpose(2, 0, 1) if layout == "CHW" else img))
+        img = np.broadcast_to(np.array([colour(i, c) for c in range(C)], PATH["dtype"]), (s, s, C))
+        out.append(np.ascontiguousarray(img.transpose(2, 0, 1) if PATH["layout"] == "CHW" else img))
     return out
 
 
-def out_layout(layout=None):
-    """Layout of random_mix's output images for input `layout` (fused: normalised CHW)."""
-    return "CHW" if PATH["fused"] else (layout or PATH["layout"])
+def out_layout():
+    """Layout of random_mix's output images (normalised: CHW)."""
+    return "CHW" if PATH["normalize"] else PATH["layout"]
 
 
 def as_output(images):
-    """The batch `images` as random_mix returns it unmixed: stacked, and on the fused path
-    float32 CHW."""
+    """The batch `images` as random_mix returns it unmixed."""
     x = np.stack(images)
-    if PATH["fused"]:
+    if PATH["normalize"]:
         return x.transpose(0, 3, 1, 2).astype(np.float32)
     return x
 
@@ -81,20 +82,32 @@ def out_shape(n):
 
 
 def to_np(tl):
+    if hasattr(tl, "as_cpu"):
+        tl = tl.as_cpu()
     return np.stack([np.asarray(tl[i]) for i in range(len(tl))])
 
 
 FIELDS = ("images", "labels_a", "labels_b", "lam", "method", "targets")
 
 
-def build(recipe, images, labels, *, seed=0, conditionals=True):
+def device_id():
+    return 0 if PATH["device"] == "gpu" else None
+
+
+def inputs(images, labels):
+    """External sources of the images (on the kind's device) and labels."""
+    x = fn.external_source(source=lambda: images, batch=True, layout=PATH["layout"])
+    if PATH["device"] == "gpu":
+        x = x.gpu()
+    return x, fn.external_source(source=lambda: labels, batch=True)
+
+
+def build(recipe, images, labels, *, seed=0):
     n = len(images)
 
-    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=seed,
-                  enable_conditionals=conditionals)
+    @pipeline_def(batch_size=n, num_threads=1, device_id=device_id(), seed=seed)
     def pipe():
-        x = fn.external_source(source=lambda: images, batch=True, layout=recipe.layout)
-        y = fn.external_source(source=lambda: labels, batch=True)
+        x, y = inputs(images, labels)
         out = dm.random_mix(x, y, recipe, **path_args(recipe))
         outs = [out.images, out.labels_a, out.labels_b, out.lam, out.method]
         if out.targets is not None:
@@ -107,15 +120,9 @@ def build(recipe, images, labels, *, seed=0, conditionals=True):
 
 
 def path_args(recipe):
-    """random_mix arguments for the current path: the planned one gets the image size and must
-    take it whenever the planner serves the recipe."""
-    if not PATH["planned"]:
-        return {"plan": False}
-    plannable = can_plan(recipe, (S, S))
-    args = {"image_size": (S, S), "plan": True if plannable else None, "fused": False}
-    if PATH["fused"]:
-        args.update(fused=True if plannable else None, normalize=IDENTITY)
-    return args
+    """random_mix keywords for the current kind."""
+    return {"image_size": (S, S), "executor": PATH["executor"],
+            "normalize": IDENTITY if PATH["normalize"] else None}
 
 
 def run(pipe, iters=1):
@@ -135,9 +142,11 @@ def recipe_for(n_classes, **kw):
     return dm.MixRecipe(num_classes=n_classes, **kw)
 
 
-def check_pixels(batch, recipe, layout=None):
+def check_pixels(batch, recipe):
     """Every sample's pixels agree with its method, lam and partner (labels = sample index)."""
-    layout = layout or out_layout(recipe.layout)
+    layout = out_layout()
+    # Mixup on uint8 without normalisation is rounded to the nearest uint8
+    mixup_atol = 0.5 + 1e-3 if batch["images"].dtype == np.uint8 else 1e-4
     names = recipe.candidates
     imgs = batch["images"] if layout == "HWC" else batch["images"].transpose(0, 2, 3, 1)
     n = imgs.shape[0]
@@ -150,14 +159,15 @@ def check_pixels(batch, recipe, layout=None):
         name = names[m] if m < len(names) else "none"
         if name == "none":
             assert lam == 1.0
-            assert np.all(imgs[i] == ci)
+            assert np.all(np.abs(imgs[i] - ci) <= 1e-20)
         elif name == "mixup":
             np.testing.assert_allclose(imgs[i], np.broadcast_to(lam * ci + (1 - lam) * cj, imgs[i].shape),
-                                       rtol=1e-5, atol=1e-4)
+                                       rtol=1e-5, atol=mixup_atol)
         elif name in ("cutmix", "resizemix", "fmix"):
-            own = np.all(imgs[i] == ci, axis=-1)
-            other = np.all(imgs[i] == cj, axis=-1)
-            assert np.all(own | other), (i, name)
+            # exact but for the partner's share of 1e-30 or less in a Mixup-capable DALI graph
+            own = np.all(np.abs(imgs[i] - ci) <= 1e-20, axis=-1)
+            other = np.all(np.abs(imgs[i] - cj) <= 1e-20, axis=-1)
+            assert np.all(own | other), (i, name, np.unique(imgs[i].reshape(-1, C), axis=0), ci, cj)
             if a != b:
                 assert abs(own.mean() - lam) < 1e-6, (i, name, own.mean(), lam)
         else:
@@ -226,19 +236,16 @@ def test_batch_mode_with_prob_leaves_whole_batches_untouched():
     assert stats.binomtest(untouched, len(batches), 0.5).pvalue > SIGNIFICANCE
 
 
-@pytest.mark.parametrize("layout", ["CHW", "HWC"])
-def test_prob_leaves_the_right_fraction_untouched(layout):
-    if PATH["planned"] and layout == "CHW":
-        pytest.skip("the planned path takes HWC images")
+def test_prob_leaves_the_right_fraction_untouched():
     n, prob, eps = 128, 0.3, 0.1
     recipe = recipe_for(n, methods=["mixup", "cutmix", "resizemix", "fmix"], prob=prob,
-                        label_smoothing=eps, layout=layout)
-    images = constant_images(n, layout)
+                        label_smoothing=eps)
+    images = constant_images(n)
     batches = run(build(recipe, images, index_labels(n), seed=11), iters=8)
     K = len(recipe.candidates)
     untouched = total = 0
     for b in batches:
-        check_pixels(b, recipe, out_layout(layout))
+        check_pixels(b, recipe)
         keep = b["method"] == K
         untouched += int(keep.sum())
         total += keep.size
@@ -365,28 +372,26 @@ def test_sparse_targets_and_losses_agree():
     images = constant_images(n)
     labels = [np.array([i % num_classes], np.int32) for i in range(n)]
 
-    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=29, enable_conditionals=True)
+    @pipeline_def(batch_size=n, num_threads=1, device_id=device_id(), seed=29)
     def pipe():
-        x = fn.external_source(source=lambda: images, batch=True, layout=recipe.layout)
-        y = fn.external_source(source=lambda: labels, batch=True)
+        x, y = inputs(images, labels)
         out = dm.random_mix(x, y, recipe, **path_args(recipe))
         assert out.targets is None
         outs = out.outputs()
         assert len(outs) == 4
-        dense = dm.dense_targets(out.labels_a, out.labels_b, out.lam, num_classes, eps)
-        return (*outs, dense)
+        return outs
 
     p = pipe()
     p.build()
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
-        imgs, la, lb, lam, dense = (to_np(o) for o in p.run())
+        imgs, la, lb, lam = (to_np(o) for o in p.run())
+        dense = expected_targets(la.reshape(-1), lb.reshape(-1), lam.reshape(-1).astype(float),
+                                 num_classes, eps).astype(np.float32)
         assert imgs.shape == out_shape(n)
         assert la.dtype == np.int64 and lb.dtype == np.int64 and lam.dtype == np.float32
         la, lb, lam = la.reshape(-1), lb.reshape(-1), lam.reshape(-1)
         assert np.any(lam < 1)
-        np.testing.assert_allclose(dense, expected_targets(la, lb, lam.astype(float), num_classes, eps),
-                                   atol=1e-6)
         logits = torch.randn(n, num_classes, generator=g) * 3
         sparse_loss = mixed_cross_entropy(logits, torch.from_numpy(la), torch.from_numpy(lb),
                                           torch.from_numpy(lam), smoothing=eps)
@@ -413,42 +418,44 @@ def make_image_folder(root, classes=3, per_class=8, size=(40, 32)):
 
 
 def test_users_own_pipeline_with_loader(tmp_path):
+    """The README example, with a small image size and a CPU decoder (GPU: the mixed decoder)."""
     root = make_image_folder(tmp_path / "train")
     num_classes, eps, batch = 3, 0.1, 8
     mean, std = [0.485 * 255, 0.456 * 255, 0.406 * 255], [0.229 * 255, 0.224 * 255, 0.225 * 255]
-    planned = PATH["planned"]
-
-    # as in README.md (planned: mix uint8 HWC and normalise inside; graph: mix normalised CHW),
-    # with a small image size (FMix masks of that size) and a CPU decoder
+    kind = dict(PATH)
     recipe = dm.MixRecipe(methods=["mixup", "cutmix", "resizemix", "fmix"],
-                          num_classes=num_classes, label_smoothing=eps, fmix_size=(24, 24),
-                          layout=PATH["layout"])
+                          num_classes=num_classes, label_smoothing=eps, layout=kind["layout"])
 
-    @pipeline_def(enable_conditionals=True)
+    @pipeline_def
     def train_pipe(root):
         jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, name="Reader")
-        images = fn.decoders.image_random_crop(jpegs, device="cpu")
+        images = fn.decoders.image_random_crop(jpegs, device="mixed" if kind["device"] == "gpu" else "cpu")
         images = fn.resize(images, size=[24, 24])
-        if planned:
-            norm = dm.Normalization(mean=mean, std=std, mirror=fn.random.coin_flip())
+        flip = fn.random.coin_flip()
+        if kind["normalize"]:
+            norm = dm.Normalization(mean=mean, std=std, mirror=flip)
             return dm.random_mix(images, labels, recipe, image_size=24, normalize=norm,
-                                 fused=PATH["fused"]).outputs()
-        images = fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(), dtype=types.FLOAT,
-                                          mean=mean, std=std)
-        return dm.random_mix(images, labels, recipe).outputs()
+                                 executor=kind["executor"]).outputs()
+        if kind["layout"] == "CHW":  # a pipeline that keeps its crop_mirror_normalize
+            images = fn.crop_mirror_normalize(images, mirror=flip, dtype=types.FLOAT, mean=mean, std=std)
+        return dm.random_mix(images, labels, recipe, image_size=24, executor=kind["executor"]).outputs()
 
-    loader = Loader(train_pipe(str(root), batch_size=batch, num_threads=1, device_id=None, seed=1),
+    loader = Loader(train_pipe(str(root), batch_size=batch, num_threads=1, device_id=device_id(), seed=1),
                     dm.output_names(recipe), reader_name="Reader", num_classes=num_classes)
     assert len(loader) == 24 // batch
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 24, num_classes))
+    device = "cuda" if kind["device"] == "gpu" else "cpu"
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 24, num_classes)).to(device)
     for epoch in range(2):
         seen = 0
         for images, targets in loader:
             seen += 1
-            assert isinstance(images, torch.Tensor) and images.shape == (batch, 3, 24, 24)
-            assert images.dtype == torch.float32 and targets.dtype == torch.float32
-            assert targets.shape == (batch, num_classes)
-            torch.testing.assert_close(targets.sum(dim=1), torch.ones(batch), atol=1e-5, rtol=0)
+            assert images.device.type == device and targets.device.type == device
+            if kind["dtype"] == np.uint8 and not kind["normalize"]:
+                assert images.shape == (batch, 24, 24, 3) and images.dtype == torch.uint8
+                images = images.permute(0, 3, 1, 2).float() / 255
+            assert images.shape == (batch, 3, 24, 24) and images.dtype == torch.float32
+            assert targets.dtype == torch.float32 and targets.shape == (batch, num_classes)
+            torch.testing.assert_close(targets.sum(dim=1).cpu(), torch.ones(batch), atol=1e-5, rtol=0)
             assert float(targets.min()) >= eps / num_classes - 1e-6
             # a mixed row has at most two classes above the smoothing floor
             assert int(((targets > eps / num_classes + 1e-6).sum(dim=1) > 2).sum()) == 0
@@ -458,24 +465,48 @@ def test_users_own_pipeline_with_loader(tmp_path):
         assert seen == len(loader)
 
 
-def test_several_candidates_need_conditionals_except_fused():
-    n = 4
-    recipe = recipe_for(n, methods=["mixup", "cutmix"])
-    if PATH["fused"]:  # one operator does every method: no conditional needed
-        for b in run(build(recipe, constant_images(n), index_labels(n), conditionals=False,
-                           seed=4), iters=4):
-            check_pixels(b, recipe)
-        return
-    with pytest.raises(ValueError, match="enable_conditionals"):
-        build(recipe, constant_images(n), index_labels(n), conditionals=False)
-    # prob < 1 needs a split as well
-    with pytest.raises(ValueError, match="enable_conditionals"):
-        build(recipe_for(n, methods=["mixup"], prob=0.5), constant_images(n), index_labels(n),
-              conditionals=False)
+class ClassBasedPipe(Pipeline):
+    """A class-based pipeline with legacy `ops.*` (the shape of DeepLearningExamples'
+    HybridTrainPipe): no conditionals can be enabled here."""
+
+    def __init__(self, recipe, images, labels, seed):
+        super().__init__(batch_size=len(images), num_threads=1, device_id=device_id(), seed=seed)
+        self.recipe = recipe
+        self.images = ops.ExternalSource(source=lambda: images, batch=True, layout=PATH["layout"])
+        self.labels = ops.ExternalSource(source=lambda: labels, batch=True)
+
+    def define_graph(self):
+        x, y = self.images(), self.labels()
+        if PATH["device"] == "gpu":
+            x = x.gpu()
+        out = dm.random_mix(x, y, self.recipe, **path_args(self.recipe))
+        return out.images, out.labels_a, out.labels_b, out.lam, out.method, out.targets
 
 
-def test_single_candidate_without_conditionals_works():
-    n = 4
-    recipe = recipe_for(n, methods=["cutmix"])
-    b, = run(build(recipe, constant_images(n), index_labels(n), conditionals=False, seed=2))
-    check_pixels(b, recipe)
+@pytest.mark.parametrize("style", ["pipeline_def", "class"])
+def test_every_method_without_conditionals(style):
+    """RandomMix over every method (erasing included) runs in a plain @pipeline_def and in a
+    class-based Pipeline, with the right pixels for every pair method."""
+    n = 16
+    pair_methods = ["mixup", "cutmix", "resizemix", "fmix"]
+    recipe = recipe_for(n, methods=pair_methods + ["cutout", "random_erasing"], cutout_length=4,
+                        erasing_prob=1.0)
+    pipe = ClassBasedPipe(recipe, constant_images(n), index_labels(n), seed=4) if style == "class" \
+        else None
+    if pipe is None:
+        pipe = build(recipe, constant_images(n), index_labels(n), seed=4)
+    else:
+        pipe.build()
+    seen = set()
+    for b in run(pipe, iters=6):
+        seen |= set(b["method"].tolist())
+        pair = b["method"] < 4
+        check_pixels({k: v[pair] for k, v in b.items()}, recipe_for(n, methods=pair_methods))
+        erased = ~pair
+        assert np.all(b["lam"][erased] == 1.0)
+        own = np.stack([np.array([colour(i, c) for c in range(C)]) for i in range(n)])
+        imgs = b["images"] if out_layout() == "HWC" else b["images"].transpose(0, 2, 3, 1)
+        for i in np.flatnonzero(erased):  # some pixels erased, the rest the sample's own
+            kept = np.all(imgs[i] == own[i], axis=-1)
+            assert 0 < kept.mean() < 1
+    assert seen == set(range(6))
