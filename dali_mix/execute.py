@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nvidia.dali import fn, types
+from nvidia.dali.pipeline import do_not_convert
 
 from dali_mix import native
 from dali_mix.config import MixRecipe
@@ -288,14 +289,15 @@ def _stack_runs(sample, y, x, w):
 
 # ---- the graphs -------------------------------------------------------------------------------
 
-def check_images(perm, images, geo: Geometry, executor: str):
-    """`perm`, passed through a per-batch check that every image has `geo`'s layout and shape
-    (the plan's boxes are drawn for that size): a mismatch raises ValueError naming the
-    expected and the actual value. Its output feeds the data path, so the check cannot be
-    pruned."""
+@do_not_convert  # the check must stay plain Python in pipelines with conditionals (AutoGraph)
+def check_images(p: dict, images, geo: Geometry) -> dict:
+    """The plan's outputs `p`, passed through a per-batch check that every image has `geo`'s
+    layout and shape (the plan is drawn for that size): a mismatch raises ValueError naming the
+    expected and the actual value. Every plan output goes through it, so no operator reads the
+    plan (or moves a pixel) before the check has passed, and the check cannot be pruned."""
     expected_shape = geo.shape
 
-    def check(perms, shapes, layouts):
+    def check(shapes, layouts, *plan):
         for i, (shape, layout) in enumerate(zip(shapes, layouts)):
             layout = bytes(np.asarray(layout, np.uint8)).decode() or "(none)"
             if layout != geo.layout:
@@ -303,16 +305,19 @@ def check_images(perm, images, geo: Geometry, executor: str):
                     f"random_mix: the images have layout {layout} but the recipe says "
                     f"{geo.layout} (MixRecipe.layout; decoders and fn.resize give HWC, "
                     f"fn.crop_mirror_normalize gives CHW)")
-            if tuple(int(v) for v in shape) != expected_shape:
+            shape = tuple(int(v) for v in shape)
+            if shape != expected_shape:
                 raise ValueError(
-                    f"random_mix: image {i} has shape {tuple(int(v) for v in shape)} ({geo.layout}) "
-                    f"but the plan is drawn for {expected_shape}: image_size=({geo.height}, "
-                    f"{geo.width}) and channels={geo.channels} must match every image")
-        return perms
+                    f"random_mix: image {i} has shape {shape} ({geo.layout}) but the plan is "
+                    f"drawn for {expected_shape}: image_size=({geo.height}, {geo.width}) and "
+                    f"MixRecipe.channels={geo.channels} must match every image")
+        return plan
 
-    return fn.python_function(perm, images.shape(dtype=types.INT64, device="cpu"),
-                              fn.get_property(images, key="layout"), function=check,
-                              batch_processing=True, num_outputs=1)
+    names = list(p)
+    checked = fn.python_function(images.shape(dtype=types.INT64, device="cpu"),
+                                 fn.get_property(images, key="layout"), *[p[n] for n in names],
+                                 function=check, batch_processing=True, num_outputs=len(names))
+    return dict(zip(names, checked if len(names) > 1 else [checked]))
 
 
 def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):

@@ -102,10 +102,11 @@ def inputs(images, labels):
     return x, fn.external_source(source=lambda: labels, batch=True)
 
 
-def build(recipe, images, labels, *, seed=0):
+def build(recipe, images, labels, *, seed=0, conditionals=False):
     n = len(images)
 
-    @pipeline_def(batch_size=n, num_threads=1, device_id=device_id(), seed=seed)
+    @pipeline_def(batch_size=n, num_threads=1, device_id=device_id(), seed=seed,
+                  enable_conditionals=conditionals)
     def pipe():
         x, y = inputs(images, labels)
         out = dm.random_mix(x, y, recipe, **path_args(recipe))
@@ -483,20 +484,21 @@ class ClassBasedPipe(Pipeline):
         return out.images, out.labels_a, out.labels_b, out.lam, out.method, out.targets
 
 
-@pytest.mark.parametrize("style", ["pipeline_def", "class"])
-def test_every_method_without_conditionals(style):
-    """RandomMix over every method (erasing included) runs in a plain @pipeline_def and in a
-    class-based Pipeline, with the right pixels for every pair method."""
+@pytest.mark.parametrize("style", ["pipeline_def", "class", "conditionals"])
+def test_every_method_in_every_pipeline_style(style):
+    """RandomMix over every method (erasing included) runs in a plain @pipeline_def, in a
+    class-based Pipeline and in a pipeline that has conditionals enabled for its own use, with
+    the right pixels for every pair method."""
     n = 16
     pair_methods = ["mixup", "cutmix", "resizemix", "fmix"]
     recipe = recipe_for(n, methods=pair_methods + ["cutout", "random_erasing"], cutout_length=4,
                         erasing_prob=1.0)
-    pipe = ClassBasedPipe(recipe, constant_images(n), index_labels(n), seed=4) if style == "class" \
-        else None
-    if pipe is None:
-        pipe = build(recipe, constant_images(n), index_labels(n), seed=4)
-    else:
+    if style == "class":
+        pipe = ClassBasedPipe(recipe, constant_images(n), index_labels(n), seed=4)
         pipe.build()
+    else:
+        pipe = build(recipe, constant_images(n), index_labels(n), seed=4,
+                     conditionals=style == "conditionals")
     seen = set()
     for b in run(pipe, iters=6):
         seen |= set(b["method"].tolist())

@@ -1,0 +1,89 @@
+"""random_mix refuses inputs it would mix wrongly: layout, image size, missing image_size, a
+normalisation of images already normalised; each error names the expected and the actual value.
+Run on both executors (the fused operator checks the data itself, DALI's graph through a
+per-batch check)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from nvidia.dali import fn, pipeline_def
+
+import dali_mix as dm
+from dali_mix import native
+
+B = 4
+IDENTITY = dm.Normalization(mean=(0.0,) * 3, std=(1.0,) * 3)
+
+
+def run_once(images, layout, recipe, **kw):
+    @pipeline_def(batch_size=B, num_threads=1, device_id=None, seed=1)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout=layout)
+        y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(B)], batch=True)
+        return dm.random_mix(x, y, recipe, **kw).outputs()
+
+    p = pipe()
+    p.build()
+    return p.run()
+
+
+def hwc(h, w, dtype=np.uint8):
+    return [np.full((h, w, 3), 10 * i, dtype) for i in range(B)]
+
+
+def chw(h, w):
+    return [np.full((3, h, w), float(i), np.float32) for i in range(B)]
+
+
+@pytest.fixture(params=["dali", "fused"])
+def executor(request):
+    if request.param == "fused":
+        native.load()
+    return request.param
+
+
+def test_default_layout_on_normalised_chw_images_names_both(executor):
+    """The old default (CHW) mixed HWC images along the wrong axes without a word; now the
+    recipe's layout is checked against the data."""
+    recipe = dm.MixRecipe(methods=["cutmix", "mixup"], num_classes=B)  # layout HWC by default
+    if executor == "fused":
+        pytest.skip("the fused operator takes uint8 HWC with normalize on this branch")
+    with pytest.raises(RuntimeError, match=r"layout CHW but the recipe says HWC"):
+        run_once(chw(8, 8), "CHW", recipe, image_size=8, executor=executor)
+
+
+def test_chw_recipe_on_hwc_images_names_both():
+    recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, layout="CHW")
+    with pytest.raises(RuntimeError, match=r"layout HWC but the recipe says CHW"):
+        run_once(hwc(8, 8), "HWC", recipe, image_size=8, executor="dali")
+
+
+def test_wrong_image_size_names_expected_and_actual(executor):
+    recipe = dm.MixRecipe(methods=["cutmix", "resizemix"], num_classes=B)
+    kw = dict(image_size=(8, 8), executor=executor, normalize=IDENTITY)
+    with pytest.raises(RuntimeError, match=r"image 0 .*\(6, 8, 3\).*\(8, 8, 3\)|6x8.*8x8"):
+        run_once(hwc(6, 8), "HWC", recipe, **kw)
+
+
+def test_missing_image_size_is_refused_when_building():
+    recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B)
+    with pytest.raises(ValueError, match="image_size"):
+        run_once(hwc(8, 8), "HWC", recipe)
+
+
+def test_normalize_with_a_chw_recipe_is_refused():
+    recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, layout="CHW")
+    with pytest.raises(ValueError, match="normalize takes uint8 HWC"):
+        run_once(chw(8, 8), "CHW", recipe, image_size=8, normalize=IDENTITY)
+
+
+def test_unknown_executor_is_refused():
+    recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        run_once(hwc(8, 8), "HWC", recipe, image_size=8, executor="gpu")
+
+
+def test_pair_mode_needs_an_even_batch():
+    recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, mode="pair")
+    with pytest.raises(ValueError, match="even batch size"):
+        dm.MixPlanner(recipe, 5, 8)
