@@ -1,0 +1,125 @@
+"""The two executors of one plan: the fused CPU operator and DALI's operators (the graph GPU
+users get) give the same batch on the CPU, and the fused one falls back to DALI's operators,
+with a warning naming the cause, where it cannot be built."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from nvidia.dali import fn, pipeline_def, types
+
+import dali_mix as dm
+from dali_mix import native
+
+ROOT = Path(__file__).resolve().parents[1]
+MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+
+
+@pytest.mark.parametrize("methods", [["mixup"], ["cutmix"], ["resizemix"], ["fmix"], ["cutout"],
+                                     ["random_erasing"], ["mixup", "cutmix", "resizemix", "fmix"]])
+@pytest.mark.parametrize("dtype", [types.FLOAT, types.FLOAT16])
+def test_both_executors_give_the_same_batch(methods, dtype):
+    """One plan (same seed) on both executors: same methods, lambdas and targets, pixels equal
+    up to float rounding, in float32 and float16."""
+    native.load()
+    n, s = 12, 32
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(n)]
+    recipe = dm.MixRecipe(methods=methods, num_classes=n, fmix_bank_size=8, label_smoothing=0.1,
+                          erasing_prob=0.8, after=["cutout"] if len(methods) > 1 else ())
+
+    def build(executor):
+        @pipeline_def(batch_size=n, num_threads=2, device_id=None, seed=5)
+        def pipe():
+            x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+            y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)],
+                                   batch=True)
+            norm = dm.Normalization(MEAN, STD, mirror=fn.random.coin_flip(), dtype=dtype)
+            out = dm.random_mix(x, y, recipe, image_size=s, normalize=norm, executor=executor)
+            return out.images, out.targets, out.lam, out.method
+        p = pipe()
+        p.build()
+        return p
+
+    fused, ops = build("fused"), build("dali")
+    methods_seen = set()
+    for _ in range(4):
+        a = [np.stack([np.asarray(t[i]) for i in range(n)]) for t in fused.run()]
+        b = [np.stack([np.asarray(t[i]) for i in range(n)]) for t in ops.run()]
+        for k in (3, 2, 1):
+            np.testing.assert_array_equal(a[k], b[k])
+        want = np.float16 if dtype == types.FLOAT16 else np.float32
+        assert a[0].dtype == b[0].dtype == want and a[0].shape == (n, 3, s, s)
+        tol = 2e-3 if dtype == types.FLOAT16 else 1e-4
+        np.testing.assert_allclose(a[0].astype(np.float64), b[0].astype(np.float64), rtol=tol, atol=tol)
+        methods_seen |= set(a[3].tolist())
+        if methods[0] not in ("cutout", "random_erasing"):
+            assert np.any(a[2] < 1)
+    assert methods_seen == set(range(len(methods)))
+
+
+def test_gpu_images_never_take_the_cpu_operator():
+    """The choice for GPU images: DALI's operators by default, an error for executor='fused'."""
+    gpu, cpu = SimpleNamespace(device="gpu"), SimpleNamespace(device="cpu")
+    assert native.use(None, gpu) is False and native.use(False, gpu) is False
+    with pytest.raises(ValueError, match="needs CPU images"):
+        native.use(True, gpu)
+    assert native.use(False, cpu) is False
+
+
+def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
+    """A machine without g++: the build fails with the cause, random_mix warns once and gives
+    a batch on DALI's operators; executor='fused' raises instead."""
+    script = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        from nvidia.dali import fn, pipeline_def
+        import dali_mix as dm
+        from dali_mix import native
+
+        ok, why = native.available()
+        assert not ok and "no C++ compiler" in why, why
+        recipe = dm.MixRecipe(methods=["cutmix", "mixup"], num_classes=4)
+
+        def build(executor):
+            @pipeline_def(batch_size=4, num_threads=1, device_id=None, seed=3)
+            def pipe():
+                x = fn.external_source(source=lambda: [np.full((8, 8, 3), 10 * i, np.uint8)
+                                                       for i in range(4)], batch=True, layout="HWC")
+                y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(4)],
+                                       batch=True)
+                norm = dm.Normalization((0.0,) * 3, (1.0,) * 3)
+                return dm.random_mix(x, y, recipe, image_size=8, normalize=norm,
+                                     executor=executor).outputs()
+            return pipe()
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p = build("auto")
+        msgs = [str(w.message) for w in caught if "fused CPU operator is not available" in str(w.message)]
+        assert len(msgs) == 1 and "no C++ compiler" in msgs[0], msgs
+        p.build()
+        images, targets = p.run()
+        assert np.allclose(np.asarray(targets.as_tensor()).sum(1), 1.0)
+        try:
+            build("fused")
+        except Exception as e:  # NativeBuildError (DALI's tracing may wrap it)
+            assert "no C++ compiler" in str(e), e
+        else:
+            raise AssertionError("executor='fused' did not raise")
+        print("ok")
+    """)
+    env = dict(os.environ, DALI_MIX_NATIVE_DIR=str(tmp_path / "empty"), CXX="no-such-compiler-xyz")
+    path = tmp_path / "no_compiler.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok")
+    assert not any((tmp_path / "empty").glob("*.so*"))  # nothing half-written left behind
