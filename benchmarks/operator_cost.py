@@ -32,6 +32,7 @@ def _pipeline(kind: str, methods, images, size: int, threads: int):
 
     import dali_mix as dm
     from dali_mix import native
+    from dali_mix.execute import Encoder, Geometry
     from dali_mix.plan import MixPlanner
 
     batch = len(images)
@@ -43,11 +44,11 @@ def _pipeline(kind: str, methods, images, size: int, threads: int):
         if kind == "crop_mirror_normalize":
             return fn.crop_mirror_normalize(x, mean=list(MEAN), std=list(STD), mirror=mirror,
                                             output_layout="CHW")
-        recipe = dm.MixRecipe(methods=list(methods or METHODS), num_classes=1, layout="HWC",
+        recipe = dm.MixRecipe(methods=list(methods or METHODS), num_classes=1,
                               prob=1.0 if methods else 0.0, fmix_size=(size, size))
         bank = dm.FMixMaskBank((size, size), batch, seed=0, refresh=False)
-        planner = MixPlanner(recipe, batch, (size, size), seed=1, fmix_bank=bank, fused=True)
-        plan = planner.plan(0, 0)
+        planner = MixPlanner(recipe, batch, (size, size), seed=1, fmix_bank=bank)
+        plan = Encoder(planner, "fused", Geometry("HWC", size, size, 3), None).encode(planner.plan(0, 0))
         names = ("perm", "blend", "boxes", "patch", "mask", "mask_params")
         fixed = tuple(plan[n] for n in names)
         p = dict(zip(names, fn.external_source(source=lambda: fixed, num_outputs=len(fixed),

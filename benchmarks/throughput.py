@@ -11,10 +11,10 @@ Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads =
     dali-randommix    the same + RandomMix per sample (mixup/cutmix/resizemix/fmix, equal weights)
     dali-randommix-ops
                       the same plan with the pixels moved by DALI's operators instead of the
-                      fused C++ operator (`fused=False`: the graph the GPU path runs)
-    dali-randommix-graph
-                      the same RandomMix on random_mix's general path (parameters drawn by DALI
-                      operators, `plan=False`), to show what the planned fast path saves
+                      fused C++ operator (`executor="dali"`: the graph the GPU path runs)
+    dali-randommix-chw
+                      a stock pipeline that keeps its crop_mirror_normalize (dali-nomix-cmn) and
+                      then mixes the normalised CHW float batch with random_mix (RandomMix)
     dali-mixup, dali-cutmix, dali-resizemix, dali-fmix
                       the same with a single method (to see which op costs what)
     dali+timm-batch   dali-nomix + `timm.data.Mixup(mode="batch")` on the iterator's tensors
@@ -57,7 +57,7 @@ DALI_METHODS = {
     "dali-nomix-cmn": None,
     "dali-randommix": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
     "dali-randommix-ops": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-randommix-graph": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
+    "dali-randommix-chw": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
     "dali-mixup": {"mixup": 1.0},
     "dali-cutmix": {"cutmix": 1.0},
     "dali-resizemix": {"resizemix": 1.0},
@@ -69,8 +69,8 @@ DESCRIPTIONS = {
     "dali-nomix": "dali-mix pipeline, no mixing (reference)",
     "dali-nomix-cmn": "the same, normalised by DALI's crop_mirror_normalize",
     "dali-randommix": "dali-mix RandomMix, 4 equal candidates, per sample",
-    "dali-randommix-ops": "the same plan on DALI's operators (fused=False; the GPU graph)",
-    "dali-randommix-graph": "the same RandomMix on the general path (plan=False)",
+    "dali-randommix-ops": "the same plan on DALI's operators (executor='dali'; the GPU graph)",
+    "dali-randommix-chw": "dali-nomix-cmn + RandomMix on its normalised CHW float output",
     "dali-mixup": "dali-mix Mixup only",
     "dali-cutmix": "dali-mix CutMix only",
     "dali-resizemix": "dali-mix ResizeMix only",
@@ -104,10 +104,13 @@ def _dali_contender(name, cfg):
     num_classes = source.num_classes
     methods = DALI_METHODS.get(name)
     recipe = None if methods is None else dm.MixRecipe(methods=methods, num_classes=num_classes)
+    if name == "dali-randommix-chw":
+        pipe, output_map = _chw_pipeline(source, recipe.with_(layout="CHW"), cfg)
+        loader = Loader(pipe, output_map, "Reader", num_classes=num_classes)
+        return _cycle(loader), 2
     built = train_pipeline(source, batch_size=cfg["batch_size"], image_size=cfg["image_size"],
                            device="cpu", recipe=recipe, num_threads=cfg["threads"], seed=cfg["seed"],
-                           plan=False if name.endswith("-graph") else None,
-                           fused=False if name.endswith(("-ops", "-cmn")) else None)
+                           executor="dali" if name.endswith(("-ops", "-cmn")) else "auto")
     loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=built.num_classes)
     it = _cycle(loader)
     if name in TIMM_MODES:
@@ -122,6 +125,32 @@ def _dali_contender(name, cfg):
 
         return mixed(), 2
     return it, 2
+
+
+def _chw_pipeline(source, recipe, cfg):
+    """dali-nomix-cmn's pipeline (decode, random resized crop, crop_mirror_normalize with a
+    random flip) with `random_mix` on its output: what a user who keeps their
+    crop_mirror_normalize gets. Returns the unbuilt pipeline and its output names."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    import dali_mix as dm
+    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, decode_train
+    from pipelines.sources import read
+
+    size = cfg["image_size"]
+
+    @pipeline_def(batch_size=cfg["batch_size"], num_threads=cfg["threads"], device_id=None,
+                  seed=cfg["seed"] * 1000 + 1)
+    def pipe():
+        encoded, labels = read(source, train=True, seed=cfg["seed"], name="Reader")
+        images = decode_train(encoded, decoder="cpu", crop="random_resized", scale=(0.08, 1.0),
+                              ratio=(3 / 4, 4 / 3), image_size=size)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                          mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                                          mirror=fn.random.coin_flip())
+        return dm.random_mix(images, labels, recipe, image_size=size).outputs()
+
+    return pipe(), dm.output_names(recipe)
 
 
 def _torchvision_contender(cfg):
@@ -466,7 +495,8 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     """Time `FMixMaskBank.make_bank` (once per epoch) and the per-batch callback."""
     import numpy as np
 
-    from dali_mix import FMixMaskBank, MixPlanner, MixRecipe
+    from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
+    from dali_mix.execute import Encoder, Geometry, fmix_runs
     from dali_mix.schedule import BatchClock
     from pipelines.sources import resolve_source
 
@@ -489,28 +519,27 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
         t = time.perf_counter()
         bank(_BatchInfo(i))
         per_call.append(time.perf_counter() - t)
-    # the fast path's callback: the whole MixPlanner of the RandomMix contender (fused: FMix as
-    # the bank's rank images; ops, the GPU graph: FMix masks as paste runs), and its FMix part
-    # on the samples that draw FMix
-    recipe4 = MixRecipe(methods=DALI_METHODS["dali-randommix"], num_classes=1, layout="HWC")
+    # the planner and its encoding for each executor (fused: FMix as the bank's rank images;
+    # dali, the GPU graph: FMix masks as paste runs), and the FMix part of the encoding
+    recipe4 = MixRecipe(methods=DALI_METHODS["dali-randommix"], num_classes=1)
+    planner = MixPlanner(recipe4, batch, (size, size), fmix_bank=bank)
+    norm = Normalization(_MEAN, _STD)
     timings = {}
-    for kind in ("fused", "ops"):
-        planner = MixPlanner(recipe4, batch, (size, size), fmix_bank=bank,
-                             normalize_std=(1.0, 1.0, 1.0), fused=kind == "fused")
+    for kind in ("fused", "dali"):
+        enc = Encoder(planner, kind, Geometry("HWC", size, size, 3), norm)
         plan_ms, fmix_ms = [], []
         for i in range(1, calls + 1):
             t = time.perf_counter()
-            planner.plan(0, i)
+            plan = planner.plan(0, i)
+            enc.encode(plan)
             plan_ms.append(1000 * (time.perf_counter() - t))
-            rng = np.random.default_rng(i)
-            method = np.where(rng.random(batch) < 0.25, planner.ids["fmix"], planner.none_id)
             t = time.perf_counter()
             if kind == "fused":
-                planner.fmix_masks(rng, 0, method, np.ones(batch))
+                enc._fused(plan)
             else:
-                planner.fmix_runs(rng, 0, method == planner.ids["fmix"])
+                fmix_runs(planner, plan)
             fmix_ms.append(1000 * (time.perf_counter() - t))
-        timings[kind] = (plan_ms, fmix_ms)
+        timings["ops" if kind == "dali" else kind] = (plan_ms, fmix_ms)
     bank._pool.shutdown(wait=True)
     source = resolve_source(cfg["data"])
     epoch_batches = max(1, (source.num_samples or 0) // batch)
