@@ -199,8 +199,8 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     odd = list(images)
     odd[2] = np.zeros((10, 12, 3), np.uint8)
     run_bad(odd, perm, blend, boxes, patch, "sample 2 differs from sample 0")
-    floats = [i.astype(np.float32) for i in images]
-    run_bad(floats, perm, blend, boxes, patch, "images must be uint8")
+    shorts = [i.astype(np.int16) for i in images]
+    run_bad(shorts, perm, blend, boxes, patch, "images must be uint8 or float32, got int16")
     for shape in [(5, 13, 1), (13, 10, 1), (10, 13, 2)]:  # too small, transposed, 2 channels
         bad_mask = [np.zeros((0, 0, 1), np.uint16)] * len(images)
         bad_mask[4] = np.zeros(shape, np.uint16)
@@ -216,16 +216,18 @@ def test_uint16_ranks_of_more_than_65536_pixels_raise():
             np.zeros((n, 4), np.int32), "uint16 ranks hold at most 65536 pixels", mask=mask)
 
 
-def test_chw_layout_is_refused():
+@pytest.mark.parametrize("layout", ["HCW", "WHC"])
+def test_layouts_other_than_hwc_and_chw_are_refused(layout):
     @pipeline_def(batch_size=2, num_threads=1, device_id=None)
     def pipe():
         x = fn.external_source(source=lambda: [np.zeros((3, 8, 8), np.uint8)] * 2, batch=True,
-                               layout="CHW")
+                               layout=layout)
         return native.normalize(x, mean=MEAN, std=STD)
 
     p = pipe()
     p.build()
-    with pytest.raises(RuntimeError, match="images must be HWC, got layout CHW"):
+    with pytest.raises(RuntimeError, match=f"images have layout {layout}; the fused operator "
+                                           f"takes HWC or CHW"):
         p.run()
 
 
