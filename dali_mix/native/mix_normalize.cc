@@ -32,7 +32,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "dali/core/convert.h"
 #include "dali/core/float16.h"
 #include "dali/pipeline/data/types.h"
 #include "dali/pipeline/operator/checkpointing/stateless_operator.h"
@@ -59,8 +58,17 @@ struct Affine {  // stored value = pixel * scale[c] + shift[c] (1 and 0 without 
 
 template <typename Out>
 inline Out Cast(float v) { return static_cast<Out>(v); }
+// As DALI's cast (ConvertSat: clamp(std::round(v))) for the values uint8 output gets (mixes of
+// uint8 pixels, never normalised ones: |v| < 2^31), in a loop the compiler vectorises: rounded
+// half away from zero from the truncation (v - trunc(v) is exact), then clamped to [0, 255].
 template <>
-inline uint8_t Cast<uint8_t>(float v) { return ::dali::ConvertSat<uint8_t>(v); }  // round, clamp
+inline uint8_t Cast<uint8_t>(float v) {
+  int t = static_cast<int>(v);
+  t += static_cast<int>(v - static_cast<float>(t) >= 0.5f);
+  t = t < 0 ? 0 : t;
+  t = t > 255 ? 255 : t;
+  return static_cast<uint8_t>(t);
+}
 
 // A view row (W pixels of CI float values) into a planar (CHW) output: channel ci of pixel x goes
 // to o[ci * plane + x'] with x' = mirror ? W - 1 - x : x, as value * scale + shift of channel
@@ -80,17 +88,44 @@ inline void StorePlanar(Out *o, int64_t plane, int W, bool mirror, const float *
   }
 }
 
-// The same into an interleaved (HWC) output row of P channels: channel ci of pixel x goes to
-// o[x' * P + ci] (the caller offsets o by the view's first channel c0).
+// An HWC view row into an HWC output row (the same W * CI values, pixels flipped where mirror).
 template <typename Out, int CI>
-inline void StoreInterleaved(Out *o, int P, int W, bool mirror, const float *src, const Affine &a,
-                             int c0) {
+inline void StoreSame(Out *__restrict o, int W, bool mirror, const float *__restrict src,
+                      const Affine &a, bool identity) {
+  if (identity && !mirror) {
+    for (int64_t i = 0; i < static_cast<int64_t>(W) * CI; i++) o[i] = Cast<Out>(src[i]);
+    return;
+  }
   float s[CI], t[CI];
-  for (int ci = 0; ci < CI; ci++) s[ci] = a.scale[c0 + ci], t[ci] = a.shift[c0 + ci];
+  for (int ci = 0; ci < CI; ci++) s[ci] = a.scale[ci], t[ci] = a.shift[ci];
   for (int x = 0; x < W; x++) {
-    Out *q = o + static_cast<int64_t>(mirror ? W - 1 - x : x) * P;
+    Out *q = o + static_cast<int64_t>(mirror ? W - 1 - x : x) * CI;
     for (int ci = 0; ci < CI; ci++) q[ci] = Cast<Out>(src[x * CI + ci] * s[ci] + t[ci]);
   }
+}
+
+// A CHW view row (one plane) into an interleaved (HWC) output row of P channels: channel ci of pixel x goes to
+// o[x' * P + ci] (the caller offsets o by the view's first channel c0).
+template <typename Out>
+inline void StoreInterleaved(Out *o, int P, int W, bool mirror, const float *src, const Affine &a,
+                             int c0) {
+  const float s = a.scale[c0], t = a.shift[c0];
+  for (int x = 0; x < W; x++)
+    o[static_cast<int64_t>(mirror ? W - 1 - x : x) * P] = Cast<Out>(src[x] * s + t);
+}
+
+// tmp = row in float; one contiguous loop the compiler vectorises (much faster than converting
+// inside the strided channel loops).
+template <typename In>
+inline void ToFloat(float *__restrict tmp, const In *__restrict row, int64_t n) {
+  for (int64_t i = 0; i < n; i++) tmp[i] = row[i];
+}
+
+// Mixup: o = a * wa + b * wb, in float, cast to Out (float: as it is).
+template <typename Out, typename In>
+inline void Blend(Out *__restrict o, const In *__restrict a, const In *__restrict b, int64_t n,
+                  float wa, float wb) {
+  for (int64_t i = 0; i < n; i++) o[i] = Cast<Out>(a[i] * wa + b[i] * wb);
 }
 
 // A view row copied as it is, flipped pixel by pixel.
@@ -156,18 +191,28 @@ inline bool RowTouched(int y, const SampleArgs &s, const PatchMap &pm) {
 
 // FMix: the partner's pixels of row y where the rank (at the flipped position) is >= k.
 template <int CI, typename Rank, typename T, typename In>
-inline void MaskRow(T *buf, const In *partner, int H, int W, int y, const SampleArgs &s) {
+inline void MaskRow(T *__restrict buf, const In *__restrict partner, int H, int W, int y,
+                    const SampleArgs &s) {
   const Rank *r = static_cast<const Rank *>(s.mask) +
                   static_cast<int64_t>(s.mask_params[1] ? H - 1 - y : y) * W;
-  const int64_t k = s.mask_params[0];
+  const int32_t k = s.mask_params[0];  // ranks compared in int32 (uint16 ones widened)
+  // a select, not a branch: FMix masks can be as irregular as the ranks are
   if (s.mask_params[2]) {
-    for (int x = 0; x < W; x++)
-      if (static_cast<int64_t>(r[W - 1 - x]) >= k)
-        for (int c = 0; c < CI; c++) buf[x * CI + c] = static_cast<T>(partner[x * CI + c]);
+    for (int x = 0; x < W; x++) {
+      const bool take = static_cast<int32_t>(r[W - 1 - x]) >= k;
+      for (int c = 0; c < CI; c++) {  // both loaded: a select the compiler vectorises
+        const T theirs = static_cast<T>(partner[x * CI + c]), ours = buf[x * CI + c];
+        buf[x * CI + c] = take ? theirs : ours;
+      }
+    }
   } else {
-    for (int x = 0; x < W; x++)
-      if (static_cast<int64_t>(r[x]) >= k)
-        for (int c = 0; c < CI; c++) buf[x * CI + c] = static_cast<T>(partner[x * CI + c]);
+    for (int x = 0; x < W; x++) {
+      const bool take = static_cast<int32_t>(r[x]) >= k;
+      for (int c = 0; c < CI; c++) {  // both loaded: a select the compiler vectorises
+        const T theirs = static_cast<T>(partner[x * CI + c]), ours = buf[x * CI + c];
+        buf[x * CI + c] = take ? theirs : ours;
+      }
+    }
   }
 }
 
@@ -220,7 +265,8 @@ void MixSample(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a
     const In *partner = static_cast<const In *>(s.partner) + v * plane;
     auto store = [&](Out *o, const float *row) {
       if (g.out_planar) StorePlanar<Out, CI>(o, plane, W, s.mirror, row, a, v);
-      else StoreInterleaved<Out, CI>(o, C, W, s.mirror, row, a, v);
+      else if (!g.in_planar) StoreSame<Out, CI>(o, W, s.mirror, row, a, identity);
+      else StoreInterleaved<Out>(o, C, W, s.mirror, row, a, v);
     };
     for (int y = 0; y < H; y++) {
       // where view row y lands: planar output: plane v (channel ci further planes on);
@@ -229,8 +275,16 @@ void MixSample(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a
                             : out + static_cast<int64_t>(y) * W * C + v;
       const In *own_row = own + y * stride;
       if (blend) {  // Mixup in float; the partner's other pixels over it
-        const In *prow = partner + y * stride;
-        for (int64_t i = 0; i < stride; i++) tmp[i] = own_row[i] * wa + prow[i] * wb;
+        if constexpr (kSameType) {
+          if (copy) {  // straight into the output row (uint8: rounded), or flipped from buf
+            Out *dst = s.mirror ? buf.data() : o;
+            Blend(dst, own_row, partner + y * stride, stride, wa, wb);
+            PartnerPixels<CI>(y, H, W, partner, s, pm, dst);
+            if (s.mirror) MirrorCopy<In, CI>(o, W, dst);
+            continue;
+          }
+        }
+        Blend(tmp.data(), own_row, partner + y * stride, stride, wa, wb);
         PartnerPixels<CI>(y, H, W, partner, s, pm, tmp.data());
         store(o, tmp.data());
         continue;
@@ -257,9 +311,8 @@ void MixSample(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a
       }
       if constexpr (std::is_same_v<In, float>) {
         store(o, row);
-      } else {  // to float first, in one contiguous loop the compiler vectorises (much faster
-                // than converting inside the strided channel loops)
-        for (int64_t i = 0; i < stride; i++) tmp[i] = row[i];
+      } else {  // to float first (see ToFloat)
+        ToFloat(tmp.data(), row, stride);
         store(o, tmp.data());
       }
     }
@@ -344,8 +397,10 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     in_planar_ = layout == "CHW";
     out_planar_ = output_layout_.empty() ? (normalize_ || in_planar_) : output_layout_ == "CHW";
     out_type_ = has_dtype_ ? dtype_ : normalize_ ? DALI_FLOAT : in_type_;
-    DALI_ENFORCE(out_type_ != DALI_UINT8 || in_type_ == DALI_UINT8,
-                 "MixNormalize: dtype UINT8 needs uint8 images, got " + TypeName(in_type_));
+    DALI_ENFORCE(out_type_ != DALI_UINT8 || (in_type_ == DALI_UINT8 && !normalize_),
+                 "MixNormalize: dtype UINT8 is for mixing uint8 images without normalisation; "
+                 "got " + TypeName(in_type_) + " images" +
+                 (normalize_ ? std::string(" and mean/std") : std::string()));
     DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs,
                  "MixNormalize: give the images alone (normalise only) or with all six plan "
                  "inputs (perm, blend, boxes, patch, mask, mask_params)");
@@ -574,7 +629,7 @@ horizontally where `mirror`.)")
                           nullptr)
     .AddOptionalArg("mirror", "flip horizontally (per sample)", 0, true)
     .AddOptionalTypeArg("dtype",
-                        "output type: FLOAT, FLOAT16 or UINT8 (uint8 images only); default "
+                        "output type: FLOAT, FLOAT16 or UINT8 (uint8 images, no normalisation); default "
                         "FLOAT when normalising, else the images' type")
     .AddOptionalArg("layout", "the images' layout, HWC or CHW: checked against the data's "
                     "(used when the data has none)", "")
