@@ -1,11 +1,18 @@
 """The fused mix-and-normalise CPU operator: a C++ DALI plugin, built on first use and cached.
 
-`fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file) does a planned
-RandomMix batch and its normalisation in one pass over the pixels: per sample, the own image or
-its Mixup blend with the partner, the partner's pixels inside the CutMix box and where the FMix
-mask says, the shrunk partner inside the ResizeMix patch, then `(x - mean) / std`, the horizontal flip and HWC -> CHW,
-as `fn.crop_mirror_normalize` computes them. On the CPU this replaces six to eight DALI
-operators that each read and write the whole batch (benchmarks/RESULTS.md).
+`fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file; Python: `mix`, alias
+`mix_normalize`, and `normalize` without a plan) does a planned RandomMix batch, and optionally
+its normalisation, in one pass over the pixels: per sample, the own image or its Mixup blend
+with the partner, the partner's pixels inside the CutMix boxes and where the FMix mask says, the
+shrunk partner inside the ResizeMix patch; then, with mean and std, `(x - mean) / std`, the
+horizontal flip and the output layout (CHW by default), as `fn.crop_mirror_normalize` computes
+them. It takes every input users have: uint8 or float32 images, HWC or CHW (the layout is read
+from the data at run time and checked against `layout`; the size against `image_size`).
+Without normalisation the output keeps the input's type and layout (uint8 stays uint8, a
+Mixup blend rounded half away from zero like DALI's cast; float16 on request) and rows that
+keep their type and layout are copied, with the partner's pixels written over them. On the CPU
+this replaces six to eight DALI operators that each read and write the whole batch
+(benchmarks/RESULTS.md).
 
 Build: g++ (`$CXX`) against DALI's headers (`nvidia.dali.sysconfig`) and the CUDA 12 headers
 of the pip packages nvidia-cuda-runtime-cu12, nvidia-cuda-nvcc-cu12 and nvidia-cuda-cccl-cu12
