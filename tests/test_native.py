@@ -648,3 +648,15 @@ def test_bad_arguments_are_refused():
                               normalize=False)
     assert out_layout == "HWC" and got[0].dtype == np.uint8
     assert native.mix_normalize is native.mix
+
+
+def test_uint8_mixed_without_normalisation_to_float32():
+    """dtype=FLOAT without mean/std: the mixed pixel values themselves, Mixup not rounded."""
+    images = make_images(np.uint8, "HWC", seed=5)
+    plan = make_plan("all", seed=5)
+    mirror = np.arange(N) % 2
+    got, out_layout = run_mix(images, plan, mirror, "HWC", dtype=types.FLOAT)
+    assert out_layout == "HWC"
+    for a, b in zip(got, mix_reference(images, "HWC", plan, mirror)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
