@@ -1,4 +1,5 @@
-"""The fused C++ operator `dali_mix.native.mix_normalize`: values against a numpy reference, the
+"""The fused C++ operator `dali_mix.native.mix` (alias mix_normalize): values against a numpy
+reference for every input kind (uint8/float32, HWC/CHW, with or without normalisation), the
 same images as the planned path on DALI's operators, clear errors on bad input, the build cache
 and the fallback when it cannot be built."""
 from __future__ import annotations
@@ -160,8 +161,8 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     odd = list(images)
     odd[2] = np.zeros((10, 12, 3), np.uint8)
     run_bad(odd, perm, blend, boxes, patch, "sample 2 differs from sample 0")
-    floats = [i.astype(np.float32) for i in images]
-    run_bad(floats, perm, blend, boxes, patch, "images must be uint8")
+    shorts = [i.astype(np.int16) for i in images]
+    run_bad(shorts, perm, blend, boxes, patch, "images must be uint8 or float32, got int16")
     for shape in [(5, 13, 1), (13, 10, 1), (10, 13, 2)]:  # too small, transposed, 2 channels
         bad_mask = [np.zeros((0, 0, 1), np.uint16)] * len(images)
         bad_mask[4] = np.zeros(shape, np.uint16)
@@ -177,16 +178,18 @@ def test_uint16_ranks_of_more_than_65536_pixels_raise():
             np.zeros((n, 4), np.int32), "uint16 ranks hold at most 65536 pixels", mask=mask)
 
 
-def test_chw_layout_is_refused():
+@pytest.mark.parametrize("layout", ["HCW", "WHC"])
+def test_layouts_other_than_hwc_and_chw_are_refused(layout):
     @pipeline_def(batch_size=2, num_threads=1, device_id=None)
     def pipe():
         x = fn.external_source(source=lambda: [np.zeros((3, 8, 8), np.uint8)] * 2, batch=True,
-                               layout="CHW")
+                               layout=layout)
         return native.normalize(x, mean=MEAN, std=STD)
 
     p = pipe()
     p.build()
-    with pytest.raises(RuntimeError, match="images must be HWC, got layout CHW"):
+    with pytest.raises(RuntimeError, match=f"images have layout {layout}; the fused operator "
+                                           f"takes HWC or CHW"):
         p.run()
 
 
@@ -236,3 +239,318 @@ def test_gpu_images_never_take_the_cpu_operator():
     with pytest.raises(ValueError, match="fused=True needs CPU images"):
         native.use(True, gpu)
     assert native.use(None, cpu) is True and native.use(False, cpu) is False
+
+
+# ---- every input kind: uint8 / float32, HWC / CHW, with and without normalisation ----------
+
+N, H, W, C = 6, 16, 24, 3  # non-square: an H/W swap shows
+F_MEAN, F_STD = (0.25, -0.5, 1.0), (0.5, 2.0, 1.5)  # float images are in their own units
+KINDS = {  # name: (dtype, layout, normalise)
+    "uint8 HWC normalize": (np.uint8, "HWC", True),
+    "uint8 HWC": (np.uint8, "HWC", False),
+    "float32 CHW": (np.float32, "CHW", False),
+    "float32 HWC": (np.float32, "HWC", False),
+    "float32 CHW normalize": (np.float32, "CHW", True),
+    "float32 HWC normalize": (np.float32, "HWC", True),
+    "uint8 CHW": (np.uint8, "CHW", False),
+}
+PARTS = ("blend", "boxes", "patch", "mask", "all")
+
+
+def make_images(dtype, layout, n=N, seed=0):
+    """n images of (H, W, C) in `layout`: uint8 0-255, or float32 around 0 (normalised-like)."""
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint8:
+        hwc = [rng.integers(0, 256, (H, W, C), dtype=np.uint8) for _ in range(n)]
+    else:
+        hwc = [rng.normal(0.0, 1.5, (H, W, C)).astype(np.float32) for _ in range(n)]
+    return [np.ascontiguousarray(a.transpose(2, 0, 1)) if layout == "CHW" else a for a in hwc]
+
+
+def make_plan(part, seed=0, rank_dtype=np.uint16):
+    """A plan of one method part ("all": every part, some on top of each other) for N images of
+    H x W: perm, blend, boxes, patch, mask, mask_params."""
+    rng = np.random.default_rng(100 + seed)
+    perm = rng.permutation(N).astype(np.int32)
+    blend = np.ones(N, np.float32)
+    boxes = [np.zeros((0, 4), np.int32) for _ in range(N)]
+    patch = np.zeros((N, 4), np.int32)
+    mask = [np.zeros((0, 0, 1), rank_dtype) for _ in range(N)]
+    params = np.zeros((N, 3), np.int32)
+
+    def put_mask(i, k, flip_y, flip_x):
+        mask[i] = rng.permutation(H * W).reshape(H, W, 1).astype(rank_dtype)
+        params[i] = (k, flip_y, flip_x)
+
+    if part == "blend":
+        blend[:] = rng.uniform(0.05, 0.95, N)
+        blend[1] = 1.0
+    elif part == "boxes":
+        boxes[0] = np.array([[2, 3, 5, 7]], np.int32)
+        boxes[1] = np.array([[0, 0, H, W]], np.int32)  # the whole image
+        boxes[2] = np.array([[H - 1, W - 1, 1, 1], [0, 5, 3, 0], [4, 0, 2, W]], np.int32)
+        boxes[4] = np.array([[1, 2, 9, 4], [5, 10, 11, 14]], np.int32)  # overlapping
+    elif part == "patch":
+        patch[0] = (1, 2, 7, 9)
+        patch[1] = (0, 0, H, W)  # the partner as it is
+        patch[2] = (H - 1, W - 1, 1, 1)
+        patch[4] = (3, 5, 13, 17)
+        patch[5] = (2, 1, 5, 23)
+    elif part == "mask":  # every flip; k from none to all of the partner
+        for i, (k, fy, fx) in enumerate([(100, 0, 0), (250, 1, 0), (31, 0, 1), (200, 1, 1),
+                                         (0, 1, 1)]):
+            put_mask(i, k, fy, fx)
+    else:
+        blend[0], blend[3] = 0.3, 0.7
+        boxes[1] = np.array([[2, 3, 4, 5], [0, 0, 1, W]], np.int32)
+        boxes[3] = np.array([[1, 1, 3, 4]], np.int32)  # on a blend
+        patch[2] = (1, 2, 7, 9)
+        patch[0] = (4, 5, 5, 6)  # on a blend and a mask
+        put_mask(4, 150, 1, 1)
+        put_mask(0, 77, 1, 0)  # on a blend
+    return perm, blend, boxes, patch, mask, params
+
+
+def mix_reference(images, layout, plan, mirror, norm=None, out_layout=None):
+    """The operator's definition in float64: a list of arrays in `out_layout` (default: CHW
+    when normalising, else `layout`), values not rounded or cast."""
+    perm, blend, boxes, patch, mask, params = plan
+    hwc = [np.asarray(a, np.float64) for a in images]
+    if layout == "CHW":
+        hwc = [a.transpose(1, 2, 0) for a in hwc]
+    out_layout = out_layout or ("CHW" if norm else layout)
+    out = []
+    for i, own in enumerate(hwc):
+        other = hwc[perm[i]]
+        px = blend[i] * own + (1.0 - blend[i]) * other
+        for y, x, h, w in boxes[i]:
+            px[y:y + h, x:x + w] = other[y:y + h, x:x + w]
+        if mask[i].size:
+            k, flip_y, flip_x = params[i]
+            ranks = mask[i].reshape(H, W)[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+            px[ranks >= k] = other[ranks >= k]
+        y, x, h, w = patch[i]
+        if h and w:
+            rows, _ = nn_rows(h, H)
+            _, cols = nn_rows(w, W)
+            px[y:y + h, x:x + w] = other[rows][:, cols]
+        if norm:
+            px = (px - np.asarray(norm[0])) / np.asarray(norm[1])
+        if mirror[i]:
+            px = px[:, ::-1]
+        out.append(px.transpose(2, 0, 1) if out_layout == "CHW" else px)
+    return out
+
+
+def run_mix(images, plan, mirror, data_layout, *, plan_less=False, **kw):
+    """native.mix (or native.normalize with plan_less) on one batch; returns (list, layout)."""
+    n = len(images)
+
+    @pipeline_def(batch_size=n, num_threads=2, device_id=None)
+    def pipe():
+        def src(values, dt=None):
+            return fn.external_source(source=lambda: [np.asarray(v, dt) for v in values],
+                                      batch=True)
+        x = (fn.external_source(source=lambda: images, batch=True, layout=data_layout)
+             if data_layout else src(images))
+        if plan_less:
+            return native.normalize(x, mirror=src(mirror, np.int32), **kw)
+        perm, blend, boxes, patch, mask, params = plan
+        return native.mix(x, src(perm, np.int32), src(blend, np.float32), src(boxes, np.int32),
+                          src(patch, np.int32), src(mask), src(params, np.int32),
+                          mirror=src(mirror, np.int32), **kw)
+
+    p = pipe()
+    p.build()
+    out, = p.run()
+    return [np.asarray(out[i]) for i in range(n)], out.layout()
+
+
+def round_half_away(v):
+    return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5), 0, 255)
+
+
+def assert_uint8_mix(got, ref, blended):
+    """uint8 output: copies exact; a Mixup blend rounded to the nearest value (half away from
+    zero, as DALI's cast), off by one only where the float32 sum may fall either side of .5."""
+    assert got.dtype == np.uint8
+    want = round_half_away(ref)
+    if not blended:
+        np.testing.assert_array_equal(got, want)
+        return
+    diff = np.abs(got.astype(np.int64) - want)
+    near_half = np.abs(ref - np.floor(ref) - 0.5) < 1e-3
+    assert diff.max() <= 1 and not np.any(diff[~near_half]), (diff.max(), np.argwhere(diff))
+
+
+@pytest.mark.parametrize("part", PARTS)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_input_kind_and_method_part_matches_the_reference(kind, part):
+    dtype, layout, normalise = KINDS[kind]
+    images = make_images(dtype, layout)
+    plan = make_plan(part, rank_dtype=np.int32 if "HWC" in kind and part == "mask" else np.uint16)
+    mirror = np.arange(N) % 2  # every part with and without the flip
+    if normalise:
+        norm = (MEAN, STD) if dtype == np.uint8 else (F_MEAN, F_STD)
+        kw = dict(mean=norm[0], std=norm[1])
+    else:
+        norm, kw = None, {}
+    got, out_layout = run_mix(images, plan, mirror, layout, layout=layout, image_size=(H, W),
+                              **kw)
+    ref = mix_reference(images, layout, plan, mirror, norm)
+    assert out_layout == ("CHW" if normalise else layout)
+    want_dtype = np.float32 if normalise else dtype
+    for i, (a, b) in enumerate(zip(got, ref)):
+        assert a.dtype == want_dtype and a.shape == b.shape, (i, a.dtype, a.shape, b.shape)
+        if want_dtype == np.uint8:
+            assert_uint8_mix(a, b, blended=plan[1][i] != 1)
+        elif not normalise and plan[1][i] == 1:  # float pixels copied: exact
+            np.testing.assert_array_equal(a, b.astype(np.float32), err_msg=f"sample {i}")
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"sample {i}")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_float16_output_in_every_mode(kind):
+    dtype, layout, normalise = KINDS[kind]
+    images = make_images(dtype, layout, seed=1)
+    plan = make_plan("all", seed=1)
+    mirror = (np.arange(N) + 1) % 2
+    norm = ((MEAN, STD) if dtype == np.uint8 else (F_MEAN, F_STD)) if normalise else None
+    kw = dict(mean=norm[0], std=norm[1]) if norm else {}
+    got, out_layout = run_mix(images, plan, mirror, layout, dtype=types.FLOAT16, **kw)
+    ref = mix_reference(images, layout, plan, mirror, norm)
+    assert out_layout == ("CHW" if normalise else layout)
+    for a, b in zip(got, ref):
+        assert a.dtype == np.float16 and a.shape == b.shape
+        np.testing.assert_allclose(a.astype(np.float64), b, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("kind, output_layout", [
+    ("uint8 HWC normalize", "HWC"), ("float32 CHW normalize", "HWC"),
+    ("float32 HWC normalize", "CHW"), ("uint8 HWC", "CHW"), ("float32 CHW", "HWC"),
+    ("float32 HWC", "CHW")])
+def test_output_layout(kind, output_layout):
+    """output_layout turns the result either way, mirror included, with and without
+    normalisation."""
+    dtype, layout, normalise = KINDS[kind]
+    images = make_images(dtype, layout, seed=2)
+    plan = make_plan("all", seed=2)
+    mirror = np.arange(N) % 2
+    norm = ((MEAN, STD) if dtype == np.uint8 else (F_MEAN, F_STD)) if normalise else None
+    kw = dict(mean=norm[0], std=norm[1]) if norm else {}
+    got, out_layout = run_mix(images, plan, mirror, layout, output_layout=output_layout, **kw)
+    ref = mix_reference(images, layout, plan, mirror, norm, out_layout=output_layout)
+    assert out_layout == output_layout
+    for i, (a, b) in enumerate(zip(got, ref)):
+        assert a.shape == b.shape
+        if a.dtype == np.uint8:
+            assert_uint8_mix(a, b, blended=plan[1][i] != 1)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["uint8 HWC", "float32 CHW", "float32 HWC normalize"])
+def test_mirror_alone_and_without_a_plan(kind):
+    """Without a plan: the flip (and normalisation when asked) of images of different sizes;
+    with a plan of no mixing: exactly the flipped images."""
+    dtype, layout, normalise = KINDS[kind]
+    norm = (F_MEAN, F_STD) if normalise else None
+    kw = dict(mean=norm[0], std=norm[1]) if norm else {}
+    images = make_images(dtype, layout, seed=3)
+    mirror = np.array([1, 0, 1, 1, 0, 1])
+    ident = (np.arange(N, dtype=np.int32), np.ones(N, np.float32),
+             [np.zeros((0, 4), np.int32)] * N, np.zeros((N, 4), np.int32),
+             [np.zeros((0, 0, 1), np.uint16)] * N, np.zeros((N, 3), np.int32))
+    for plan_less in (False, True):
+        got, _ = run_mix(images, ident, mirror, layout, plan_less=plan_less, **kw)
+        ref = mix_reference(images, layout, ident, mirror, norm)
+        for a, b in zip(got, ref):
+            if normalise:
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+            else:
+                np.testing.assert_array_equal(a, b.astype(dtype))
+    # plan-less: every image may have its own size
+    sizes = [(H - i, W - 2 * i) for i in range(N)]
+    odd = [np.ascontiguousarray(make_images(dtype, "HWC", n=1, seed=10 + i)[0][:h, :w]) for i, (h, w) in
+           enumerate(sizes)]
+    if layout == "CHW":
+        odd = [np.ascontiguousarray(a.transpose(2, 0, 1)) for a in odd]
+    got, _ = run_mix(odd, None, mirror, layout, plan_less=True, **kw)
+    for i, a in enumerate(got):
+        hwc = np.asarray(odd[i], np.float64)
+        hwc = hwc.transpose(1, 2, 0) if layout == "CHW" else hwc
+        if norm:
+            hwc = (hwc - np.asarray(norm[0])) / np.asarray(norm[1])
+        want = hwc[:, ::-1] if mirror[i] else hwc
+        want = want.transpose(2, 0, 1) if (norm or layout == "CHW") else want
+        np.testing.assert_allclose(a.astype(np.float64), want, rtol=1e-5, atol=1e-5)
+
+
+def test_images_without_a_layout_take_the_layout_argument():
+    images = make_images(np.float32, "CHW", seed=4)
+    plan = make_plan("all", seed=4)
+    mirror = np.zeros(N, np.int32)
+    got, out_layout = run_mix(images, plan, mirror, None, layout="CHW")
+    assert out_layout == "CHW"
+    for a, b in zip(got, mix_reference(images, "CHW", plan, mirror)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("data, recipe", [("CHW", "HWC"), ("HWC", "CHW")])
+def test_layout_mismatch_names_both_layouts(data, recipe):
+    images = make_images(np.float32, data)
+    with pytest.raises(RuntimeError, match=f"random_mix: images have layout {data} but the "
+                                           rf"recipe says {recipe} \(MixRecipe.layout\)"):
+        run_mix(images, make_plan("boxes"), np.zeros(N), data, layout=recipe)
+
+
+@pytest.mark.parametrize("layout", ["HWC", "CHW"])
+def test_image_size_mismatch_names_the_image_and_both_sizes(layout):
+    images = make_images(np.uint8, layout)
+    small = np.ascontiguousarray(make_images(np.uint8, "HWC", n=1)[0][:12, :20])  # among 16x24
+    images[3] = np.ascontiguousarray(small.transpose(2, 0, 1)) if layout == "CHW" else small
+    match = r"random_mix: image 3 is 12x20 \(HxW\) but image_size is 16x24"
+    with pytest.raises(RuntimeError, match=match):
+        run_mix(images, make_plan("patch"), np.zeros(N), layout, image_size=(H, W))
+    with pytest.raises(RuntimeError, match=match):  # normalisation alone checks it too
+        run_mix(images, None, np.zeros(N), layout, plan_less=True, image_size=(H, W),
+                mean=MEAN, std=STD)
+    # a batch every image of which has the size, only not the one given
+    with pytest.raises(RuntimeError, match=r"image 0 is 16x24 \(HxW\) but image_size is 24x16"):
+        run_mix(make_images(np.uint8, layout), make_plan("boxes"), np.zeros(N), layout,
+                image_size=(W, H))
+    # without image_size: a plan needs one shape for the whole batch
+    with pytest.raises(RuntimeError, match="sample 3 differs from sample 0: 12x20x3 vs 16x24x3"):
+        run_mix(images, make_plan("patch"), np.zeros(N), layout)
+
+
+def test_bad_arguments_are_refused():
+    images = make_images(np.uint8, "HWC")
+    with pytest.raises(RuntimeError, match="dtype UINT8 is for mixing uint8 images without "
+                                           "normalisation; got float images"):
+        run_mix(make_images(np.float32, "HWC"), make_plan("blend"), np.zeros(N), "HWC",
+                dtype=types.UINT8)
+    with pytest.raises(ValueError, match="needs both mean and std"):
+        native.mix(None, None, None, None, None, None, None, mean=MEAN)
+    with pytest.raises(ValueError, match="layout must be 'HWC' or 'CHW', got 'NHWC'"):
+        native.mix(None, None, None, None, None, None, None, layout="NHWC")
+    with pytest.raises(ValueError, match="image_size must be one or two positive ints"):
+        native.normalize(None, image_size=(1, 2, 3))
+    # normalize=False leaves given mean/std unused: the input's type and layout
+    got, out_layout = run_mix(images, make_plan("boxes"), np.zeros(N), "HWC", mean=MEAN, std=STD,
+                              normalize=False)
+    assert out_layout == "HWC" and got[0].dtype == np.uint8
+    assert native.mix_normalize is native.mix
+
+
+def test_uint8_mixed_without_normalisation_to_float32():
+    """dtype=FLOAT without mean/std: the mixed pixel values themselves, Mixup not rounded."""
+    images = make_images(np.uint8, "HWC", seed=5)
+    plan = make_plan("all", seed=5)
+    mirror = np.arange(N) % 2
+    got, out_layout = run_mix(images, plan, mirror, "HWC", dtype=types.FLOAT)
+    assert out_layout == "HWC"
+    for a, b in zip(got, mix_reference(images, "HWC", plan, mirror)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

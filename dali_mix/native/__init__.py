@@ -1,11 +1,18 @@
 """The fused mix-and-normalise CPU operator: a C++ DALI plugin, built on first use and cached.
 
-`fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file) does a planned
-RandomMix batch and its normalisation in one pass over the pixels: per sample, the own image or
-its Mixup blend with the partner, the partner's pixels inside the CutMix box and where the FMix
-mask says, the shrunk partner inside the ResizeMix patch, then `(x - mean) / std`, the horizontal flip and HWC -> CHW,
-as `fn.crop_mirror_normalize` computes them. On the CPU this replaces six to eight DALI
-operators that each read and write the whole batch (benchmarks/RESULTS.md).
+`fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file; Python: `mix`, alias
+`mix_normalize`, and `normalize` without a plan) does a planned RandomMix batch, and optionally
+its normalisation, in one pass over the pixels: per sample, the own image or its Mixup blend
+with the partner, the partner's pixels inside the CutMix boxes and where the FMix mask says, the
+shrunk partner inside the ResizeMix patch; then, with mean and std, `(x - mean) / std`, the
+horizontal flip and the output layout (CHW by default), as `fn.crop_mirror_normalize` computes
+them. It takes every input users have: uint8 or float32 images, HWC or CHW (the layout is read
+from the data at run time and checked against `layout`; the size against `image_size`).
+Without normalisation the output keeps the input's type and layout (uint8 stays uint8, a
+Mixup blend rounded half away from zero like DALI's cast; float16 on request) and rows that
+keep their type and layout are copied, with the partner's pixels written over them. On the CPU
+this replaces six to eight DALI operators that each read and write the whole batch
+(benchmarks/RESULTS.md).
 
 Build: g++ (`$CXX`) against DALI's headers (`nvidia.dali.sysconfig`) and the CUDA 12 headers
 of the pip packages nvidia-cuda-runtime-cu12, nvidia-cuda-nvcc-cu12 and nvidia-cuda-cccl-cu12
@@ -197,40 +204,89 @@ def _floats(values) -> list[float]:
     return [float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64))]
 
 
-def normalize(images, *, mean, std, mirror=0, dtype=None):
-    """The operator without a plan: `fn.crop_mirror_normalize(images, mean=mean, std=std,
-    mirror=mirror, dtype=dtype, output_layout="CHW")` (no crop) for uint8 HWC CPU images of
-    any size and 1-4 channels, in about two thirds of its CPU time (benchmarks/RESULTS.md).
-    mean, std: one value or one per channel, pixel units. Returns float32/float16 CHW."""
+def _args(mean, std, mirror, dtype, layout, image_size, output_layout, normalize) -> dict:
+    """The operator's keyword arguments; anything left at None is not passed (the operator's
+    defaults then follow the data, see `mix`)."""
+    if normalize is None:
+        normalize = mean is not None or std is not None
+    if normalize and (mean is None or std is None):
+        raise ValueError("normalisation needs both mean and std (or normalize=False)")
+    kw = {"mirror": mirror, "normalize": bool(normalize)}
+    if normalize:
+        kw["mean"], kw["std"] = _floats(mean), _floats(std)
+    if dtype is not None:
+        kw["dtype"] = dtype
+    for name, value in (("layout", layout), ("output_layout", output_layout)):
+        if value is not None:
+            value = str(value)
+            if value not in ("HWC", "CHW"):
+                raise ValueError(f"{name} must be 'HWC' or 'CHW', got {value!r}")
+            kw[name] = value
+    if image_size is not None:
+        size = [int(v) for v in np.atleast_1d(image_size)]
+        if len(size) == 1:
+            size = size * 2
+        if len(size) != 2 or min(size) <= 0:
+            raise ValueError(f"image_size must be one or two positive ints (H, W), got "
+                             f"{image_size!r}")
+        kw["image_size"] = size
+    return kw
+
+
+def normalize(images, *, mean=None, std=None, mirror=0, dtype=None, layout=None,
+              image_size=None, output_layout=None, normalize=None):
+    """The operator without a plan (every image may have its own size). With mean and std it
+    is `fn.crop_mirror_normalize(images, mean=mean, std=std, mirror=mirror, dtype=dtype,
+    output_layout="CHW")` (no crop) for uint8 or float32, HWC or CHW CPU images of 1-4
+    channels, in about two thirds of its CPU time on uint8 HWC (benchmarks/RESULTS.md);
+    without them only the flip (and `dtype`'s conversion). Arguments as in `mix`."""
     load()
-    from nvidia.dali import fn, types
-    return fn.dali_mix.mix_normalize(images, mean=_floats(mean), std=_floats(std), mirror=mirror,
-                                     dtype=types.FLOAT if dtype is None else dtype)
+    from nvidia.dali import fn
+    return fn.dali_mix.mix_normalize(images, **_args(mean, std, mirror, dtype, layout,
+                                                     image_size, output_layout, normalize))
 
 
-def mix_normalize(images, perm, blend, boxes, patch, mask, mask_params, *, mean, std, mirror=0,
-                  dtype=None):
-    """Mix and normalise a batch as planned (see the module docstring), on the CPU.
+def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=None, mirror=0,
+        dtype=None, layout=None, image_size=None, output_layout=None, normalize=None):
+    """Mix a batch as planned (see the module docstring), and normalise it if asked, on the CPU.
 
     Args (DataNodes, CPU, one sample per image):
-        images: uint8 HWC, every image the same (H, W, C), C <= 4.
+        images: uint8 or float32, layout HWC or CHW (read from the data; data without a layout
+            is taken as `layout`, else HWC), every image the same shape, 1-4 channels.
         perm: int32 scalar, the partner of each sample (an index into the batch).
         blend: float32 scalar in [0, 1], the weight of the own image (Mixup; 1 = no blend).
         boxes: int32 (R_i, 4), rows (y, x, h, w) of pixels taken from the partner, in pixels.
         patch: int32 (4,), (y, x, h, w) of the partner shrunk to h x w (nearest neighbour,
             the pixels `fn.resize(interp_type=INTERP_NN)` picks), h = 0 or w = 0 for none.
-        mask: uint16 or int32 (H, W[, 1]) pixel ranks, or empty for none: the partner's pixels
-            are those whose rank, at the position flipped as mask_params says, is >= k.
+        mask: uint16 or int32 (H, W[, 1]) pixel ranks, or empty (0, 0, 1) for none: the
+            partner's pixels are those whose rank, at the position flipped as mask_params
+            says, is >= k.
         mask_params: int32 (3,): k, flip_y, flip_x (ignored without a mask).
-        mean, std: per-channel (or one) values in pixel units; mirror: per-sample 0/1 DataNode
-            or int; dtype: types.FLOAT (default) or types.FLOAT16.
-    Returns: float32/float16 CHW images, `(x - mean) / std`, flipped where `mirror`.
+    Keyword args:
+        mean, std: per-channel (or one) values in pixel units (for float images, in the
+            images' units: mean=0, std=1 leaves them as they are); both or neither.
+        normalize: None (default): normalise when mean and std are given; False: mix only.
+        mirror: per-sample 0/1 DataNode or int: flip horizontally.
+        dtype: output type. Normalising: types.FLOAT (default) or types.FLOAT16. Mix only:
+            the images' type by default (uint8: a Mixup blend is rounded half away from zero
+            and saturated, as DALI's cast), or types.FLOAT16 / types.FLOAT.
+        layout: "HWC" or "CHW", what the caller expects (MixRecipe.layout): checked against
+            the data's layout, a mismatch raises "random_mix: images have layout CHW but the
+            recipe says HWC (MixRecipe.layout)".
+        image_size: (H, W) or one int, the size the plan was drawn for: every image must have
+            it, else "random_mix: image 3 is 200x180 (HxW) but image_size is 224x224".
+        output_layout: "CHW" or "HWC"; None: CHW when normalising, else the images' layout.
+    Returns: one DataNode, (C, H, W) or (H, W, C) per sample as above. Errors in the data
+    (layout, sizes, plan values) are raised when the pipeline runs (RuntimeError).
     """
     load()
-    from nvidia.dali import fn, types
+    from nvidia.dali import fn
     return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch, mask, mask_params,
-                                     mean=_floats(mean), std=_floats(std), mirror=mirror,
-                                     dtype=types.FLOAT if dtype is None else dtype)
+                                     **_args(mean, std, mirror, dtype, layout, image_size,
+                                             output_layout, normalize))
+
+
+mix_normalize = mix  # the name random_mix has always called
 
 
 def main(argv=None) -> int:

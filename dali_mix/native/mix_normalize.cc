@@ -1,7 +1,9 @@
-// dali_mix.MixNormalize: the whole planned RandomMix of a batch and its normalisation in one
-// pass over the pixels, as a DALI CPU operator (a plugin, loaded by dali_mix/native/__init__.py).
+// dali_mix.MixNormalize: the whole planned RandomMix of a batch, and optionally its
+// normalisation, in one pass over the pixels, as a DALI CPU operator (a plugin, loaded by
+// dali_mix/native/__init__.py). The fused executor of every input users have: uint8 or float32
+// images, HWC or CHW (read from the data), with or without normalisation.
 //
-// Per sample i, with partner j = perm[i] (uint8 HWC images of the batch, all of one H, W, C):
+// Per sample i, with partner j = perm[i] (all images of the batch of one shape):
 //   base   pixel (y, x)        = blend_i * own(y, x) + (1 - blend_i) * partner(y, x)   (Mixup;
 //                                 blend 1 = the own pixel, no arithmetic on the partner)
 //   boxes  (y0, x0, h, w) rows  : pixels inside a box are the partner's                 (CutMix)
@@ -10,27 +12,35 @@
 //   patch  (y0, x0, h, w)       : pixels inside are the partner shrunk to h x w by nearest
 //                                 neighbour (the same pixels as fn.resize with INTERP_NN)
 //                                                                                  (ResizeMix)
-// then out[c, y, x'] = (pixel[c] - mean[c]) / std[c] with x' = W - 1 - x when mirror_i, as
-// fn.crop_mirror_normalize(..., output_layout="CHW") computes it: float32 or float16 CHW.
+// then, with mean and std, out[c, y, x'] = (pixel[c] - mean[c]) / std[c] with x' = W - 1 - x
+// when mirror_i, as fn.crop_mirror_normalize computes it (float32 or float16, CHW unless
+// output_layout says HWC). Without normalisation the mixed pixels keep the input's layout and
+// type (a Mixup blend of uint8 rounded half away from zero and saturated, as DALI's cast; float16
+// on request), flipped where mirror_i.
 //
-// The graph it replaces (multi_paste, permute_batch, resize, a second multi_paste, a
-// conditional around Mixup's two crop_mirror_normalize and an add, then crop_mirror_normalize)
-// reads and writes every image several times; here each row is mixed in uint8 (a copy of the
-// own row with the partner's pixels put in, only where there are any) and normalised once.
+// The mixing works on a "view" of rows: an HWC image is one view of H rows of W * C values; a CHW
+// image is C views (its planes) of H rows of W values each, mixed alike. Each row is the own row
+// (read in place when nothing of the partner is in it), a copy of it with the partner's pixels
+// put in, or (Mixup) the blend in float with the partner's pixels put in; then it is normalised
+// and stored once. Same type and layout in and out without normalisation (float CHW, uint8 HWC):
+// the own row is copied straight into the output and the partner's pixels written over it.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dali/core/float16.h"
+#include "dali/pipeline/data/types.h"
 #include "dali/pipeline/operator/checkpointing/stateless_operator.h"
 #include "dali/pipeline/operator/operator.h"
 
 namespace dali_mix {
 
 using ::dali::CPUBackend;
+using ::dali::DALIDataType;
 using ::dali::OpSpec;
 using ::dali::OutputDesc;
 using ::dali::TensorListShape;
@@ -41,84 +51,108 @@ namespace {
 constexpr int kMaxChannels = 4;
 constexpr int kNumInputs = 7;  // images and the six plan inputs
 
-struct Affine {  // normalised value = pixel * scale[c] + shift[c]
+struct Affine {  // stored value = pixel * scale[c] + shift[c] (1 and 0 without normalisation)
   float scale[kMaxChannels];
   float shift[kMaxChannels];
 };
 
 template <typename Out>
 inline Out Cast(float v) { return static_cast<Out>(v); }
+// As DALI's cast (ConvertSat: clamp(std::round(v))) for the values uint8 output gets (mixes of
+// uint8 pixels, never normalised ones: |v| < 2^31), in a loop the compiler vectorises: rounded
+// half away from zero from the truncation (v - trunc(v) is exact), then clamped to [0, 255].
+template <>
+inline uint8_t Cast<uint8_t>(float v) {
+  int t = static_cast<int>(v);
+  t += static_cast<int>(v - static_cast<float>(t) >= 0.5f);
+  t = t < 0 ? 0 : t;
+  t = t > 255 ? 255 : t;
+  return static_cast<uint8_t>(t);
+}
 
-// One output row y of every channel from one source row, columns [x0, x1): out[c][y][x'] with
-// x' = mirror ? W - 1 - x : x. `src` points at source column 0 of the row; `cols` maps output
-// column x to a source column (nullptr: the same column).
-template <typename Out, int C>
-inline void NormalizeRow(Out *out, int64_t plane, int W, int x0, int x1, bool mirror,
-                         const uint8_t *src, const int *cols, const Affine &a) {
-  for (int c = 0; c < C; c++) {
-    Out *o = out + c * plane;
-    const float s = a.scale[c], t = a.shift[c];
+// A view row (W pixels of CI float values) into a planar (CHW) output: channel ci of pixel x goes
+// to o[ci * plane + x'] with x' = mirror ? W - 1 - x : x, as value * scale + shift of channel
+// c0 + ci.
+template <typename Out, int CI>
+inline void StorePlanar(Out *o, int64_t plane, int W, bool mirror, const float *src,
+                        const Affine &a, int c0) {
+  for (int ci = 0; ci < CI; ci++) {
+    Out *p = o + ci * plane;
+    const float s = a.scale[c0 + ci], t = a.shift[c0 + ci];
     if (!mirror) {
-      if (cols) {
-        for (int x = x0; x < x1; x++) o[x] = Cast<Out>(src[cols[x] * C + c] * s + t);
-      } else {
-        for (int x = x0; x < x1; x++) o[x] = Cast<Out>(src[x * C + c] * s + t);
-      }
+      for (int x = 0; x < W; x++) p[x] = Cast<Out>(src[x * CI + ci] * s + t);
     } else {
-      Out *m = o + (W - 1);
-      if (cols) {
-        for (int x = x0; x < x1; x++) m[-x] = Cast<Out>(src[cols[x] * C + c] * s + t);
-      } else {
-        for (int x = x0; x < x1; x++) m[-x] = Cast<Out>(src[x * C + c] * s + t);
-      }
+      Out *m = p + (W - 1);
+      for (int x = 0; x < W; x++) m[-x] = Cast<Out>(src[x * CI + ci] * s + t);
     }
   }
 }
 
-// Normalises a float HWC row (`tmp`, W * C values) into the C planes of output row `out`.
-template <typename Out, int C>
-inline void StoreRow(Out *out, int64_t plane, int W, bool mirror, const float *tmp,
-                     const Affine &a) {
-  for (int c = 0; c < C; c++) {
-    Out *o = out + c * plane;
-    const float s = a.scale[c], t = a.shift[c];
-    if (!mirror) {
-      for (int x = 0; x < W; x++) o[x] = Cast<Out>(tmp[x * C + c] * s + t);
-    } else {
-      Out *m = o + (W - 1);
-      for (int x = 0; x < W; x++) m[-x] = Cast<Out>(tmp[x * C + c] * s + t);
-    }
+// An HWC view row into an HWC output row (the same W * CI values, pixels flipped where mirror).
+template <typename Out, int CI>
+inline void StoreSame(Out *__restrict o, int W, bool mirror, const float *__restrict src,
+                      const Affine &a, bool identity) {
+  if (identity && !mirror) {
+    for (int64_t i = 0; i < static_cast<int64_t>(W) * CI; i++) o[i] = Cast<Out>(src[i]);
+    return;
+  }
+  float s[CI], t[CI];
+  for (int ci = 0; ci < CI; ci++) s[ci] = a.scale[ci], t[ci] = a.shift[ci];
+  for (int x = 0; x < W; x++) {
+    Out *q = o + static_cast<int64_t>(mirror ? W - 1 - x : x) * CI;
+    for (int ci = 0; ci < CI; ci++) q[ci] = Cast<Out>(src[x * CI + ci] * s[ci] + t[ci]);
   }
 }
 
-// A whole row: out = (row - mean) / std; the uint8 -> float conversion first, in one contiguous
-// loop the compiler vectorises (much faster than converting inside the strided channel loops).
-template <typename Out, int C>
-inline void ConvertRow(Out *out, int64_t plane, int W, bool mirror, const uint8_t *row,
-                       const Affine &a, float *tmp) {
-  for (int i = 0; i < W * C; i++) tmp[i] = row[i];
-  StoreRow<Out, C>(out, plane, W, mirror, tmp, a);
+// A CHW view row (one plane) into an interleaved (HWC) output row of P channels: channel ci of pixel x goes to
+// o[x' * P + ci] (the caller offsets o by the view's first channel c0).
+template <typename Out>
+inline void StoreInterleaved(Out *o, int P, int W, bool mirror, const float *src, const Affine &a,
+                             int c0) {
+  const float s = a.scale[c0], t = a.shift[c0];
+  for (int x = 0; x < W; x++)
+    o[static_cast<int64_t>(mirror ? W - 1 - x : x) * P] = Cast<Out>(src[x] * s + t);
 }
 
-// Mixup row: out = (lam * a + (1 - lam) * b - mean) / std, the blend first, as above.
-template <typename Out, int C>
-inline void BlendRow(Out *out, int64_t plane, int W, bool mirror, const uint8_t *a_row,
-                     const uint8_t *b_row, float lam, const Affine &a, float *tmp) {
-  const float wa = lam, wb = 1.0f - lam;
-  for (int i = 0; i < W * C; i++) tmp[i] = a_row[i] * wa + b_row[i] * wb;
-  StoreRow<Out, C>(out, plane, W, mirror, tmp, a);
+// tmp = row in float; one contiguous loop the compiler vectorises (much faster than converting
+// inside the strided channel loops).
+template <typename In>
+inline void ToFloat(float *__restrict tmp, const In *__restrict row, int64_t n) {
+  for (int64_t i = 0; i < n; i++) tmp[i] = row[i];
+}
+
+// Mixup: o = a * wa + b * wb, in float, cast to Out (float: as it is).
+template <typename Out, typename In>
+inline void Blend(Out *__restrict o, const In *__restrict a, const In *__restrict b, int64_t n,
+                  float wa, float wb) {
+  for (int64_t i = 0; i < n; i++) o[i] = Cast<Out>(a[i] * wa + b[i] * wb);
+}
+
+// A view row copied as it is, flipped pixel by pixel.
+template <typename T, int CI>
+inline void MirrorCopy(T *o, int W, const T *src) {
+  T *m = o + static_cast<int64_t>(W - 1) * CI;
+  for (int x = 0; x < W; x++)
+    for (int ci = 0; ci < CI; ci++) m[ci - x * CI] = src[x * CI + ci];
 }
 
 struct SampleArgs {
-  const uint8_t *own;
-  const uint8_t *partner;
+  const void *own;       // the sample's pixels (the input type)
+  const void *partner;   // its partner's
   float blend;
   const int32_t *boxes;  // (n_boxes, 4): y0, x0, h, w
   int64_t n_boxes;
   const int32_t *patch;  // (4,): y0, x0, h, w; h or w == 0: none
   const void *mask;      // (H, W) ranks (uint16 or int32) or nullptr: none
+  bool int32_ranks;
   const int32_t *mask_params;  // (3,): k, flip_y, flip_x
   bool mirror;
+};
+
+struct Geometry {
+  int H, W, C;
+  bool in_planar;   // CHW images (else HWC)
+  bool out_planar;  // CHW output (else HWC)
 };
 
 // ResizeMix: the source row and column of every patch pixel, nearest neighbour exactly as
@@ -145,115 +179,160 @@ PatchMap MakePatchMap(int H, int W, const int32_t *patch) {
   return m;
 }
 
-// Row y of the mixed sample as uint8 HWC: the own pixels, the partner's where a box, the FMix
-// mask or the ResizeMix patch says. Returns the own row itself when nothing of the partner is in
-// it, else `buf` (W * C bytes) holding the mixed row.
-template <int C, typename Rank>
-const uint8_t *MixedRow(int y, int H, int W, const SampleArgs &s, const PatchMap &pm,
-                        uint8_t *buf) {
-  const int64_t stride = static_cast<int64_t>(W) * C;
-  const uint8_t *own = s.own + y * stride, *partner = s.partner + y * stride;
-  const uint8_t *row = own;
-  auto take = [&]() {
-    if (row == own) {
-      std::memcpy(buf, own, stride);
-      row = buf;
+// Whether row y has any of the partner's pixels other than by a blend.
+inline bool RowTouched(int y, const SampleArgs &s, const PatchMap &pm) {
+  if (s.mask) return true;
+  for (int64_t b = 0; b < s.n_boxes; b++) {
+    const int32_t *box = s.boxes + 4 * b;
+    if (y >= box[0] && y < box[0] + box[2] && box[3] > 0) return true;
+  }
+  return pm.h && y >= pm.y0 && y < pm.y0 + pm.h;
+}
+
+// FMix: the partner's pixels of row y where the rank (at the flipped position) is >= k.
+template <int CI, typename Rank, typename T, typename In>
+inline void MaskRow(T *__restrict buf, const In *__restrict partner, int H, int W, int y,
+                    const SampleArgs &s) {
+  const Rank *r = static_cast<const Rank *>(s.mask) +
+                  static_cast<int64_t>(s.mask_params[1] ? H - 1 - y : y) * W;
+  const int32_t k = s.mask_params[0];  // ranks compared in int32 (uint16 ones widened)
+  // a select, not a branch: FMix masks can be as irregular as the ranks are
+  if (s.mask_params[2]) {
+    for (int x = 0; x < W; x++) {
+      const bool take = static_cast<int32_t>(r[W - 1 - x]) >= k;
+      for (int c = 0; c < CI; c++) {  // both loaded: a select the compiler vectorises
+        const T theirs = static_cast<T>(partner[x * CI + c]), ours = buf[x * CI + c];
+        buf[x * CI + c] = take ? theirs : ours;
+      }
     }
-  };
+  } else {
+    for (int x = 0; x < W; x++) {
+      const bool take = static_cast<int32_t>(r[x]) >= k;
+      for (int c = 0; c < CI; c++) {  // both loaded: a select the compiler vectorises
+        const T theirs = static_cast<T>(partner[x * CI + c]), ours = buf[x * CI + c];
+        buf[x * CI + c] = take ? theirs : ours;
+      }
+    }
+  }
+}
+
+// Writes the partner's pixels of view row y (mask, boxes, then the shrunk patch) over `buf`,
+// which holds the row's W * CI values (own or blended). `partner` is the partner's view.
+template <int CI, typename T, typename In>
+void PartnerPixels(int y, int H, int W, const In *partner, const SampleArgs &s,
+                   const PatchMap &pm, T *buf) {
+  const int64_t stride = static_cast<int64_t>(W) * CI;
+  const In *prow = partner + y * stride;
   if (s.mask) {
-    const Rank *r = static_cast<const Rank *>(s.mask) +
-                    static_cast<int64_t>(s.mask_params[1] ? H - 1 - y : y) * W;
-    const int64_t k = s.mask_params[0];
-    take();
-    if (s.mask_params[2]) {
-      for (int x = 0; x < W; x++)
-        if (static_cast<int64_t>(r[W - 1 - x]) >= k)
-          for (int c = 0; c < C; c++) buf[x * C + c] = partner[x * C + c];
-    } else {
-      for (int x = 0; x < W; x++)
-        if (static_cast<int64_t>(r[x]) >= k)
-          for (int c = 0; c < C; c++) buf[x * C + c] = partner[x * C + c];
-    }
+    if (s.int32_ranks) MaskRow<CI, int32_t>(buf, prow, H, W, y, s);
+    else MaskRow<CI, uint16_t>(buf, prow, H, W, y, s);
   }
   for (int64_t b = 0; b < s.n_boxes; b++) {
     const int32_t *box = s.boxes + 4 * b;
     if (y < box[0] || y >= box[0] + box[2] || box[3] == 0) continue;
-    take();
-    const int64_t x0 = static_cast<int64_t>(box[1]) * C;
-    std::memcpy(buf + x0, partner + x0, static_cast<size_t>(box[3]) * C);
+    const int64_t x0 = static_cast<int64_t>(box[1]) * CI, len = static_cast<int64_t>(box[3]) * CI;
+    if constexpr (std::is_same_v<T, In>) {
+      std::memcpy(buf + x0, prow + x0, static_cast<size_t>(len) * sizeof(T));
+    } else {
+      for (int64_t i = x0; i < x0 + len; i++) buf[i] = static_cast<T>(prow[i]);
+    }
   }
   if (pm.h && y >= pm.y0 && y < pm.y0 + pm.h) {
-    take();
-    const uint8_t *src = s.partner + pm.rows[y - pm.y0] * stride;
+    const In *src = partner + pm.rows[y - pm.y0] * stride;
     for (int x = pm.x0; x < pm.x0 + pm.w; x++)
-      for (int c = 0; c < C; c++) buf[x * C + c] = src[pm.cols[x] * C + c];
+      for (int c = 0; c < CI; c++) buf[x * CI + c] = static_cast<T>(src[pm.cols[x] * CI + c]);
   }
-  return row;
 }
 
-// FMix on top of a Mixup blend: the partner's pixels where rank >= k (rank image flipped as
-// drawn). Only for the general case of a blend combined with a mask; plans never combine them.
-template <typename Out, int C, typename Rank>
-void PasteMask(Out *out, int H, int W, const SampleArgs &s, const Affine &a) {
+// One sample: images of type In, output Out; CI values per view pixel (C for HWC, 1 for CHW).
+// `identity`: no normalisation (scale 1, shift 0).
+template <typename In, typename Out, int CI>
+void MixSample(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a, bool identity) {
+  const int H = g.H, W = g.W, C = g.C;
   const int64_t plane = static_cast<int64_t>(H) * W;
-  const int64_t stride = static_cast<int64_t>(W) * C;
-  const Rank *ranks = static_cast<const Rank *>(s.mask);
-  const int64_t k = s.mask_params[0];
-  const bool flip_y = s.mask_params[1] != 0, flip_x = s.mask_params[2] != 0;
-  for (int y = 0; y < H; y++) {
-    const Rank *r = ranks + static_cast<int64_t>(flip_y ? H - 1 - y : y) * W;
-    const uint8_t *src = s.partner + y * stride;
-    Out *o = out + static_cast<int64_t>(y) * W;
-    for (int x = 0; x < W; x++) {
-      if (static_cast<int64_t>(r[flip_x ? W - 1 - x : x]) < k) continue;  // own pixel
-      const int xo = s.mirror ? W - 1 - x : x;
-      for (int c = 0; c < C; c++)
-        o[c * plane + xo] = Cast<Out>(src[x * C + c] * a.scale[c] + a.shift[c]);
+  const int64_t stride = static_cast<int64_t>(W) * CI;
+  const int views = g.in_planar ? C : 1;
+  const PatchMap pm = MakePatchMap(H, W, s.patch);
+  std::vector<float> tmp(stride);
+  std::vector<In> buf(stride);
+  constexpr bool kSameType = std::is_same_v<In, Out>;
+  // same type and layout, no arithmetic: rows are copied, not converted
+  const bool copy = kSameType && identity && g.in_planar == g.out_planar;
+  const bool blend = s.blend != 1.0f;
+  const float wa = s.blend, wb = 1.0f - s.blend;
+  for (int v = 0; v < views; v++) {  // v: the plane of a CHW image (0 for HWC)
+    const In *own = static_cast<const In *>(s.own) + v * plane;
+    const In *partner = static_cast<const In *>(s.partner) + v * plane;
+    auto store = [&](Out *o, const float *row) {
+      if (g.out_planar) StorePlanar<Out, CI>(o, plane, W, s.mirror, row, a, v);
+      else if (!g.in_planar) StoreSame<Out, CI>(o, W, s.mirror, row, a, identity);
+      else StoreInterleaved<Out>(o, C, W, s.mirror, row, a, v);
+    };
+    for (int y = 0; y < H; y++) {
+      // where view row y lands: planar output: plane v (channel ci further planes on);
+      // interleaved output: row y, channel v (pixel stride C)
+      Out *o = g.out_planar ? out + v * plane + static_cast<int64_t>(y) * W
+                            : out + static_cast<int64_t>(y) * W * C + v;
+      const In *own_row = own + y * stride;
+      if (blend) {  // Mixup in float; the partner's other pixels over it
+        if constexpr (kSameType) {
+          if (copy) {  // straight into the output row (uint8: rounded), or flipped from buf
+            Out *dst = s.mirror ? buf.data() : o;
+            Blend(dst, own_row, partner + y * stride, stride, wa, wb);
+            PartnerPixels<CI>(y, H, W, partner, s, pm, dst);
+            if (s.mirror) MirrorCopy<In, CI>(o, W, dst);
+            continue;
+          }
+        }
+        Blend(tmp.data(), own_row, partner + y * stride, stride, wa, wb);
+        PartnerPixels<CI>(y, H, W, partner, s, pm, tmp.data());
+        store(o, tmp.data());
+        continue;
+      }
+      const bool touched = RowTouched(y, s, pm);
+      if constexpr (kSameType) {
+        if (copy && !s.mirror) {  // the output row is the view row
+          std::memcpy(o, own_row, static_cast<size_t>(stride) * sizeof(In));
+          if (touched) PartnerPixels<CI>(y, H, W, partner, s, pm, o);
+          continue;
+        }
+      }
+      const In *row = own_row;
+      if (touched) {
+        std::memcpy(buf.data(), own_row, static_cast<size_t>(stride) * sizeof(In));
+        PartnerPixels<CI>(y, H, W, partner, s, pm, buf.data());
+        row = buf.data();
+      }
+      if constexpr (kSameType) {
+        if (copy) {
+          MirrorCopy<In, CI>(o, W, row);
+          continue;
+        }
+      }
+      if constexpr (std::is_same_v<In, float>) {
+        store(o, row);
+      } else {  // to float first (see ToFloat)
+        ToFloat(tmp.data(), row, stride);
+        store(o, tmp.data());
+      }
     }
   }
 }
 
-template <typename Out, int C, typename Rank>
-void MixSample(Out *out, int H, int W, const SampleArgs &s, const Affine &a) {
-  const int64_t plane = static_cast<int64_t>(H) * W;
-  const int64_t stride = static_cast<int64_t>(W) * C;
-  const PatchMap pm = MakePatchMap(H, W, s.patch);
-  std::vector<float> tmp(stride);
-  if (s.blend == 1.0f) {  // CutMix, FMix, ResizeMix, none: pick each pixel in uint8, normalise once
-    std::vector<uint8_t> buf(stride);
-    for (int y = 0; y < H; y++)
-      ConvertRow<Out, C>(out + static_cast<int64_t>(y) * W, plane, W, s.mirror,
-                         MixedRow<C, Rank>(y, H, W, s, pm, buf.data()), a, tmp.data());
-    return;
-  }
-  // Mixup; anything of the partner given as well is written over the blend
-  auto row_out = [&](int64_t y) { return out + y * W; };
-  for (int y = 0; y < H; y++)
-    BlendRow<Out, C>(row_out(y), plane, W, s.mirror, s.own + y * stride, s.partner + y * stride,
-                     s.blend, a, tmp.data());
-  for (int64_t b = 0; b < s.n_boxes; b++) {
-    const int32_t *box = s.boxes + 4 * b;
-    for (int y = box[0]; y < box[0] + box[2]; y++)
-      NormalizeRow<Out, C>(row_out(y), plane, W, box[1], box[1] + box[3], s.mirror,
-                           s.partner + y * stride, nullptr, a);
-  }
-  if (s.mask) PasteMask<Out, C, Rank>(out, H, W, s, a);
-  for (int y = 0; y < pm.h; y++)
-    NormalizeRow<Out, C>(row_out(pm.y0 + y), plane, W, pm.x0, pm.x0 + pm.w, s.mirror,
-                         s.partner + pm.rows[y] * stride, pm.cols.data(), a);
-}
-
-template <typename Out, typename Rank>
-void MixSampleAnyC(Out *out, int H, int W, int C, const SampleArgs &s, const Affine &a) {
-  switch (C) {
-    case 1: MixSample<Out, 1, Rank>(out, H, W, s, a); break;
-    case 2: MixSample<Out, 2, Rank>(out, H, W, s, a); break;
-    case 3: MixSample<Out, 3, Rank>(out, H, W, s, a); break;
-    default: MixSample<Out, 4, Rank>(out, H, W, s, a); break;
+template <typename In, typename Out>
+void MixSampleAnyC(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a,
+                   bool identity) {
+  switch (g.in_planar ? 1 : g.C) {
+    case 1: MixSample<In, Out, 1>(out, g, s, a, identity); break;
+    case 2: MixSample<In, Out, 2>(out, g, s, a, identity); break;
+    case 3: MixSample<In, Out, 3>(out, g, s, a, identity); break;
+    default: MixSample<In, Out, 4>(out, g, s, a, identity); break;
   }
 }
 
 std::string SampleName(int i) { return "sample " + std::to_string(i); }
+
+std::string TypeName(DALIDataType t) { return std::string(::dali::TypeName(t)); }
 
 // (y, x, h, w) lies inside an H x W image (sums in 64 bits: no wrap-around for huge h or w).
 bool Inside(const int32_t *r, int64_t H, int64_t W) {
@@ -269,61 +348,120 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
       : ::dali::StatelessOperator<CPUBackend>(spec),
         mean_(spec.GetRepeatedArgument<float>("mean")),
         std_(spec.GetRepeatedArgument<float>("std")),
-        dtype_(spec.GetArgument<::dali::DALIDataType>("dtype")) {
-    DALI_ENFORCE(dtype_ == DALI_FLOAT || dtype_ == DALI_FLOAT16,
-                 "MixNormalize: dtype must be FLOAT or FLOAT16");
-    for (float s : std_) DALI_ENFORCE(s > 0.0f, "MixNormalize: every std must be > 0");
+        layout_(spec.GetArgument<std::string>("layout")),
+        output_layout_(spec.GetArgument<std::string>("output_layout")),
+        image_size_(spec.GetRepeatedArgument<int>("image_size")) {
+    normalize_ = spec.HasArgument("normalize") ? spec.GetArgument<bool>("normalize")
+                                               : !(mean_.empty() && std_.empty());
+    DALI_ENFORCE(!normalize_ || (!mean_.empty() && !std_.empty()),
+                 "MixNormalize: normalisation needs both mean and std");
+    if (normalize_)
+      for (float s : std_) DALI_ENFORCE(s > 0.0f, "MixNormalize: every std must be > 0");
+    has_dtype_ = spec.HasArgument("dtype");
+    if (has_dtype_) {
+      dtype_ = spec.GetArgument<DALIDataType>("dtype");
+      DALI_ENFORCE(dtype_ == DALI_FLOAT || dtype_ == DALI_FLOAT16 || dtype_ == DALI_UINT8,
+                   "MixNormalize: dtype must be FLOAT, FLOAT16 or UINT8, got " +
+                   TypeName(dtype_));
+    }
+    DALI_ENFORCE(layout_.empty() || layout_ == "HWC" || layout_ == "CHW",
+                 "MixNormalize: layout must be HWC or CHW, got " + layout_);
+    DALI_ENFORCE(output_layout_.empty() || output_layout_ == "HWC" || output_layout_ == "CHW",
+                 "MixNormalize: output_layout must be HWC or CHW, got " + output_layout_);
+    DALI_ENFORCE(image_size_.empty() ||
+                 (image_size_.size() == 2 && image_size_[0] > 0 && image_size_[1] > 0),
+                 "MixNormalize: image_size must be two positive values (H, W)");
   }
 
  protected:
   bool SetupImpl(std::vector<OutputDesc> &output_desc, const Workspace &ws) override {
     const auto &images = ws.Input<CPUBackend>(0);
     const int n = images.num_samples();
-    DALI_ENFORCE(images.type() == DALI_UINT8,
-                 "MixNormalize: images must be uint8 (for other types, random_mix(fused=False) "
-                 "uses DALI's operators)");
-    DALI_ENFORCE(images.sample_dim() == 3, "MixNormalize: images must be HWC (3 dimensions)");
-    const auto layout = images.GetLayout();
-    DALI_ENFORCE(layout.empty() || layout == "HWC",
-                 "MixNormalize: images must be HWC, got layout " + layout.str());
+    in_type_ = images.type();
+    DALI_ENFORCE(in_type_ == DALI_UINT8 || in_type_ == DALI_FLOAT,
+                 "MixNormalize: images must be uint8 or float32, got " + TypeName(in_type_));
+    DALI_ENFORCE(images.sample_dim() == 3,
+                 "MixNormalize: images must have 3 dimensions (HWC or CHW), got " +
+                 std::to_string(images.sample_dim()));
+    const std::string data_layout = images.GetLayout().str();
+    DALI_ENFORCE(layout_.empty() || data_layout.empty() || data_layout == layout_,
+                 "random_mix: images have layout " + data_layout + " but the recipe says " +
+                 layout_ + " (MixRecipe.layout)");
+    // no layout on the data: the `layout` argument's, else HWC
+    const std::string layout = !data_layout.empty() ? data_layout
+                               : !layout_.empty()   ? layout_
+                                                    : std::string("HWC");
+    DALI_ENFORCE(layout == "HWC" || layout == "CHW",
+                 "random_mix: images have layout " + layout + "; the fused operator takes HWC "
+                 "or CHW");
+    in_planar_ = layout == "CHW";
+    out_planar_ = output_layout_.empty() ? (normalize_ || in_planar_) : output_layout_ == "CHW";
+    out_type_ = has_dtype_ ? dtype_ : normalize_ ? DALI_FLOAT : in_type_;
+    DALI_ENFORCE(out_type_ != DALI_UINT8 || (in_type_ == DALI_UINT8 && !normalize_),
+                 "MixNormalize: dtype UINT8 is for mixing uint8 images without normalisation; "
+                 "got " + TypeName(in_type_) + " images" +
+                 (normalize_ ? std::string(" and mean/std") : std::string()));
     DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs,
                  "MixNormalize: give the images alone (normalise only) or with all six plan "
                  "inputs (perm, blend, boxes, patch, mask, mask_params)");
     const bool mixing = ws.NumInput() == kNumInputs;
-    if (mixing)
-      ValidatePlan(images, ws.Input<CPUBackend>(1), ws.Input<CPUBackend>(2),
-                   ws.Input<CPUBackend>(3), ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5),
-                   ws.Input<CPUBackend>(6));
     const auto &shape = images.shape();
     TensorListShape<3> out_shape(n);
+    geom_.resize(n);
     for (int i = 0; i < n; i++) {
       auto sh = shape.tensor_shape_span(i);
+      Geometry g;
+      g.H = in_planar_ ? sh[1] : sh[0];
+      g.W = in_planar_ ? sh[2] : sh[1];
+      g.C = in_planar_ ? sh[0] : sh[2];
+      g.in_planar = in_planar_;
+      g.out_planar = out_planar_;
+      DALI_ENFORCE(image_size_.empty() || (g.H == image_size_[0] && g.W == image_size_[1]),
+                   "random_mix: image " + std::to_string(i) + " is " + std::to_string(g.H) +
+                   "x" + std::to_string(g.W) + " (HxW) but image_size is " +
+                   (image_size_.empty() ? std::string()
+                                        : std::to_string(image_size_[0]) + "x" +
+                                          std::to_string(image_size_[1])));
       // a partner's pixels are taken at the same place: mixing needs one shape per batch
-      DALI_ENFORCE(!mixing || (sh[0] == shape.tensor_shape_span(0)[0] &&
-                               sh[1] == shape.tensor_shape_span(0)[1] &&
-                               sh[2] == shape.tensor_shape_span(0)[2]),
-                   "MixNormalize: every image of the batch must have the same shape; " +
-                   SampleName(i) + " differs from sample 0");
-      DALI_ENFORCE(sh[2] >= 1 && sh[2] <= kMaxChannels, "MixNormalize: 1 to 4 channels");
-      DALI_ENFORCE(mean_.size() == 1 || static_cast<int64_t>(mean_.size()) == sh[2],
-                   "MixNormalize: mean needs 1 or C values");
-      DALI_ENFORCE(std_.size() == 1 || static_cast<int64_t>(std_.size()) == sh[2],
-                   "MixNormalize: std needs 1 or C values");
-      out_shape.set_tensor_shape(i, ::dali::TensorShape<3>(sh[2], sh[0], sh[1]));
+      if (mixing && i > 0) {
+        const auto &g0 = geom_[0];
+        DALI_ENFORCE(g.H == g0.H && g.W == g0.W && g.C == g0.C,
+                     "MixNormalize: every image of the batch must have the same shape; " +
+                     SampleName(i) + " differs from sample 0: " + Dims(g) + " vs " + Dims(g0) +
+                     " (HxWxC)");
+      }
+      DALI_ENFORCE(g.C >= 1 && g.C <= kMaxChannels,
+                   "MixNormalize: 1 to 4 channels; " + SampleName(i) + " has " +
+                   std::to_string(g.C) + " (layout " + layout + ")");
+      if (normalize_) {
+        DALI_ENFORCE(mean_.size() == 1 || static_cast<int>(mean_.size()) == g.C,
+                     "MixNormalize: mean needs 1 or C values");
+        DALI_ENFORCE(std_.size() == 1 || static_cast<int>(std_.size()) == g.C,
+                     "MixNormalize: std needs 1 or C values");
+      }
+      geom_[i] = g;
+      out_shape.set_tensor_shape(i, out_planar_ ? ::dali::TensorShape<3>(g.C, g.H, g.W)
+                                                : ::dali::TensorShape<3>(g.H, g.W, g.C));
     }
+    if (mixing)
+      ValidatePlan(ws.Input<CPUBackend>(1), ws.Input<CPUBackend>(2), ws.Input<CPUBackend>(3),
+                   ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5), ws.Input<CPUBackend>(6));
     output_desc.resize(1);
-    output_desc[0] = {out_shape, dtype_};
+    output_desc[0] = {out_shape, out_type_};
     return true;
   }
 
-  static void ValidatePlan(const ::dali::TensorList<CPUBackend> &images,
-                           const ::dali::TensorList<CPUBackend> &perm,
-                           const ::dali::TensorList<CPUBackend> &blend,
-                           const ::dali::TensorList<CPUBackend> &boxes,
-                           const ::dali::TensorList<CPUBackend> &patch,
-                           const ::dali::TensorList<CPUBackend> &mask,
-                           const ::dali::TensorList<CPUBackend> &mask_params) {
-    const int n = images.num_samples();
+  static std::string Dims(const Geometry &g) {
+    return std::to_string(g.H) + "x" + std::to_string(g.W) + "x" + std::to_string(g.C);
+  }
+
+  void ValidatePlan(const ::dali::TensorList<CPUBackend> &perm,
+                    const ::dali::TensorList<CPUBackend> &blend,
+                    const ::dali::TensorList<CPUBackend> &boxes,
+                    const ::dali::TensorList<CPUBackend> &patch,
+                    const ::dali::TensorList<CPUBackend> &mask,
+                    const ::dali::TensorList<CPUBackend> &mask_params) const {
+    const int n = static_cast<int>(geom_.size());
     DALI_ENFORCE(perm.type() == DALI_INT32 && blend.type() == DALI_FLOAT &&
                  boxes.type() == DALI_INT32 && patch.type() == DALI_INT32,
                  "MixNormalize: perm, boxes and patch must be int32 and blend float32");
@@ -335,7 +473,7 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                  mask_params.num_samples() == n,
                  "MixNormalize: every input needs one sample per image");
     for (int i = 0; i < n; i++) {
-      auto sh = images.shape().tensor_shape_span(i);
+      const int64_t H = geom_[i].H, W = geom_[i].W;
       DALI_ENFORCE(perm.shape().tensor_size(i) == 1 && blend.shape().tensor_size(i) == 1,
                    "MixNormalize: perm and blend are one value per sample");
       auto bs = boxes.shape().tensor_shape_span(i);
@@ -346,10 +484,10 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
       auto ms = mask.shape().tensor_shape_span(i);
       const bool empty = mask.shape().tensor_size(i) == 0;
       DALI_ENFORCE(empty || ((mask.sample_dim() == 2 || (mask.sample_dim() == 3 && ms[2] == 1)) &&
-                             ms[0] == sh[0] && ms[1] == sh[1]),
+                             ms[0] == H && ms[1] == W),
                    "MixNormalize: the mask of " + SampleName(i) + " must be empty or have the "
                    "image's shape (H, W) or (H, W, 1)");
-      DALI_ENFORCE(empty || mask.type() == DALI_INT32 || sh[0] * sh[1] <= 65536,
+      DALI_ENFORCE(empty || mask.type() == DALI_INT32 || H * W <= 65536,
                    "MixNormalize: uint16 ranks hold at most 65536 pixels; the mask of " +
                    SampleName(i) + " needs int32");
       DALI_ENFORCE(mask_params.shape().tensor_size(i) == 3,
@@ -359,44 +497,52 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
 
   void RunImpl(Workspace &ws) override {
     const auto &images = ws.Input<CPUBackend>(0);
+    auto &out = ws.Output<CPUBackend>(0);
+    out.SetLayout(out_planar_ ? "CHW" : "HWC");
+    if (images.num_samples() == 0) return;
+    if (in_type_ == DALI_UINT8) {
+      if (out_type_ == DALI_UINT8) Run<uint8_t, uint8_t>(ws);
+      else if (out_type_ == DALI_FLOAT) Run<uint8_t, float>(ws);
+      else Run<uint8_t, ::dali::float16>(ws);
+    } else {
+      if (out_type_ == DALI_FLOAT) Run<float, float>(ws);
+      else Run<float, ::dali::float16>(ws);
+    }
+  }
+
+  template <typename In, typename Out>
+  void Run(Workspace &ws) {
+    const auto &images = ws.Input<CPUBackend>(0);
     const bool mixing = ws.NumInput() == kNumInputs;
     auto &out = ws.Output<CPUBackend>(0);
-    out.SetLayout("CHW");
     const int n = images.num_samples();
-    if (n == 0) return;
     static const int32_t kNone[4] = {0, 0, 0, 0};  // no patch; mask params of no mask
     std::vector<SampleArgs> args(n);
     for (int i = 0; i < n; i++) {  // validate everything before any work starts
-      auto sh = images.shape().tensor_shape_span(i);
       const bool mirror = this->spec_.template GetArgument<int>("mirror", &ws, i) != 0;
-      const uint8_t *own = images.tensor<uint8_t>(i);
-      args[i] = mixing ? PlanArgs(ws, i, sh[0], sh[1], mirror)
-                       : SampleArgs{own, own, 1.0f, nullptr, 0, kNone, nullptr, kNone, mirror};
+      const void *own = images.raw_tensor(i);
+      args[i] = mixing ? PlanArgs(ws, i, geom_[i].H, geom_[i].W, mirror)
+                       : SampleArgs{own, own, 1.0f, nullptr, 0, kNone, nullptr, false, kNone,
+                                    mirror};
     }
-    const bool int32_ranks = mixing && ws.Input<CPUBackend>(5).type() == DALI_INT32;
     auto &pool = ws.GetThreadPool();
     for (int i = 0; i < n; i++) {
-      auto sh = images.shape().tensor_shape_span(i);
-      const int H = sh[0], W = sh[1], C = sh[2];
+      const Geometry g = geom_[i];
       Affine a{};
-      for (int c = 0; c < C; c++) {
-        const float m = mean_.size() == 1 ? mean_[0] : mean_[c];
-        const float s = std_.size() == 1 ? std_[0] : std_[c];
-        a.scale[c] = 1.0f / s;
-        a.shift[c] = -m / s;
+      for (int c = 0; c < g.C; c++) {
+        if (normalize_) {
+          const float m = mean_.size() == 1 ? mean_[0] : mean_[c];
+          const float s = std_.size() == 1 ? std_[0] : std_[c];
+          a.scale[c] = 1.0f / s;
+          a.shift[c] = -m / s;
+        } else {
+          a.scale[c] = 1.0f;
+          a.shift[c] = 0.0f;
+        }
       }
-      pool.AddWork([&, i, H, W, C, a](int) {
-        if (dtype_ == DALI_FLOAT && int32_ranks)
-          MixSampleAnyC<float, int32_t>(out.mutable_tensor<float>(i), H, W, C, args[i], a);
-        else if (dtype_ == DALI_FLOAT)
-          MixSampleAnyC<float, uint16_t>(out.mutable_tensor<float>(i), H, W, C, args[i], a);
-        else if (int32_ranks)
-          MixSampleAnyC<::dali::float16, int32_t>(out.mutable_tensor<::dali::float16>(i), H, W, C,
-                                                  args[i], a);
-        else
-          MixSampleAnyC<::dali::float16, uint16_t>(out.mutable_tensor<::dali::float16>(i), H, W,
-                                                   C, args[i], a);
-      }, static_cast<int64_t>(H) * W);
+      pool.AddWork([&, i, g, a](int) {
+        MixSampleAnyC<In, Out>(out.template mutable_tensor<Out>(i), g, args[i], a, !normalize_);
+      }, static_cast<int64_t>(g.H) * g.W * g.C);
     }
     pool.RunAll();
   }
@@ -428,13 +574,21 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     DALI_ENFORCE(Inside(p, H, W), "MixNormalize: patch of " + SampleName(i) +
                  " is outside the image");
     const void *m = mask.shape().tensor_size(i) ? mask.raw_tensor(i) : nullptr;
-    return {images.tensor<uint8_t>(i), images.tensor<uint8_t>(j), lam, bx, nb, p, m,
-            mask_params.tensor<int32_t>(i), mirror};
+    return {images.raw_tensor(i), images.raw_tensor(j), lam, bx, nb, p, m,
+            mask.type() == DALI_INT32, mask_params.tensor<int32_t>(i), mirror};
   }
 
  private:
   std::vector<float> mean_, std_;
-  ::dali::DALIDataType dtype_;
+  std::string layout_, output_layout_;
+  std::vector<int> image_size_;
+  bool normalize_ = true;
+  bool has_dtype_ = false;
+  DALIDataType dtype_ = DALI_FLOAT;
+  // of the current batch (set in SetupImpl)
+  DALIDataType in_type_ = DALI_UINT8, out_type_ = DALI_FLOAT;
+  bool in_planar_ = false, out_planar_ = true;
+  std::vector<Geometry> geom_;
 };
 
 }  // namespace dali_mix
@@ -442,17 +596,20 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
 DALI_REGISTER_OPERATOR(dali_mix__MixNormalize, ::dali_mix::MixNormalize, ::dali::CPU);
 
 DALI_SCHEMA(dali_mix__MixNormalize)
-    .DocStr(R"(Mixes a batch as a RandomMix plan says and normalises it, in one pass.
+    .DocStr(R"(Mixes a batch as a RandomMix plan says and (optionally) normalises it, in one pass.
 
-With the images alone: normalisation only (as crop_mirror_normalize without crop; every image
-may have its own size). With the plan (every image of one size), per sample i with partner
-perm[i]: the base image is blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels in
-`boxes` are the partner's (CutMix); pixels whose `mask` rank (at the position flipped as
-`mask_params` says) is >= k are the partner's (FMix); pixels in `patch` are the partner shrunk
-to the patch by nearest neighbour (ResizeMix). Then (x - mean) / std, flipped horizontally
-where `mirror`, as float32 or float16 CHW.)")
+Images: uint8 or float32, HWC or CHW (the layout is read from the data; `layout`, when given,
+must agree with it). With the images alone: no mixing (every image may have its own size). With
+the plan (every image of one shape), per sample i with partner perm[i]: the base image is
+blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels in `boxes` are the partner's
+(CutMix); pixels whose `mask` rank (at the position flipped as `mask_params` says) is >= k are
+the partner's (FMix); pixels in `patch` are the partner shrunk to the patch by nearest neighbour
+(ResizeMix). Then, with mean and std, (x - mean) / std as float32 (or `dtype`) in
+`output_layout` (default CHW); without them the mixed pixels in the input's type and layout
+(unless `dtype` / `output_layout` say otherwise; float to uint8 rounds and saturates). Flipped
+horizontally where `mirror`.)")
     .NumInput(1, ::dali_mix::kNumInputs)
-    .InputDox(0, "images", "TensorList of uint8 HWC",
+    .InputDox(0, "images", "TensorList of uint8 or float32, HWC or CHW",
               "the batch (with a plan, every image the same shape)")
     .InputDox(1, "perm", "TensorList of int32 scalars", "partner of each sample")
     .InputDox(2, "blend", "TensorList of float32 scalars", "weight of the own image (Mixup)")
@@ -463,7 +620,20 @@ where `mirror`, as float32 or float16 CHW.)")
     .InputDox(6, "mask_params", "TensorList of int32 (3,)", "k (own pixels), flip_y, flip_x")
     .NumOutput(1)
     .MakeStateless()
-    .AddArg("mean", "per-channel mean, pixel units", DALI_FLOAT_VEC)
-    .AddArg("std", "per-channel std, pixel units", DALI_FLOAT_VEC)
+    .AddOptionalArg("mean", "per-channel mean, pixel units (with std: normalise)",
+                    std::vector<float>{})
+    .AddOptionalArg("std", "per-channel std, pixel units (with mean: normalise)",
+                    std::vector<float>{})
+    .AddOptionalArg<bool>("normalize",
+                          "normalise (default: when mean and std are given); false: mix only",
+                          nullptr)
     .AddOptionalArg("mirror", "flip horizontally (per sample)", 0, true)
-    .AddOptionalTypeArg("dtype", "output type: FLOAT or FLOAT16", DALI_FLOAT);
+    .AddOptionalTypeArg("dtype",
+                        "output type: FLOAT, FLOAT16 or UINT8 (uint8 images, no normalisation); default "
+                        "FLOAT when normalising, else the images' type")
+    .AddOptionalArg("layout", "the images' layout, HWC or CHW: checked against the data's "
+                    "(used when the data has none)", "")
+    .AddOptionalArg("output_layout", "CHW or HWC; default CHW when normalising, else the "
+                    "images' layout", "")
+    .AddOptionalArg("image_size", "(H, W) every image must have (checked), or empty",
+                    std::vector<int>{});
