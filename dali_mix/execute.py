@@ -87,10 +87,6 @@ def resolve_executor(executor: str, images, normalize: Normalization | None) -> 
         raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
     if executor == "dali":
         return "dali"
-    if normalize is None:  # TODO(native branch): the operator takes any input
-        if executor == "fused":
-            raise ValueError("executor='fused' needs normalize")
-        return "dali"
     return "fused" if native.use(True if executor == "fused" else None, images) else "dali"
 
 
@@ -349,12 +345,14 @@ def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
 
 
 def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
-    """The plan on the fused CPU operator (see `dali_mix.native.mix_normalize`)."""
+    """The plan on the fused CPU operator (`dali_mix.native.mix`), which checks the images'
+    layout and size itself: normalised CHW float32 with `normalize`, else the input's layout
+    and dtype."""
     geo = enc.geo
     kw = {} if normalize is None else dict(mean=normalize.mean, std=normalize.std,
                                            mirror=normalize.mirror, dtype=types.FLOAT)
-    return native.mix_normalize(images, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
-                                p["mask_params"], **kw)
+    return native.mix(images, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
+                      p["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width), **kw)
 
 
 def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, pixel_units: bool):

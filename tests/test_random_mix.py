@@ -5,8 +5,9 @@ own pipeline with the torch Loader.
 Every test runs on each kind of input and executor (the `kind` fixture): uint8 HWC images on
 DALI's operators without normalisation ("dali-uint8", output uint8 HWC, Mixup rounded),
 normalised float CHW images on DALI's operators ("dali-chw"), uint8 HWC with `normalize` on
-DALI's operators ("dali-normalize") and on the fused C++ operator ("fused"), and the same on a
-GPU ("gpu", DALI's operators; skipped without one). The normalisation is the identity
+DALI's operators ("dali-normalize") and on the fused C++ operator ("fused"), uint8 HWC and float
+CHW on the fused operator without normalisation ("fused-uint8", "fused-chw"), and uint8 HWC with
+`normalize` on a GPU ("gpu", DALI's operators; skipped without one). The normalisation is the identity
 (mean 0, std 1), so output values are the mixed pixel values, CHW float32."""
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ KINDS = {  # kind -> (input layout, input dtype, executor, normalize, device)
     "dali-chw": ("CHW", np.float32, "dali", False, "cpu"),
     "dali-normalize": ("HWC", np.uint8, "dali", True, "cpu"),
     "fused": ("HWC", np.uint8, "fused", True, "cpu"),
+    "fused-uint8": ("HWC", np.uint8, "fused", False, "cpu"),
+    "fused-chw": ("CHW", np.float32, "fused", False, "cpu"),
     "gpu": ("HWC", np.uint8, "dali", True, "gpu"),
 }
 PATH = dict(zip(("layout", "dtype", "executor", "normalize", "device"), KINDS["fused"]))
@@ -38,7 +41,7 @@ PATH = dict(zip(("layout", "dtype", "executor", "normalize", "device"), KINDS["f
                 autouse=True)
 def kind(request, monkeypatch):
     """Run each test on every kind of input and executor (see the module docstring)."""
-    if request.param == "fused":
+    if request.param.startswith("fused"):
         native.load()  # fails (not skips) with the cause when the operator cannot be built
     for key, value in zip(("layout", "dtype", "executor", "normalize", "device"), KINDS[request.param]):
         monkeypatch.setitem(PATH, key, value)
