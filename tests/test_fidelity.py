@@ -22,10 +22,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from nvidia.dali import fn, pipeline_def
 from scipy import ndimage, stats
 
-from dali_mix import draws
+from dali_mix import draws, masks
+from dali_mix.config import MixRecipe
 from dali_mix.masks import FMixMaskBank
 from dali_mix.mixmo import mixmo_inputs
 
@@ -41,21 +43,28 @@ def ks(a, b) -> float:
 # the official code, restated in numpy
 # ------------------------------------------------------------------------------------------------
 
-def official_fmix_mask(rng: np.random.Generator, h: int, w: int, decay: float = 3.0,
-                       alpha: float = 1.0) -> np.ndarray:
-    """ecs-vlc/FMix `sample_mask(alpha, decay, (h, w))`: (h, w) float mask of 0/1."""
+def official_low_freq_image(rng_or_param, h: int, w: int, decay: float = 3.0) -> np.ndarray:
+    """ecs-vlc/FMix `make_low_freq_image(decay, (h, w))`: (1, h, w) float64 in [0, 1].
+    `rng_or_param`: a Generator, or the (1, h, F, 2) Gaussian draws of `get_spectrum`."""
     # fftfreqnd(h, w)
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[: w // 2 + 2] if w % 2 == 1 else np.fft.fftfreq(w)[: w // 2 + 1]
     freqs = np.sqrt(fx * fx + fy * fy)
     # get_spectrum(freqs, decay, ch=1, h, w)
     scale = np.ones(1) / (np.maximum(freqs, np.array([1.0 / max(w, h, 0)])) ** decay)
-    param = rng.standard_normal([1] + list(freqs.shape) + [2])
+    param = (rng_or_param.standard_normal([1] + list(freqs.shape) + [2])
+             if isinstance(rng_or_param, np.random.Generator) else rng_or_param)
     spectrum = np.expand_dims(scale, -1)[None, :] * param
-    # make_low_freq_image: the (real, imaginary) pairs reshaped into one real x axis
+    # the (real, imaginary) pairs reshaped into one real x axis, handed to irfftn
     mask = np.fft.irfftn(spectrum.reshape(1, h, -1), (h, w), axes=(1, 2))[:1, :h, :w]
     mask = mask - mask.min()
-    mask = mask / mask.max()
+    return mask / mask.max()
+
+
+def official_fmix_mask(rng: np.random.Generator, h: int, w: int, decay: float = 3.0,
+                       alpha: float = 1.0) -> np.ndarray:
+    """ecs-vlc/FMix `sample_mask(alpha, decay, (h, w))`: (h, w) float mask of 0/1."""
+    mask = official_low_freq_image(rng, h, w, decay)
     # sample_lam + binarise_mask(max_soft=0)
     lam = rng.beta(alpha, alpha)
     idx = mask.reshape(-1).argsort()[::-1]
@@ -163,6 +172,32 @@ def test_fmix_paper_spectrum_is_told_apart(official_fmix_stats):
     print("FMix paper vs restated ecs-vlc/FMix, KS p:", p)
     assert max(p.values()) < P_OLD, p
     assert ours["regions"].mean() < 4.2 and ours["symmetry"].mean() < 0.8
+
+
+@pytest.mark.parametrize("h,w", [(12, 20), (9, 15)])
+def test_fmix_official_image_is_make_low_freq_image(h, w):
+    """Fed the same Gaussian draws, `low_frequency_images(spectrum="official")` is the official
+    `make_low_freq_image` (up to its normalisation), odd widths included (`fftfreqnd`'s extra
+    column)."""
+    ours = masks.low_frequency_images(3, h, w, generator=torch.Generator().manual_seed(5))
+    F = w // 2 + 1 + w % 2
+    param = torch.randn((3, h, F, 2), generator=torch.Generator().manual_seed(5)).double().numpy()
+    for i in range(3):
+        ref = official_low_freq_image(param[i:i + 1], h, w)[0]
+        ref = ref - ref.mean()
+        np.testing.assert_allclose(ours[i].numpy(), ref / np.abs(ref).max(), atol=2e-5)
+
+
+def test_fmix_spectrum_argument():
+    with pytest.raises(ValueError, match="fmix_spectrum"):
+        masks.low_frequency_images(1, 8, 8, spectrum="complex")
+    with pytest.raises(ValueError, match="fmix_spectrum"):
+        FMixMaskBank((8, 8), 2, spectrum="complex")
+    recipe = MixRecipe(methods=("fmix",), num_classes=10, fmix_size=(8, 12), fmix_spectrum="paper",
+                       fmix_bank_size=3, seed=4)
+    bank = FMixMaskBank.from_recipe(recipe, 2)
+    assert (bank.size, bank.spectrum, bank.bank_size, bank.seed) == ((8, 12), "paper", 3, 4)
+    assert FMixMaskBank((8, 8), 2).spectrum == "official"
 
 
 def test_fmix_mask_mean_is_threshold():
