@@ -361,3 +361,100 @@ def test_cut_mixmo_pipeline_first_version_is_told_apart():
     ry, rx, rh, rw = official_cut_mixmo_boxes(kappa.size, 12)
     assert ks(area, rh * rw) < P_OLD
     assert 0 < swapped.reshape(32, 64).sum(1).min() or swapped.reshape(32, 64).sum(1).max() < 64
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end: dali_mix.random_mix on constant-colour HWC uint8 images
+# ------------------------------------------------------------------------------------------------
+
+E2E_N, E2E_ITERS = 64, 32  # 2,048 samples
+
+
+def colours(n: int) -> np.ndarray:
+    """(n, 3) uint8 colours, all different and none with a zero channel."""
+    i = np.arange(n)
+    return np.stack([1 + i, 255 - i, 100 + (i * 7) % 100], 1).astype(np.uint8)
+
+
+def run_random_mix(recipe, H: int, W: int, seed: int = 0):
+    """random_mix over constant-colour images (label = index): (own, labels_b) per sample,
+    own = (N, H, W) bool, True where the pixel still holds the sample's own colour."""
+    import dali_mix as dm
+
+    col = colours(E2E_N)
+    images = [np.broadcast_to(c, (H, W, 3)).copy() for c in col]
+
+    @pipeline_def(batch_size=E2E_N, num_threads=1, device_id=None, seed=seed)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+        y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(E2E_N)],
+                               batch=True)
+        r = dm.random_mix(x, y, recipe, image_size=(H, W))
+        return r.images, r.labels_b
+
+    p = pipe()
+    p.build()
+    own, partner = [], []
+    for _ in range(E2E_ITERS):
+        out, lb = (np.stack([np.asarray(t[i]) for i in range(E2E_N)]) for t in p.run())
+        own.append((out == col[:, None, None, :]).all(-1))
+        partner.append(lb.reshape(-1))
+    return np.concatenate(own), np.concatenate(partner)
+
+
+def bounding_boxes(on: np.ndarray):
+    """(y, x, h, w) of the bounding box of the True pixels of each (H, W) mask (zeros if none)."""
+    rows, cols = on.any(2), on.any(1)
+    has = rows.any(1)
+    y, x = rows.argmax(1), cols.argmax(1)
+    h = np.where(has, on.shape[1] - rows[:, ::-1].argmax(1) - y, 0)
+    w = np.where(has, on.shape[2] - cols[:, ::-1].argmax(1) - x, 0)
+    return np.where(has, y, 0), np.where(has, x, 0), h, w
+
+
+def symmetry_any_flip(m: np.ndarray) -> np.ndarray:
+    """Point symmetry of (n, h, w) masks up to the random flips applied at use: the largest of
+    the fixed-centre symmetry of the four flipped versions."""
+    return np.max([mask_statistics(m[:, ::fy, ::fx])["symmetry"]
+                   for fy in (1, -1) for fx in (1, -1)], axis=0)
+
+
+NEEDS_PLANNER = pytest.mark.xfail(strict=False, reason="needs the new planner")
+
+
+def test_e2e_fmix_masks_match_official(official_fmix_stats):
+    recipe = MixRecipe(methods=("fmix",), num_classes=E2E_N, fmix_size=(FM_S, FM_S))
+    own, _ = run_random_mix(recipe, FM_S, FM_S)
+    ours = mask_statistics(own)
+    ours["symmetry"] = symmetry_any_flip(own)
+    rng = np.random.default_rng(21)
+    ref_masks = np.stack([official_fmix_mask(rng, FM_S, FM_S) for _ in range(own.shape[0])])
+    ref = dict(official_fmix_stats, symmetry=symmetry_any_flip(ref_masks))
+    p = {k: ks(ours[k], ref[k]) for k in ref}
+    print("random_mix FMix vs restated ecs-vlc/FMix, KS p:", p)
+    assert min(p.values()) > P_MIN, p
+
+
+@NEEDS_PLANNER
+def test_e2e_random_erasing_matches_official():
+    recipe = MixRecipe(methods=(), num_classes=E2E_N, after=("random_erasing",), erasing_fill=0)
+    own, _ = run_random_mix(recipe, RE_H, RE_W)
+    ours = erasing_summary(*bounding_boxes(~own), RE_H, RE_W)
+    n = own.shape[0]
+    ref = erasing_summary(*official_erasing(np.random.default_rng(22), n, RE_H, RE_W), RE_H, RE_W)
+    p = {k: ks(ours[k], ref[k]) for k in ref}
+    print("random_mix Random Erasing vs restated official loop, KS p:", p)
+    assert min(p.values()) > P_MIN, p
+
+
+@NEEDS_PLANNER
+def test_e2e_cutmix_minmax_matches_timm():
+    recipe = MixRecipe(methods=("cutmix",), num_classes=E2E_N, cutmix_minmax=MINMAX)
+    own, _ = run_random_mix(recipe, MM_H, MM_W)
+    y, x, h, w = bounding_boxes(~own)
+    ry, rx, rh, rw = official_rand_bbox_minmax(np.random.default_rng(23), MM_H, MM_W, MINMAX,
+                                               own.shape[0])
+    p = {k: ks(a, b) for k, a, b in (("h", h, rh), ("w", w, rw), ("y", y, ry), ("x", x, rx))}
+    print("random_mix cutmix_minmax vs restated timm, KS p:", p)
+    assert min(p.values()) > P_MIN, p
+    assert (y + h < MM_H).all() and (x + w < MM_W).all()
