@@ -76,13 +76,25 @@ def cutmix_boxes(rng: np.random.Generator, n: int, H: int, W: int, alpha: float 
 
 
 def resizemix_patches(rng: np.random.Generator, n: int, H: int, W: int,
-                      scale: tuple[float, float] = (0.1, 0.8)) -> Boxes:
-    """ResizeMix patches (JayQine/ResizeMix `getbox_new`, the paper): tau ~ U(scale), patch
-    h = max(1, int(H*tau)), w = max(1, int(W*tau)), corner uniform with the patch fully inside."""
+                      scale: tuple[float, float] = (0.1, 0.8), centred: bool = True) -> Boxes:
+    """ResizeMix patches: tau ~ U(scale), patch h = max(1, int(H*tau)), w = max(1, int(W*tau))
+    (`F.interpolate(scale_factor=tau)`'s floor), always fully inside the image (the paper's
+    whole shrunk image, no clipping).
+
+    Position: with `centred` (JayQine/ResizeMix `getbox_new`, the official code) a centre c
+    uniform over the image, the corner c - side//2 then shifted inside: min(max(c - side//2,
+    0), H - h), so patches touch a border more often than uniformly placed ones (about
+    half of them at tau = 0.5); `centred=False`: corner uniform in [0, H - h] x [0, W - w]
+    (this library's first version).
+    """
     tau = rng.uniform(scale[0], scale[1], size=n)
     h = np.maximum((H * tau).astype(np.int64), 1)
     w = np.maximum((W * tau).astype(np.int64), 1)
-    return rng.integers(0, H - h + 1), rng.integers(0, W - w + 1), h, w
+    if not centred:
+        return rng.integers(0, H - h + 1), rng.integers(0, W - w + 1), h, w
+    y = np.minimum(np.maximum(rng.integers(0, H, size=n) - h // 2, 0), H - h)
+    x = np.minimum(np.maximum(rng.integers(0, W, size=n) - w // 2, 0), W - w)
+    return y, x, h, w
 
 
 def fmix_thresholds(rng: np.random.Generator, n: int, pixels: int, alpha: float = 1.0) -> np.ndarray:

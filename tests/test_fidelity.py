@@ -39,6 +39,18 @@ def ks(a, b) -> float:
     return stats.ks_2samp(np.asarray(a, np.float64), np.asarray(b, np.float64)).pvalue
 
 
+def compare_boxes(ours, ref) -> dict:
+    """KS p of (y, x, h, w, area) between two sets of boxes."""
+    (y, x, h, w), (ry, rx, rh, rw) = ours, ref
+    return {k: ks(a, b) for k, a, b in (("y", y, ry), ("x", x, rx), ("h", h, rh), ("w", w, rw),
+                                         ("area", h * w, rh * rw))}
+
+
+def reference_boxes(fn_, n: int, seed: int, *args):
+    rng = np.random.default_rng(seed)
+    return np.array([fn_(rng, *args) for _ in range(n)]).T
+
+
 # ------------------------------------------------------------------------------------------------
 # the official code, restated in numpy
 # ------------------------------------------------------------------------------------------------
@@ -271,8 +283,7 @@ MM_N, MM_H, MM_W, MINMAX = 4000, 24, 40, (0.2, 0.8)
 def test_cutmix_minmax_matches_timm():
     y, x, h, w = draws.cutmix_boxes(np.random.default_rng(7), MM_N, MM_H, MM_W, minmax=MINMAX)
     ry, rx, rh, rw = official_rand_bbox_minmax(np.random.default_rng(8), MM_H, MM_W, MINMAX, MM_N)
-    p = {k: ks(a, b) for k, a, b in (("h", h, rh), ("w", w, rw), ("y", y, ry), ("x", x, rx),
-                                      ("area", h * w, rh * rw))}
+    p = compare_boxes((y, x, h, w), (ry, rx, rh, rw))
     print("cutmix_minmax vs restated timm rand_bbox_minmax, KS p:", p)
     assert min(p.values()) > P_MIN, p
     # timm's exclusive bound: the box never touches the bottom or right edge (it does in the
@@ -283,6 +294,70 @@ def test_cutmix_minmax_matches_timm():
 
 
 # ------------------------------------------------------------------------------------------------
+# CutMix, Cutout, ResizeMix
+# ------------------------------------------------------------------------------------------------
+
+def official_rand_bbox(rng: np.random.Generator, H: int, W: int, lam: float):
+    """clovaai/CutMix-PyTorch `rand_bbox` (and uoguelph-mlrg/Cutout's hole, side fixed), for an
+    (H, W) image: (y, x, h, w)."""
+    cut_rat = np.sqrt(1.0 - lam)
+    cut_h, cut_w = int(H * cut_rat), int(W * cut_rat)
+    cy, cx = rng.integers(H), rng.integers(W)
+    y1, y2 = np.clip(cy - cut_h // 2, 0, H), np.clip(cy + cut_h // 2, 0, H)
+    x1, x2 = np.clip(cx - cut_w // 2, 0, W), np.clip(cx + cut_w // 2, 0, W)
+    return y1, x1, y2 - y1, x2 - x1
+
+
+def official_cutout(rng: np.random.Generator, H: int, W: int, length: int):
+    """uoguelph-mlrg/Cutout `Cutout.__call__`, one hole: (y, x, h, w)."""
+    y, x = rng.integers(H), rng.integers(W)
+    y1, y2 = np.clip(y - length // 2, 0, H), np.clip(y + length // 2, 0, H)
+    x1, x2 = np.clip(x - length // 2, 0, W), np.clip(x + length // 2, 0, W)
+    return y1, x1, y2 - y1, x2 - x1
+
+
+def official_resizemix(rng: np.random.Generator, H: int, W: int, lo: float = 0.1, hi: float = 0.8):
+    """JayQine/ResizeMix: rate ~ U(lo, hi), `F.interpolate(scale_factor=rate)` (floor of the
+    size), `getbox_new`: centre uniform, box shifted fully inside. (y, x, h, w)."""
+    rate = rng.uniform(lo, hi)
+    h, w = int(H * rate), int(W * rate)
+    cy, cx = rng.integers(0, H), rng.integers(0, W)
+    y2 = np.clip(np.clip(cy - h // 2, 0, H) + h, 0, H)
+    x2 = np.clip(np.clip(cx - w // 2, 0, W) + w, 0, W)
+    return np.clip(y2 - h, 0, H), np.clip(x2 - w, 0, W), h, w
+
+
+def test_cutmix_boxes_match_clovaai():
+    n, H, W = 4000, 24, 40
+    ours = draws.cutmix_boxes(np.random.default_rng(30), n, H, W)
+    rng = np.random.default_rng(31)
+    ref = np.array([official_rand_bbox(rng, H, W, rng.beta(1.0, 1.0)) for _ in range(n)]).T
+    p = compare_boxes(ours, ref)
+    print("CutMix vs restated clovaai rand_bbox, KS p:", p)
+    assert min(p.values()) > P_MIN, p
+
+
+def test_cutout_boxes_match_official():
+    n, H, W, length = 4000, 24, 40, 16
+    y, x, h, w = draws.cutout_boxes(np.random.default_rng(32), n, H, W, holes=1, length=length)
+    p = compare_boxes((y[:, 0], x[:, 0], h[:, 0], w[:, 0]),
+                      reference_boxes(official_cutout, n, 33, H, W, length))
+    print("Cutout vs restated uoguelph-mlrg Cutout, KS p:", p)
+    assert min(p.values()) > P_MIN, p
+
+
+def test_resizemix_patches_match_official():
+    n, H, W = 4000, 24, 40
+    ref = reference_boxes(official_resizemix, n, 35, H, W)
+    p = compare_boxes(draws.resizemix_patches(np.random.default_rng(34), n, H, W), ref)
+    print("ResizeMix vs restated JayQine getbox_new, KS p:", p)
+    assert min(p.values()) > P_MIN, p
+    # the first version's uniform corner is told apart (fewer patches on the borders)
+    y, x, h, w = draws.resizemix_patches(np.random.default_rng(34), n, H, W, centred=False)
+    assert min(ks(y, ref[0]), ks(x, ref[1])) < P_OLD
+
+
+# ------------------------------------------------------------------------------------------------
 # Cut-MixMo
 # ------------------------------------------------------------------------------------------------
 
@@ -290,18 +365,15 @@ CM_H, CM_W = 32, 32  # CIFAR, as the official experiments
 
 
 def official_cut_mixmo_boxes(n: int, seed: int, H: int = CM_H, W: int = CM_W):
-    rng = np.random.default_rng(seed)
-    return np.array([official_cut_mixmo(rng, H, W) for _ in range(n)]).T
+    return reference_boxes(official_cut_mixmo, n, seed, H, W)
 
 
 def test_cut_mixmo_boxes_match_official():
     rng = np.random.default_rng(9)
     n = 4000
     kappa = draws.mixmo_kappas(rng, n).astype(np.float32)
-    y, x, h, w = draws.cut_mixmo_boxes(rng, n, CM_H, CM_W, kappa)
     ry, rx, rh, rw = official_cut_mixmo_boxes(n, 10)
-    p = {k: ks(a, b) for k, a, b in (("area", h * w, rh * rw), ("h", h, rh), ("w", w, rw),
-                                      ("y", y, ry), ("x", x, rx))}
+    p = compare_boxes(draws.cut_mixmo_boxes(rng, n, CM_H, CM_W, kappa), (ry, rx, rh, rw))
     print("Cut-MixMo boxes vs restated _rand_bbox_of_area_lam, KS p:", p)
     assert min(p.values()) > P_MIN, p
     assert abs((rh * rw).mean() / (CM_H * CM_W) - 0.30) < 0.02  # kappa's mean after clipping
@@ -452,9 +524,8 @@ def test_e2e_cutmix_minmax_matches_timm():
     recipe = MixRecipe(methods=("cutmix",), num_classes=E2E_N, cutmix_minmax=MINMAX)
     own, _ = run_random_mix(recipe, MM_H, MM_W)
     y, x, h, w = bounding_boxes(~own)
-    ry, rx, rh, rw = official_rand_bbox_minmax(np.random.default_rng(23), MM_H, MM_W, MINMAX,
-                                               own.shape[0])
-    p = {k: ks(a, b) for k, a, b in (("h", h, rh), ("w", w, rw), ("y", y, ry), ("x", x, rx))}
+    p = compare_boxes((y, x, h, w), official_rand_bbox_minmax(np.random.default_rng(23), MM_H,
+                                                              MM_W, MINMAX, own.shape[0]))
     print("random_mix cutmix_minmax vs restated timm, KS p:", p)
     assert min(p.values()) > P_MIN, p
     assert (y + h < MM_H).all() and (x + w < MM_W).all()
