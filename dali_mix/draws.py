@@ -14,6 +14,14 @@ import numpy as np
 Boxes = tuple  # (y, x, h, w): four (n,) int64 arrays
 
 
+
+def size_hw(size) -> tuple[int, int]:
+    """(H, W) in pixels from one side (a square) or an (H, W) pair."""
+    if np.isscalar(size):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
 def permutation(rng: np.random.Generator, n: int, no_self_pairs: bool = True) -> np.ndarray:
     """Partner of each sample: a uniform random permutation of range(n), (n,) int64; with
     `no_self_pairs` a uniform random derangement (redrawn until no fixed point; n = 1 excepted)."""

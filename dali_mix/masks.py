@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from dali_mix.draws import size_hw
 from dali_mix.schedule import BatchClock
 
 MAKE_CHUNK = 32
@@ -134,7 +135,7 @@ class FMixMaskBank:
                  seed: int = 0, refresh: bool = True, device: str = "cpu", clock=None,
                  refresh_every: int = 1000, min_refresh_batches: int = 1000,
                  spectrum: str = "official"):
-        h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+        h, w = size_hw(size)
         if h < 1 or w < 1:
             raise ValueError(f"fmix mask size must be positive, got {size!r}")
         if int(bank_size) < 1:

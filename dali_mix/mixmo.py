@@ -353,7 +353,7 @@ class MixMoSampler:
         self.batch_size = int(batch_size)
         self.alpha = float(alpha)
         self.p_cut = p_cut
-        self.size = None if image_size is None else _hw(image_size)
+        self.size = None if image_size is None else draws.size_hw(image_size)
         self.clip = _check_box(box) == "official"
         self.per_sample = bool(per_sample)
         self.seed = int(seed) & 0x7FFFFFFF
@@ -475,14 +475,6 @@ def _check_box(box) -> str:
     if box not in BOXES:
         raise ValueError(f"box must be one of {BOXES}, got {box!r}")
     return box
-
-
-def _hw(image_size) -> tuple[int, int]:
-    """(H, W) from an int side or an (H, W) pair."""
-    if np.isscalar(image_size):
-        return int(image_size), int(image_size)
-    h, w = image_size
-    return int(h), int(w)
 
 
 def _pipeline_seed() -> int:
