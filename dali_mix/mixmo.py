@@ -155,8 +155,10 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
             (the mask follows each sample's size).
         labels: int labels per sample (CPU), shape () or (1,).
         p_cut: probability of Cut-MixMo per sample: float in [0, 1], a DataNode (float32 CPU
-            scalar per sample), or a callable for `fn.external_source(batch=True,
-            batch_info=True)` returning (batch_size,) probabilities (e.g. `CutProbSchedule`).
+            scalar per sample), or a callable taking DALI's batch_info and returning
+            (batch_size,) probabilities (e.g. `CutProbSchedule`), called by the sampler. A
+            sample takes the cut when u < p, u drawn once per batch (per sample with
+            `per_sample`).
         alpha: kappa ~ Beta(alpha, alpha) (MixMo: Dirichlet(2, 2), alpha = 2).
         batch_repetition: b >= 1; see the module docstring (drops (b-1)/b of the input batch).
         layout: "CHW" or "HWC".
@@ -204,7 +206,8 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
 
     if seed is None:
         seed = _pipeline_seed()
-    sampler = MixMoSampler(_batch_size("mixmo_inputs"), alpha=alpha, p_cut=p,
+    sampler = MixMoSampler(_batch_size("mixmo_inputs"), alpha=alpha,
+                           p_cut=None if isinstance(p, DataNode) else p,
                            image_size=image_size, box=box, per_sample=per_sample, seed=seed,
                            clock=clock)
     d = dict(zip(sampler.output_names, fn.external_source(

@@ -230,6 +230,26 @@ def test_p_cut_from_external_source():
     assert not batches[0]["use_cut"].any() and batches[1]["use_cut"].all()
 
 
+def test_p_cut_from_a_data_node():
+    """A DataNode p_cut is compared in the graph with the sampler's u: 0/1 flags give exactly
+    those flags, a constant 0.5 a per-batch choice."""
+    n = 12
+    flags = np.array([i % 3 == 0 for i in range(n)], np.float32)
+    images = constant_images(n)
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=2)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+        y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
+        p = fn.external_source(source=lambda: list(flags), batch=True)
+        return mixmo_inputs(x, y, p_cut=p).use_cut
+
+    p = pipe()
+    p.build()
+    for _ in range(3):
+        np.testing.assert_array_equal(to_np(p.run()[0]), flags.astype(bool))
+
+
 def test_cut_prob_schedule():
     clock = BatchClock(runs_per_epoch=10)
     s = CutProbSchedule(8, total_epochs=12, p=0.5, clock=clock)
