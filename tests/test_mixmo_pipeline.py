@@ -242,7 +242,8 @@ def test_p_cut_from_a_data_node():
         x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
         y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
         p = fn.external_source(source=lambda: list(flags), batch=True)
-        return mixmo_inputs(x, y, p_cut=p).use_cut
+        mm = mixmo_inputs(x, y, p_cut=p)
+        return mm.use_cut, mm.kappa, mm.mask
 
     p = pipe()
     p.build()
