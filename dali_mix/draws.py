@@ -1,11 +1,12 @@
 """The samplers: every random parameter of every method, drawn vectorised in numpy.
 
 This is the one place where a random parameter is drawn (`dali_mix.plan.MixPlanner` for
-RandomMix, `dali_mix.mixmo` for MixMo's inputs). Each function takes a `numpy.random.Generator`
-and a count `n` and returns int64 (pixels) or float64 arrays of length `n`; boxes are
-(y, x, h, w) in pixels, top-left corner and size, inside an (H, W) image. Each one restates its
-method's official code (named in its docstring); the tests compare draws with a re-statement
-of that code written in the test.
+RandomMix, `dali_mix.mixmo.MixMoSampler` for MixMo's inputs). Each sampler takes a
+`numpy.random.Generator` and a count `n` and returns int64 (pixels), float64 (float32 where the
+DALI graph recomputes from the draw) or bool arrays of length `n`; boxes are (y, x, h, w) in
+pixels, top-left corner and size, inside an (H, W) image. Each one restates its method's
+official code (named in its docstring; docs/fidelity.md lists them), and
+tests/test_fidelity.py compares its draws with a restatement of that code written in the test.
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import numpy as np
 Boxes = tuple  # (y, x, h, w): four (n,) int64 arrays
 
 
-
 def size_hw(size) -> tuple[int, int]:
     """(H, W) in pixels from one side (a square) or an (H, W) pair."""
     if np.isscalar(size):
         return int(size), int(size)
     h, w = size
     return int(h), int(w)
+
 
 def permutation(rng: np.random.Generator, n: int, no_self_pairs: bool = True) -> np.ndarray:
     """Partner of each sample: a uniform random permutation of range(n), (n,) int64; with

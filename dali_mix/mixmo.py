@@ -91,9 +91,8 @@ BOXES = ("official", "inside")
 _SALT = 0x6D6D6F  # separates MixMo's draws from other streams of the same seed
 
 __all__ = [
-    "CutProbSchedule", "MixMoBatch", "MixMoSampler", "check_mixmo_args", "cut_mixmo_mask", "mixmo_inputs",
-    "output_names",
-    "repeat_batch", "repetition_indices", "repetition_pairing",
+    "CutProbSchedule", "MixMoBatch", "MixMoSampler", "check_mixmo_args", "cut_mixmo_mask",
+    "mixmo_inputs", "output_names", "repeat_batch", "repetition_indices", "repetition_pairing",
 ]
 
 

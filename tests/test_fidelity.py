@@ -432,7 +432,8 @@ def test_cut_mixmo_pipeline_first_version_is_told_apart():
     area = np.round(np.where(swapped, 1 - kappa.astype(np.float64), kappa) * CM_H * CM_W)
     ry, rx, rh, rw = official_cut_mixmo_boxes(kappa.size, 12)
     assert ks(area, rh * rw) < P_OLD
-    assert 0 < swapped.reshape(32, 64).sum(1).min() or swapped.reshape(32, 64).sum(1).max() < 64
+    per_batch = swapped.reshape(32, 64).sum(1)  # per_sample: swaps vary within each batch
+    assert ((per_batch > 0) & (per_batch < 64)).all()
 
 
 # ------------------------------------------------------------------------------------------------
