@@ -1,4 +1,4 @@
-"""Small DALI graph helpers shared by the mixers: image geometry and per-sample random integers.
+"""Small DALI graph helpers (image geometry, casts) for the MixMo mask graph.
 
 Everything here returns CPU DataNodes holding one scalar per sample (or small per-sample vectors),
 so the same code serves images on the CPU and on the GPU: DALI moves CPU scalars to the GPU when
@@ -27,12 +27,6 @@ def image_hw(images, layout: str):
     return shape[0], shape[1]
 
 
-def to_int(x):
-    """Cast an integer (or bool) scalar DataNode to int32. For floats use `floor_int`:
-    DALI's float -> int cast rounds to the nearest integer."""
-    return fn.cast(x, dtype=types.INT32)
-
-
 def floor_int(x):
     """floor(x) of a float scalar DataNode, as int32 (Python's int() for x >= 0)."""
     return fn.cast(dmath.floor(x), dtype=types.INT32)
@@ -41,22 +35,6 @@ def floor_int(x):
 def to_float(x):
     """Cast a scalar DataNode to float32."""
     return fn.cast(x, dtype=types.FLOAT)
-
-
-def uniform(lo: float = 0.0, hi: float = 1.0):
-    """One float32 per sample, uniform in [lo, hi)."""
-    return fn.random.uniform(range=[float(lo), float(hi)])
-
-
-def randint_below(n):
-    """One int32 per sample, uniform in [0, n) where `n` (>= 1) is an int32 DataNode."""
-    u = uniform()
-    return dmath.min(floor_int(u * to_float(n)), n - 1)
-
-
-def beta(alpha: float):
-    """One float32 per sample drawn from Beta(alpha, alpha)."""
-    return fn.random.beta(alpha=float(alpha), beta=float(alpha))
 
 
 def clamp(x, lo, hi):

@@ -1,17 +1,33 @@
 """The samplers: every random parameter of every method, drawn vectorised in numpy.
 
 This is the one place where a random parameter is drawn (`dali_mix.plan.MixPlanner` for
-RandomMix, `dali_mix.mixmo` for MixMo's inputs). Each function takes a `numpy.random.Generator`
-and a count `n` and returns int64 (pixels) or float64 arrays of length `n`; boxes are
-(y, x, h, w) in pixels, top-left corner and size, inside an (H, W) image. Each one restates its
-method's official code (named in its docstring); the tests compare draws with a re-statement
-of that code written in the test.
+RandomMix, `dali_mix.mixmo.MixMoSampler` for MixMo's inputs). Each sampler takes a
+`numpy.random.Generator` and a count `n` and returns int64 (pixels), float64 (float32 where the
+DALI graph recomputes from the draw) or bool arrays of length `n`; boxes are (y, x, h, w) in
+pixels, top-left corner and size, inside an (H, W) image. Each one restates its method's
+official code (named in its docstring; docs/fidelity.md lists them), and
+tests/test_fidelity.py compares its draws with a restatement of that code written in the test.
 """
 from __future__ import annotations
 
 import numpy as np
 
 Boxes = tuple  # (y, x, h, w): four (n,) int64 arrays
+
+
+def size_hw(size) -> tuple[int, int]:
+    """(H, W) in pixels from one side (a square) or an (H, W) pair; ValueError naming the value
+    when it is neither, or not positive."""
+    try:
+        if np.isscalar(size):
+            h = w = int(size)
+        else:
+            h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be an int or (H, W), got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"image_size must be positive, got {size!r}")
+    return h, w
 
 
 def permutation(rng: np.random.Generator, n: int, no_self_pairs: bool = True) -> np.ndarray:
@@ -41,6 +57,17 @@ def mixup_lams(rng: np.random.Generator, n: int, alpha: float) -> np.ndarray:
     return rng.beta(alpha, alpha, size=n)
 
 
+def centred_boxes(cy, cx, cut_h, cut_w, H: int, W: int) -> Boxes:
+    """Boxes of side (cut_h, cut_w) centred at pixel (cy, cx), as the official CutMix / Cutout /
+    MixMo code builds them: rows [cy - cut_h//2, cy + cut_h//2) clipped to [0, H], columns
+    likewise (an odd side loses a pixel, a box over the border is cut). Integer arrays (or
+    scalars) broadcast together; returns (y, x, h, w) int64."""
+    cut_h, cut_w = np.asarray(cut_h, np.int64), np.asarray(cut_w, np.int64)
+    y1, y2 = np.clip(cy - cut_h // 2, 0, H), np.clip(cy + cut_h // 2, 0, H)
+    x1, x2 = np.clip(cx - cut_w // 2, 0, W), np.clip(cx + cut_w // 2, 0, W)
+    return y1, x1, y2 - y1, x2 - x1
+
+
 def cutmix_boxes(rng: np.random.Generator, n: int, H: int, W: int, alpha: float = 1.0,
                  minmax: tuple[float, float] | None = None) -> Boxes:
     """CutMix boxes.
@@ -54,10 +81,8 @@ def cutmix_boxes(rng: np.random.Generator, n: int, H: int, W: int, alpha: float 
     if minmax is None:
         cut = np.sqrt(1.0 - rng.beta(alpha, alpha, size=n))
         cut_h, cut_w = (H * cut).astype(np.int64), (W * cut).astype(np.int64)
-        cy, cx = rng.integers(0, H, size=n), rng.integers(0, W, size=n)
-        y1, y2 = np.clip(cy - cut_h // 2, 0, H), np.clip(cy + cut_h // 2, 0, H)
-        x1, x2 = np.clip(cx - cut_w // 2, 0, W), np.clip(cx + cut_w // 2, 0, W)
-        return y1, x1, y2 - y1, x2 - x1
+        return centred_boxes(rng.integers(0, H, size=n), rng.integers(0, W, size=n),
+                             cut_h, cut_w, H, W)
     lo, hi = minmax
     h = rng.integers(int(H * lo), max(int(H * hi), int(H * lo) + 1), size=n)
     w = rng.integers(int(W * lo), max(int(W * hi), int(W * lo) + 1), size=n)
@@ -67,13 +92,25 @@ def cutmix_boxes(rng: np.random.Generator, n: int, H: int, W: int, alpha: float 
 
 
 def resizemix_patches(rng: np.random.Generator, n: int, H: int, W: int,
-                      scale: tuple[float, float] = (0.1, 0.8)) -> Boxes:
-    """ResizeMix patches (JayQine/ResizeMix `getbox_new`, the paper): tau ~ U(scale), patch
-    h = max(1, int(H*tau)), w = max(1, int(W*tau)), corner uniform with the patch fully inside."""
+                      scale: tuple[float, float] = (0.1, 0.8), centred: bool = True) -> Boxes:
+    """ResizeMix patches: tau ~ U(scale), patch h = max(1, int(H*tau)), w = max(1, int(W*tau))
+    (`F.interpolate(scale_factor=tau)`'s floor), always fully inside the image (the paper's
+    whole shrunk image, no clipping).
+
+    Position: with `centred` (JayQine/ResizeMix `getbox_new`, the official code) a centre c
+    uniform over the image, the corner c - side//2 then shifted inside: min(max(c - side//2,
+    0), H - h), so patches touch a border more often than uniformly placed ones (about
+    half of them at tau = 0.5); `centred=False`: corner uniform in [0, H - h] x [0, W - w]
+    (this library's first version).
+    """
     tau = rng.uniform(scale[0], scale[1], size=n)
     h = np.maximum((H * tau).astype(np.int64), 1)
     w = np.maximum((W * tau).astype(np.int64), 1)
-    return rng.integers(0, H - h + 1), rng.integers(0, W - w + 1), h, w
+    if not centred:
+        return rng.integers(0, H - h + 1), rng.integers(0, W - w + 1), h, w
+    y = np.minimum(np.maximum(rng.integers(0, H, size=n) - h // 2, 0), H - h)
+    x = np.minimum(np.maximum(rng.integers(0, W, size=n) - w // 2, 0), W - w)
+    return y, x, h, w
 
 
 def fmix_thresholds(rng: np.random.Generator, n: int, pixels: int, alpha: float = 1.0) -> np.ndarray:
@@ -89,10 +126,8 @@ def cutout_boxes(rng: np.random.Generator, n: int, H: int, W: int, holes: int = 
     """Cutout holes (uoguelph-mlrg/Cutout `Cutout.__call__`): `holes` squares of side `length`
     per sample, centre uniform, [c - length//2, c + length//2) clipped at the borders.
     Returns (n, holes) int64 arrays (y, x, h, w)."""
-    cy, cx = rng.integers(0, H, size=(n, holes)), rng.integers(0, W, size=(n, holes))
-    y1, y2 = np.clip(cy - length // 2, 0, H), np.clip(cy + length // 2, 0, H)
-    x1, x2 = np.clip(cx - length // 2, 0, W), np.clip(cx + length // 2, 0, W)
-    return y1, x1, y2 - y1, x2 - x1
+    return centred_boxes(rng.integers(0, H, size=(n, holes)), rng.integers(0, W, size=(n, holes)),
+                         length, length, H, W)
 
 
 def erasing_boxes(rng: np.random.Generator, n: int, H: int, W: int, p: float = 0.5,
@@ -124,4 +159,74 @@ def erasing_boxes(rng: np.random.Generator, n: int, H: int, W: int, p: float = 0
         y[done] = rng.integers(0, H - hh[ok] + 1)
         x[done] = rng.integers(0, W - ww[ok] + 1)
         todo = todo[~ok]
+    return y, x, h, w
+
+
+# ------------------------------------------------------------------------------------------------
+# MixMo (alexrame/mixmo-pytorch): kappa per sample; the Cut-MixMo choice and the roles per batch
+# ------------------------------------------------------------------------------------------------
+
+def mixmo_kappas(rng: np.random.Generator, n: int, alpha: float = 2.0) -> np.ndarray:
+    """MixMo mixing ratios kappa ~ Beta(alpha, alpha), (n,) float64: the first component of
+    the official `misc.sample_lams`'s Dirichlet((alpha, alpha)) (M = 2 inputs), one per sample."""
+    return rng.beta(alpha, alpha, size=n)
+
+
+def mixmo_roles(rng: np.random.Generator, n: int, p_cut=0.5,
+                per_sample: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut-MixMo or Linear-MixMo, and the role swap, (n,) each.
+
+    Official code (`MixMoDataset._init_dict_output_mixmo`): one batch seed, shared by the batch,
+    decides both: `random_lower_than(p, seed=batch_seed)` (Cut-MixMo when u < p) and the
+    shuffle of the (lam, mask) pairs (swap with probability 1/2). So by default one u and one
+    swap per batch; `per_sample=True` draws them per sample (this library's extension).
+
+    Args:
+        p_cut: probability of Cut-MixMo, a float or (n,) probabilities (a 0/1 flag array gives
+            exactly those flags).
+    Returns: use_cut (n,) bool = u < p_cut, swapped (n,) bool, u (n,) float32: the uniform(s)
+        compared with p_cut, for a probability known only in the graph.
+    """
+    size = n if per_sample else 1
+    u = np.broadcast_to(rng.random(size, dtype=np.float32), (n,))
+    swapped = np.broadcast_to(rng.random(size) < 0.5, (n,))
+    return u < np.asarray(p_cut, np.float32), swapped.copy(), u.copy()
+
+
+def cut_mixmo_centres(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit positions of the Cut-MixMo boxes, (2, n) float32 in [0, 1): rows y, x. A box of an
+    (H, W) image is placed at floor(u * H) (see `cut_mixmo_boxes`), so the same draws serve
+    images whose size is known only in the graph."""
+    return rng.random((2, n), dtype=np.float32)
+
+
+def cut_mixmo_boxes(rng: np.random.Generator, n: int, H: int, W: int, kappa,
+                    clip: bool = True, centres: np.ndarray | None = None) -> Boxes:
+    """Cut-MixMo boxes (y, x, h, w) for target areas `kappa` (n,) (float32 as the pipeline
+    carries it; the arithmetic is float32 so that the DALI graph, `dali_mix.mixmo`, computes
+    the same pixels from the same draws).
+
+    * clip=True (official `_rand_bbox_of_area_lam`): sides int(H * sqrt(kappa)) and
+      int(W * sqrt(kappa)), centre uniform over the image (floor(u * side)), the box
+      [c - side//2, c + side//2) clipped at the borders: its area, the mask mean the official
+      code uses as kappa, is often well below kappa (mean 0.31 at kappa ~ Beta(2, 2)).
+    * clip=False (this library's first version): h = round(sqrt(kappa) * H), w =
+      round(kappa * H * W / h) (clamped to W; 0 when h = 0), corner uniform with the box fully
+      inside: area kappa * H * W to half a pixel row.
+
+    `centres`: (2, n) unit positions from `cut_mixmo_centres` (drawn here when None).
+    """
+    u = cut_mixmo_centres(rng, n) if centres is None else np.asarray(centres, np.float32)
+    k = np.asarray(kappa, np.float32)
+    Hf, Wf = np.float32(H), np.float32(W)
+    if clip:
+        root = np.sqrt(k)
+        cy = np.minimum(np.floor(u[0] * Hf), Hf - 1).astype(np.int64)
+        cx = np.minimum(np.floor(u[1] * Wf), Wf - 1).astype(np.int64)
+        return centred_boxes(cy, cx, np.floor(Hf * root), np.floor(Wf * root), H, W)
+    h = np.clip(np.floor(Hf * np.sqrt(k) + np.float32(0.5)), 0, H).astype(np.int64)
+    w = np.floor(k * Hf * Wf / np.maximum(h, 1).astype(np.float32) + np.float32(0.5))
+    w = np.where(h > 0, np.clip(w, 0, W), 0).astype(np.int64)
+    y = np.minimum(np.floor(u[0] * (H - h + 1).astype(np.float32)), H - h).astype(np.int64)
+    x = np.minimum(np.floor(u[1] * (W - w + 1).astype(np.float32)), W - w).astype(np.int64)
     return y, x, h, w

@@ -1,21 +1,26 @@
 """FMix masks: low-frequency Fourier images (torch.fft) stored as pixel ranks, fed a batch at a time.
 
-Harris et al., "FMix" (ecs-vlc/FMix `fmix.py`): a random complex spectrum scaled by
-1 / max(f, 1/max(H, W)) ** decay_power, inverse FFT, real part; the binary mask keeps the top
-lam*N pixels. Binarising needs a sort; sorting per draw would be the slow part, so the bank stores
-each grey image's *ranks* (0 = brightest pixel, uint16 when H*W <= 65536, else int32) once, and
-binarising is one comparison, `ranks < k`: in the DALI graph (`dali_mix.mixers.fmix`), in the
-fused CPU operator (`dali_mix.native`) or, on random_mix's fast path on DALI's operators, in
-numpy (`dali_mix.plan.MixPlanner`, which also turns the mask into paste runs).
+Harris et al., "FMix" (ecs-vlc/FMix `fmix.py`): a random spectrum scaled by
+1 / max(f, 1/max(H, W)) ** decay_power, inverse FFT; the binary mask keeps the top lam*N pixels.
+The spectrum is the official code's by default (a real one: point-symmetric masks with more,
+thinner regions, those behind the published results) or the paper's complex one
+(`spectrum="paper"`, a recipe's `fmix_spectrum`); see `low_frequency_images`. Binarising needs
+a sort; sorting per draw would be the slow part, so the bank stores each grey image's *ranks*
+(0 = brightest pixel, uint16 when H*W <= 65536, else int32) once, and binarising is one
+comparison, `ranks < k`: in the DALI graph (`dali_mix.mixers.fmix`), in the fused CPU operator
+(`dali_mix.native`) or, on random_mix's fast path on DALI's operators, in numpy
+(`dali_mix.plan.MixPlanner`, which also turns the mask into paste runs).
 
 Bank: `bank_size` rank images of (H, W, 1), made on the CPU (or on `device`, cuFFT on a GPU),
 regenerated in a background thread from (seed, bank index), so a run is reproducible and a
 resumed run gets the same masks. A new bank comes at an epoch boundary once the current one has
 served at least `min_refresh_batches` batches (default 1000): every epoch on ImageNet, every few
 epochs on small data sets, so that making banks never costs more than make_bank / 1000 per
-batch. Memory: 2 * bank_size * H * W bytes per bank (two banks live while the next one is made):
-256 masks at 224x224 are 25.7 MB each. Cost: about 0.3-1 s per bank of 256 at 224x224 on one CPU
-core, off the training thread (under 1 ms per batch amortised).
+batch. Memory: a bank holds bank_size * H * W ranks of 2 bytes (uint16; 4 bytes, int32, when
+H * W > 65536): 25.7 MB for 256 masks at 224x224, and two banks live while the next one is made
+(51 MB). Making a bank needs, besides the new bank, about 24 bytes per pixel for `MAKE_CHUNK` (32) images
+at a time (float images, spectrum, sort indices): about 40 MB at 224x224 (measured peak resident
+growth while making a 256-mask 224x224 bank: 110 MB, 310 MB without the chunks).
 Per batch the callback only gathers views (no copy): the per-batch cost is negligible.
 Each drawn mask is flipped at random (horizontally and/or vertically) in the graph.
 """
@@ -27,27 +32,58 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from dali_mix.draws import size_hw
 from dali_mix.schedule import BatchClock
 
+MAKE_CHUNK = 32
+"""Rank images made per torch call in `FMixMaskBank.make_bank` (bounds its transient memory)."""
 
-def fft_frequencies(h: int, w: int) -> torch.Tensor:
-    """Magnitudes of the sample frequencies of an (h, w) rfft2 grid, shape (h, w // 2 + 1), float32."""
-    fy = torch.fft.fftfreq(h)[:, None]
-    fx = torch.fft.rfftfreq(w)[None, :]
+
+SPECTRA = ("official", "paper")
+
+
+def fft_frequencies(h: int, w: int, spectrum: str = "paper") -> torch.Tensor:
+    """Magnitudes |f| (cycles per pixel) of the sample frequencies of an (h, w) real FFT grid,
+    float32, shape (h, w // 2 + 1). With `spectrum="official"`, ecs-vlc/FMix `fftfreqnd`'s
+    grid: (h, w // 2 + 2) for an odd w (one extra, negative x frequency)."""
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    width = w // 2 + 1 + (w % 2 if spectrum == "official" else 0)
+    fx = torch.fft.fftfreq(w, dtype=torch.float64)[None, :width].abs()
     return torch.sqrt(fx * fx + fy * fy).float()
 
 
 def low_frequency_images(n: int, h: int, w: int, decay_power: float = 3.0, *,
-                         generator: torch.Generator | None = None, device: str = "cpu") -> torch.Tensor:
-    """`n` real low-frequency images of shape (h, w), float32, as FMix's `make_low_freq_image`.
+                         generator: torch.Generator | None = None, device: str = "cpu",
+                         spectrum: str = "official") -> torch.Tensor:
+    """`n` real low-frequency images, (n, h, w) float32, zero mean and unit max-abs (the ranks,
+    all that the masks use, do not depend on this normalisation).
 
-    The spectrum is complex Gaussian noise scaled by 1 / max(f, 1/max(h, w)) ** decay_power.
-    Each image is normalised to zero mean and unit max-abs (ranks do not depend on this).
+    Both spectra draw standard Gaussian noise scaled by 1 / max(|f|, 1/max(h, w)) ** decay_power
+    and take the inverse real FFT:
+
+    * "official": ecs-vlc/FMix `make_low_freq_image` as published. `get_spectrum` draws
+      (h, F, 2) Gaussians (F = `fft_frequencies(..., "official")` columns), scaled per frequency,
+      and the reshape to (h, 2F) hands `irfftn` a *real* array: x-frequency column j holds the
+      real (j even) or imaginary (j odd) draw of frequency j // 2, truncated to w // 2 + 1
+      columns. A real spectrum gives point-symmetric images (m(y, x) = m(-y, -x) modulo the
+      size), and the x axis gets twice the power at high frequencies: masks with more, thinner
+      regions (at 32x32 about 5.5 connected regions and 0.12 boundary edges per pixel). The
+      published FMix and RandomMix results come from these masks.
+    * "paper": the formula of the paper, a complex spectrum (independent real and imaginary
+      parts at every frequency): isotropic, no symmetry (at 32x32 about 3.7 regions and 0.077
+      boundary edges per pixel).
     """
-    freqs = fft_frequencies(h, w).to(device)
+    if spectrum not in SPECTRA:
+        raise ValueError(f"fmix_spectrum must be one of {SPECTRA}, got {spectrum!r}")
+    freqs = fft_frequencies(h, w, spectrum).to(device)
     scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
-    spec = torch.randn((n, 2) + tuple(freqs.shape), generator=generator).to(device)
-    spec = torch.complex(spec[:, 0], spec[:, 1]) * scale
+    if spectrum == "official":
+        noise = torch.randn((n,) + tuple(freqs.shape) + (2,), generator=generator).to(device)
+        spec = (noise * scale[..., None]).reshape(n, h, -1)[:, :, : w // 2 + 1]
+        spec = torch.complex(spec, torch.zeros_like(spec))
+    else:
+        noise = torch.randn((n, 2) + tuple(freqs.shape), generator=generator).to(device)
+        spec = torch.complex(noise[:, 0], noise[:, 1]) * scale
     img = torch.fft.irfft2(spec, s=(h, w))
     img = img - img.mean(dim=(1, 2), keepdim=True)
     return img / img.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
@@ -84,6 +120,8 @@ class FMixMaskBank:
         batch_size: samples per batch.
         bank_size: rank images per bank (distinct masks per epoch, before random flips).
         decay_power: FMix decay power (paper default 3).
+        spectrum: "official" (ecs-vlc/FMix's masks, the default) or "paper" (the paper's
+            complex spectrum); see `low_frequency_images`. A recipe's `fmix_spectrum`.
         seed: base seed.
         refresh: remake the bank (False: one bank for the whole run).
         device: where torch.fft runs ("cpu" or "cuda").
@@ -95,14 +133,18 @@ class FMixMaskBank:
 
     def __init__(self, size, batch_size: int, *, bank_size: int = 256, decay_power: float = 3.0,
                  seed: int = 0, refresh: bool = True, device: str = "cpu", clock=None,
-                 refresh_every: int = 1000, min_refresh_batches: int = 1000):
-        h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+                 refresh_every: int = 1000, min_refresh_batches: int = 1000,
+                 spectrum: str = "official"):
+        h, w = size_hw(size)
         if h < 1 or w < 1:
             raise ValueError(f"fmix mask size must be positive, got {size!r}")
         if int(bank_size) < 1:
             raise ValueError(f"fmix_bank_size must be >= 1, got {bank_size}")
         if not float(decay_power) > 0:
             raise ValueError(f"fmix_decay_power must be > 0, got {decay_power}")
+        if spectrum not in SPECTRA:
+            raise ValueError(f"fmix_spectrum must be one of {SPECTRA}, got {spectrum!r}")
+        self.spectrum = spectrum
         self.size = (h, w)
         self.batch_size = int(batch_size)
         self.bank_size = int(bank_size)
@@ -120,6 +162,17 @@ class FMixMaskBank:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmix-bank")
         self._banks: dict[int, Future] = {}
 
+    @classmethod
+    def from_recipe(cls, recipe, batch_size: int, *, size=None, seed: int | None = None,
+                    **kwargs) -> "FMixMaskBank":
+        """The bank a `MixRecipe` asks for: its fmix_size (or `size`, default 224x224),
+        fmix_bank_size, fmix_decay_power, fmix_spectrum and seed (or `seed`); `kwargs` go to
+        the constructor (clock, device, refresh, ...)."""
+        return cls(size or recipe.fmix_size or (224, 224), batch_size,
+                   bank_size=recipe.fmix_bank_size, decay_power=recipe.fmix_decay_power,
+                   spectrum=recipe.fmix_spectrum,
+                   seed=recipe.seed if seed is None else seed, **kwargs)
+
     def refresh_period(self) -> int:
         """Epochs per bank: the fewest whole epochs of at least `min_refresh_batches` batches (1
         without a clock's epoch length, or when epochs are that long)."""
@@ -134,12 +187,18 @@ class FMixMaskBank:
 
     def make_bank(self, index: int) -> np.ndarray:
         """Bank number `index`: (bank_size, h, w, 1) ranks, a pure function of (seed, index)
-        (without refresh, of the seed)."""
+        (without refresh, of the seed). Made `MAKE_CHUNK` images at a time, so the float
+        images and sort indices (about 24 bytes per pixel) exist for one chunk only."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + (index if self.refresh else 0))
+        h, w = self.size
+        out = np.empty((self.bank_size, h, w, 1), np.uint16 if h * w <= 65536 else np.int32)
         with torch.no_grad():
-            imgs = low_frequency_images(self.bank_size, *self.size, self.decay_power,
-                                        generator=g, device=self.device)
-            return pixel_ranks(imgs)
+            for start in range(0, self.bank_size, MAKE_CHUNK):
+                n = min(MAKE_CHUNK, self.bank_size - start)
+                imgs = low_frequency_images(n, h, w, self.decay_power, generator=g,
+                                            device=self.device, spectrum=self.spectrum)
+                out[start:start + n] = pixel_ranks(imgs)
+        return out
 
     def bank(self, epoch: int) -> np.ndarray:
         """The bank for `epoch`, waiting for it if needed; starts making the next one."""

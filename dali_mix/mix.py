@@ -21,7 +21,8 @@ from dali_mix.config import MixRecipe
 from dali_mix.execute import Encoder, Geometry, Normalization
 from dali_mix.labels import scalar_labels, weighted_targets
 from dali_mix.masks import FMixMaskBank
-from dali_mix.plan import MixPlanner, image_hw
+from dali_mix.draws import size_hw
+from dali_mix.plan import MixPlanner
 from dali_mix.schedule import BatchClock
 
 __all__ = ["MixResult", "Normalization", "output_names", "random_mix"]
@@ -109,13 +110,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     if image_size is None:
         raise ValueError("random_mix needs image_size=(H, W): the plan's boxes are drawn for it "
                          "before the images exist (it is checked against every image at run time)")
-    height, width = image_hw(image_size)
+    height, width = size_hw(image_size)
     if "fmix" in recipe.candidates and recipe.fmix_size is None:
         recipe = recipe.with_(fmix_size=(height, width))
     pipe = _current_pipeline()
     if "fmix" in recipe.candidates and fmix_bank is None:
-        fmix_bank = FMixMaskBank(recipe.fmix_size, pipe.max_batch_size, bank_size=recipe.fmix_bank_size,
-                                 decay_power=recipe.fmix_decay_power, seed=recipe.seed, clock=clock)
+        fmix_bank = FMixMaskBank.from_recipe(recipe, pipe.max_batch_size, clock=clock)
     if clock is None:
         clock = fmix_bank.clock if fmix_bank is not None else BatchClock()
     seed = pipe.seed if pipe.seed is not None and pipe.seed >= 0 else \

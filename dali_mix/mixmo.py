@@ -6,9 +6,16 @@ MixMo (Ramé, Sun, Cord, ICCV 2021) mixes *features* inside the network (see
     images0 = x_i, labels0 = y_i                       the sample itself
     images1 = x_j, labels1 = y_j, j = perm[i]          its partner in the same batch (j != i)
     kappa   ~ Beta(alpha, alpha)                       (= Dirichlet(2, 2) for M = 2), float32
-    use_cut ~ Bernoulli(p_cut)                         Cut-MixMo (True) or Linear-MixMo (False)
+    use_cut = u < p_cut                                Cut-MixMo (True) or Linear-MixMo (False)
     mask                                               uint8 {0, 1}, (1, H, W) for CHW / (H, W, 1)
                                                        for HWC: 1 where input 0 is kept
+
+Every random parameter (the partner, kappa, u, the role swap, the box position) is drawn in numpy by
+`dali_mix.draws` (`MixMoSampler`, one external source per batch, a pure function of
+(seed, epoch, step)), as the official code (alexrame/mixmo-pytorch) draws them: kappa and the box
+per sample; the cut-or-linear choice (one u) and the role swap once per batch, from the batch
+seed (`per_sample=True` draws them per sample). Only batch repetition's random subset of the
+batch comes from DALI (`fn.batch_permutation`).
 
 Inside your own `@pipeline_def`::
 
@@ -22,21 +29,28 @@ and on the torch side::
     logits, k_used = net(x0, x1, kappa=kappa, mask=mask, use_cut=use_cut, return_kappa=True)
     loss = mixmo_loss(logits, t0, t1, k_used)
 
-Cut-MixMo mask (as `dali_mix.torch.mixmo.cut_mixmo_mask(clip=False)`): a rectangle of height
-``bh = round(sqrt(k) * H)`` and width ``bw = round(k * H * W / bh)`` (clamped to the image) at a
-uniform position *fully inside* the image is set to 1, the rest 0; with probability 1/2 the roles
-of the two inputs are swapped (``mask -> 1 - mask``). For samples with ``use_cut`` the output
-``kappa`` is the exact mask mean (float32, correctly rounded ratio of integer pixel counts); for
-linear samples it is the drawn kappa. The mask is made for every sample (the model ignores it
-where ``use_cut`` is False). It is built with copies only (`fn.full` + two `fn.erase` over a
-single-channel uint8 image), no arithmetic over pixels, no per-sample Python. Give the model the
-kappa it reports (`return_kappa=True`): at feature resolution the mask mean moves by up to one
-ring of feature cells (`dali_mix.torch.mixmo.resize_mask`).
+Cut-MixMo mask (default ``box="official"``, the official `_cutmix_mask` /
+`_rand_bbox_of_area_lam`, as `dali_mix.torch.mixmo.cut_mixmo_mask(clip=True)`): a box of sides
+``int(sqrt(k) * H)`` and ``int(sqrt(k) * W)``, centre uniform over the image, clipped at the
+borders, is set to 1 and the rest 0; the roles of the two inputs are swapped with probability 1/2
+(``mask -> 1 - mask``). The clipped box usually covers less than k (mask mean 0.31 at
+k ~ Beta(2, 2), not 0.5): as in the official code, the output ``kappa`` of a Cut-MixMo sample is
+the exact mask mean (float32, correctly rounded ratio of integer pixel counts), which the loss
+weights use; for linear samples it is the drawn kappa. ``box="inside"`` is this library's first
+box (as `cut_mixmo_mask(clip=False)`): height ``round(sqrt(k) * H)``, width
+``round(k * H * W / height)``, fully inside, mean k to half a pixel row. With ``image_size`` the
+boxes are drawn in pixels in numpy; without, the graph scales the same draws to each sample's
+size (`cut_mixmo_mask`), with the same float32 arithmetic, so both give the same masks.
+The mask is made for every sample (the model ignores it where ``use_cut`` is False). It is built
+with copies only (`fn.full` + two `fn.erase` over a single-channel uint8 image), no arithmetic over
+pixels, no per-sample Python. Give the model the kappa it reports (`return_kappa=True`): at
+feature resolution the mask mean moves by up to one ring of feature cells
+(`dali_mix.torch.mixmo.resize_mask`).
 
 `p_cut` (probability of Cut-MixMo) is a float, a DataNode (float32 CPU scalar per sample, a
-probability; 0/1 flags work too), or a callable for
-``fn.external_source(batch=True, batch_info=True)`` returning a (batch_size,) array of per-sample
-probabilities (bool / 0-1 flags are probabilities 0 and 1). `CutProbSchedule` is such a callable:
+probability; 0/1 flags work too), or a callable taking DALI's batch_info and returning a
+(batch_size,) array of per-sample probabilities (bool / 0-1 flags are probabilities 0 and 1),
+called by the `MixMoSampler`. A sample uses the cut when ``u < p``, u shared by the batch. `CutProbSchedule` is such a callable:
 MixMo's schedule, p constant then a linear decay to 0 over the last 1/12 of training, exact per
 batch (it reads the epoch DALI passes in) without rebuilding the pipeline.
 
@@ -67,13 +81,17 @@ from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 import nvidia.dali.math as dmath
 
-from dali_mix._graph import beta, check_layout, clamp, image_hw, randint_below, to_float
+from dali_mix import draws
+from dali_mix._graph import check_layout, clamp, floor_int, image_hw, to_float
 from dali_mix.labels import check_smoothing, dense_targets, scalar_labels
-from dali_mix.pairing import pair
+from dali_mix.schedule import BatchClock
+
+BOXES = ("official", "inside")
+_SALT = 0x6D6D6F  # separates MixMo's draws from other streams of the same seed
 
 __all__ = [
-    "CutProbSchedule", "MixMoBatch", "check_mixmo_args", "cut_mixmo_mask", "mixmo_inputs", "output_names",
-    "repeat_batch", "repetition_indices", "repetition_pairing",
+    "CutProbSchedule", "MixMoBatch", "MixMoSampler", "check_mixmo_args", "cut_mixmo_mask",
+    "mixmo_inputs", "output_names", "repeat_batch", "repetition_indices", "repetition_pairing",
 ]
 
 
@@ -125,7 +143,9 @@ def output_names(num_classes: int | None = None) -> list[str]:
 
 def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetition: int = 1,
                  layout: str = "CHW", num_classes: int | None = None, smoothing: float = 0.0,
-                 repeat: bool = True, no_self_pairs: bool = True) -> MixMoBatch:
+                 repeat: bool = True, no_self_pairs: bool = True, image_size=None,
+                 box: str = "official", per_sample: bool = False, seed: int | None = None,
+                 clock: BatchClock | None = None) -> MixMoBatch:
     """MixMo inputs for a batch: partners, kappa, Cut-MixMo mask and flag (module docstring).
 
     Args:
@@ -133,8 +153,10 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
             (the mask follows each sample's size).
         labels: int labels per sample (CPU), shape () or (1,).
         p_cut: probability of Cut-MixMo per sample: float in [0, 1], a DataNode (float32 CPU
-            scalar per sample), or a callable for `fn.external_source(batch=True,
-            batch_info=True)` returning (batch_size,) probabilities (e.g. `CutProbSchedule`).
+            scalar per sample), or a callable taking DALI's batch_info and returning
+            (batch_size,) probabilities (e.g. `CutProbSchedule`), called by the sampler. A
+            sample takes the cut when u < p, u drawn once per batch (per sample with
+            `per_sample`).
         alpha: kappa ~ Beta(alpha, alpha) (MixMo: Dirichlet(2, 2), alpha = 2).
         batch_repetition: b >= 1; see the module docstring (drops (b-1)/b of the input batch).
         layout: "CHW" or "HWC".
@@ -145,6 +167,17 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
             the batch is already laid out by `repeat_batch(..., batch_repetition=b)`.
         no_self_pairs: with b = 1, forbid perm[i] == i (default, as MixMo pairs two different
             samples). With b >= 2 self-pairs are always excluded.
+        image_size: (H, W) (or one side) of every image when known: the boxes are then drawn
+            in numpy in pixels and the graph only paints them; None: the graph scales the same
+            unit draws to each sample's size (images of any size).
+        box: "official" (the official `_rand_bbox_of_area_lam`: side int(sqrt(kappa) * side),
+            centre uniform, clipped at the borders) or "inside" (this library's first box:
+            area kappa to half a pixel row, fully inside). See `dali_mix.draws.cut_mixmo_boxes`.
+        per_sample: draw the Cut-MixMo choice and the role swap per sample instead of once per
+            batch (the official code's batch seed).
+        seed: seed of the draws (default: the pipeline's seed; a random one when it has none).
+        clock: a `dali_mix.schedule.BatchClock` mapping DALI's run counter to (epoch, step) (the
+            draws are a pure function of (seed, epoch, step)); a plain run counter when None.
 
     Returns: a MixMoBatch.
     Raises: ValueError naming the argument, when the graph is built.
@@ -153,24 +186,39 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     check_mixmo_args(p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
                      smoothing=smoothing, num_classes=num_classes)
     b = int(batch_repetition)
+    _check_box(box)
     p = _cut_probability(p_cut)
 
     labels = scalar_labels(labels)
+    if seed is None:
+        seed = _pipeline_seed()
+    sampler = MixMoSampler(_batch_size("mixmo_inputs"), alpha=alpha,
+                           p_cut=None if isinstance(p, DataNode) else p,
+                           image_size=image_size, box=box, per_sample=per_sample, seed=seed,
+                           clock=clock, no_self_pairs=no_self_pairs)
+    d = dict(zip(sampler.output_names, fn.external_source(
+        source=sampler, num_outputs=len(sampler.output_names), batch=True, batch_info=True)))
     if b == 1:
-        pairs = pair(images, labels, no_self_pairs=no_self_pairs)
-        images0, labels0, images1, labels1 = images, labels, pairs.images_b, pairs.labels_b
+        partner = d["perm"]
+        images0, labels0 = images, labels
     else:
-        n = _batch_size("batch_repetition")
+        n = _batch_size("batch_repetition > 1")
         if repeat:
             images, labels = repeat_batch(images, labels, batch_repetition=b)
         partner = repetition_pairing(n, b)
         images0, labels0 = images, labels
-        images1 = fn.permute_batch(images, indices=partner)
-        labels1 = fn.permute_batch(labels, indices=partner)
-
-    kappa_drawn = beta(alpha)
-    use_cut = fn.random.coin_flip(probability=p, dtype=types.BOOL)
-    mask, kappa_cut, swapped = cut_mixmo_mask(images0, kappa_drawn, layout=layout)
+    images1 = fn.permute_batch(images, indices=partner)
+    labels1 = fn.permute_batch(labels, indices=partner)
+    kappa_drawn, swapped = d["kappa_drawn"], d["swapped"]
+    use_cut = d["use_cut"] if "use_cut" in d else d["u_cut"] < p
+    if image_size is None:
+        mask, kappa_cut, _ = cut_mixmo_mask(images0, kappa_drawn, layout=layout, box=box,
+                                            centres=d["centres"], swapped=swapped)
+    else:
+        H, W = image_hw(images0, layout)
+        y, x, bh, bw = (d["box"][i] for i in range(4))
+        mask = _paint_mask(H, W, y, x, bh, bw, swapped, layout, images0.device)
+        kappa_cut = d["kappa_cut"]
     cut = to_float(use_cut)
     kappa = kappa_cut * cut + kappa_drawn * (1.0 - cut)  # exact: one term is x*1, the other 0
 
@@ -200,31 +248,62 @@ def check_mixmo_args(*, p_cut=0.5, alpha: float = 2.0, batch_repetition: int = 1
         _check_layout_size(int(batch_size), b)
 
 
-def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True):
-    """Cut-MixMo masks at the resolution of `images` (module docstring; as the torch reference
-    `dali_mix.torch.mixmo.cut_mixmo_mask(clip=False)`).
+def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True,
+                   box: str = "official", centres=None, swapped=None):
+    """Cut-MixMo masks at the resolution of `images`, the box scaled in the graph to each
+    sample's size (as `dali_mix.draws.cut_mixmo_boxes`, from the same float32 draws).
 
     Args:
         images: the batch whose spatial size the masks take (only its shape is read).
         kappa: float32 CPU scalar per sample in [0, 1], the target proportion of ones.
         layout: layout of `images`; the mask is (1, H, W) for "CHW", (H, W, 1) for "HWC".
-        swap: exchange the roles with probability 1/2 (mask -> 1 - mask).
+        swap: exchange the roles with probability 1/2 per sample (mask -> 1 - mask), when
+            `swapped` is not given.
+        box: "official" (clipped, centred box) or "inside"; see `mixmo_inputs`.
+        centres: (2,) float32 CPU unit positions (y, x) per sample (`draws.cut_mixmo_centres`);
+            None: drawn here with `fn.random.uniform`.
+        swapped: bool CPU scalar per sample, the role swap; None: drawn here (see `swap`).
 
     Returns: (mask uint8 on the images' device, kappa_true float32 CPU scalar = exact mask mean,
         swapped bool CPU scalar).
     """
     check_layout(layout)
+    _check_box(box)
     H, W = image_hw(images, layout)
     Hf, Wf = to_float(H), to_float(W)
-    bh = clamp(_round(Hf * dmath.sqrt(kappa)), 0, H)
-    has_h = dmath.min(bh, 1)  # 0 where bh == 0
-    bw = clamp(_round(kappa * Hf * Wf / to_float(dmath.max(bh, 1))), 0, W) * has_h
-    y = randint_below(H - bh + 1)
-    x = randint_below(W - bw + 1)
-    if swap:
-        swapped = fn.random.coin_flip(probability=0.5, dtype=types.BOOL)
+    if centres is None:
+        centres = fn.random.uniform(range=[0.0, 1.0], shape=[2])
+    uy, ux = centres[0], centres[1]
+    if box == "official":
+        root = dmath.sqrt(kappa)
+        cy = dmath.min(floor_int(uy * Hf), H - 1)
+        cx = dmath.min(floor_int(ux * Wf), W - 1)
+        cut_h, cut_w = floor_int(Hf * root), floor_int(Wf * root)
+        y, y2 = clamp(cy - cut_h // 2, 0, H), clamp(cy + cut_h // 2, 0, H)
+        x, x2 = clamp(cx - cut_w // 2, 0, W), clamp(cx + cut_w // 2, 0, W)
+        bh, bw = y2 - y, x2 - x
     else:
-        swapped = fn.cast(H * 0, dtype=types.BOOL)
+        bh = clamp(floor_int(Hf * dmath.sqrt(kappa) + 0.5), 0, H)
+        has_h = dmath.min(bh, 1)  # 0 where bh == 0
+        bw = clamp(floor_int(kappa * Hf * Wf / to_float(dmath.max(bh, 1)) + 0.5), 0, W) * has_h
+        y = dmath.min(floor_int(uy * to_float(H - bh + 1)), H - bh)
+        x = dmath.min(floor_int(ux * to_float(W - bw + 1)), W - bw)
+    if swapped is None:
+        if swap:
+            swapped = fn.random.coin_flip(probability=0.5, dtype=types.BOOL)
+        else:
+            swapped = fn.cast(H * 0, dtype=types.BOOL)
+    mask = _paint_mask(H, W, y, x, bh, bw, swapped, layout, images.device)
+    s = fn.cast(swapped, dtype=types.INT32)
+    area = bh * bw
+    ones = area + s * (H * W - 2 * area)  # box area, or the rest of the image when swapped
+    return mask, to_float(ones) / to_float(H * W), swapped
+
+
+def _paint_mask(H, W, y, x, bh, bw, swapped, layout: str, device: str):
+    """uint8 {0, 1} mask (1, H, W) ("CHW") or (H, W, 1) ("HWC") on `device`: 1 in the box
+    (y, x, bh, bw) and 0 elsewhere, or the reverse where `swapped`; all int32 / bool CPU
+    scalars per sample. Copies only: `fn.full` and two `fn.erase`."""
     s = fn.cast(swapped, dtype=types.INT32)
     one = H * 0 + 1
     # canvas of `swapped` (0 or 1), then the box: filled with 1 (not swapped) or 0 (swapped);
@@ -237,12 +316,83 @@ def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True):
                     axis_names="HW", fill_value=0)
     if layout == "CHW":
         mask = fn.reshape(mask, shape=fn.stack(one, H, W), layout="CHW")
-    if images.device == "gpu":
-        mask = mask.gpu()
-    area = bh * bw
-    ones = area + s * (H * W - 2 * area)  # box area, or the rest of the image when swapped
-    kappa_true = to_float(ones) / to_float(H * W)
-    return mask, kappa_true, swapped
+    return mask.gpu() if device == "gpu" else mask
+
+
+class MixMoSampler:
+    """The random parameters of a MixMo batch, drawn in numpy (`dali_mix.draws`): a callable
+    for `fn.external_source(source=sampler, num_outputs=len(sampler.output_names), batch=True,
+    batch_info=True)`, a pure function of (seed, epoch, step) through a `BatchClock`.
+
+    Outputs (B = batch size, CPU, per sample), named by `output_names`:
+        kappa_drawn: float32 ~ Beta(alpha, alpha) (`draws.mixmo_kappas`).
+        use_cut: bool, Cut-MixMo (`draws.mixmo_roles`: u < p, one u per batch unless
+            `per_sample`); when p_cut is a DataNode, "u_cut" (float32 u) instead, compared
+            with p in the graph.
+        swapped: bool, roles of the inputs exchanged (one per batch unless `per_sample`).
+        perm: int32, the partner of each sample (`draws.permutation`; used without batch
+            repetition).
+        with `image_size`: box (4,) int32 (y, x, h, w) in pixels (`draws.cut_mixmo_boxes`)
+            and kappa_cut float32, the exact mean of the mask (box area or the rest of the
+            image where swapped); without: centres (2,) float32 unit positions
+            (`draws.cut_mixmo_centres`), scaled to pixels in the graph (`cut_mixmo_mask`).
+
+    Args:
+        batch_size: samples per batch.
+        alpha: kappa ~ Beta(alpha, alpha).
+        p_cut: float, a callable batch_info -> (B,) probabilities, or None (a DataNode: the
+            graph compares "u_cut" with it).
+        image_size: (H, W) or one side, or None (see above).
+        box: "official" or "inside" (`draws.cut_mixmo_boxes` clip=True / False).
+        per_sample: choice and swap per sample instead of per batch.
+        seed: base seed.
+        clock: maps DALI's run counter to (epoch, step); a plain run counter when None.
+        no_self_pairs: partners are a derangement (no sample paired with itself).
+    """
+
+    def __init__(self, batch_size: int, *, alpha: float = 2.0, p_cut=0.5, image_size=None,
+                 box: str = "official", per_sample: bool = False, seed: int = 0,
+                 clock: BatchClock | None = None, no_self_pairs: bool = True):
+        self.batch_size = int(batch_size)
+        self.alpha = float(alpha)
+        self.p_cut = p_cut
+        self.size = None if image_size is None else draws.size_hw(image_size)
+        self.clip = _check_box(box) == "official"
+        self.per_sample = bool(per_sample)
+        self.seed = int(seed) & 0x7FFFFFFF
+        self.clock = clock if clock is not None else BatchClock()
+        self.no_self_pairs = bool(no_self_pairs)
+        self.output_names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped", "perm"]
+        self.output_names += ["centres"] if self.size is None else ["box", "kappa_cut"]
+
+    def draw(self, epoch: int, step: int, p=None) -> dict:
+        """The named outputs for batch `step` of `epoch`; `p`: (B,) probabilities of
+        Cut-MixMo (default: the float p_cut; unused when p_cut is None)."""
+        B = self.batch_size
+        rng = np.random.default_rng([self.seed, int(epoch), int(step), _SALT])
+        kappa = draws.mixmo_kappas(rng, B, self.alpha).astype(np.float32)
+        p = self.p_cut if p is None else p
+        use_cut, swapped, u = draws.mixmo_roles(rng, B, 0.0 if p is None else p, self.per_sample)
+        centres = draws.cut_mixmo_centres(rng, B)
+        perm = draws.permutation(rng, B, self.no_self_pairs).astype(np.int32)
+        out = {"kappa_drawn": kappa, "use_cut": use_cut, "u_cut": u, "swapped": swapped, "perm": perm}
+        if self.size is None:
+            out["centres"] = np.ascontiguousarray(centres.T)
+            return out
+        H, W = self.size
+        y, x, h, w = draws.cut_mixmo_boxes(rng, B, H, W, kappa, self.clip, centres=centres)
+        area = h * w
+        out["box"] = np.stack([y, x, h, w], 1).astype(np.int32)
+        out["kappa_cut"] = (np.where(swapped, H * W - area, area) / (H * W)).astype(np.float32)
+        return out
+
+    def __call__(self, batch_info):
+        epoch, step = self.clock.epoch_step(batch_info)
+        p = None
+        if callable(self.p_cut):
+            p = np.asarray(self.p_cut(batch_info), np.float32).reshape(self.batch_size)
+        out = self.draw(epoch, step, p)
+        return tuple(out[name] for name in self.output_names)
 
 
 def repetition_indices(batch_size: int, batch_repetition: int):
@@ -267,7 +417,7 @@ def repeat_batch(*nodes, batch_repetition: int, indices=None):
     if b == 1:
         return tuple(nodes)
     if indices is None:
-        indices = repetition_indices(_batch_size("batch_repetition"), b)
+        indices = repetition_indices(_batch_size("batch_repetition > 1"), b)
     return tuple(fn.permute_batch(node, indices=indices) for node in nodes)
 
 
@@ -300,7 +450,6 @@ class CutProbSchedule:
 
     def __init__(self, batch_size: int, total_epochs: int, p: float = 0.5, clock=None,
                  per_step: bool = False):
-        from dali_mix.schedule import BatchClock
         from dali_mix.torch.mixmo import mixmo_p_schedule  # validates, single source of truth
 
         self._schedule = mixmo_p_schedule
@@ -327,9 +476,19 @@ class CutProbSchedule:
 # helpers
 # ------------------------------------------------------------------------------------------------
 
-def _round(x):
-    """Round half up to int32 (DALI's float->int cast rounds to nearest; be explicit)."""
-    return fn.cast(dmath.floor(x + 0.5), dtype=types.INT32)
+def _check_box(box) -> str:
+    if box not in BOXES:
+        raise ValueError(f"box must be one of {BOXES}, got {box!r}")
+    return box
+
+
+def _pipeline_seed() -> int:
+    """The current pipeline's seed, or a random one when it has none (as DALI's own draws)."""
+    pipe = Pipeline.current()
+    seed = None if pipe is None else pipe.seed
+    if seed is None or seed < 0:
+        seed = int(np.random.SeedSequence().entropy) & 0x7FFFFFFF
+    return int(seed)
 
 
 def _check_alpha(alpha) -> None:
@@ -355,20 +514,19 @@ def _check_layout_size(n: int, b: int) -> None:
                          f"(b different partners per image), got batch_size {n}")
 
 
-def _batch_size(field: str) -> int:
+def _batch_size(what: str) -> int:
     pipe = Pipeline.current()
     if pipe is None:
-        raise ValueError(f"{field} > 1 must be used inside a pipeline definition (needs the batch size)")
+        raise ValueError(f"{what} must be used inside a pipeline definition (needs the batch size)")
     return int(pipe.max_batch_size)
 
 
 def _cut_probability(p_cut):
-    """p_cut as a coin_flip `probability` argument: float, or float32 CPU DataNode."""
+    """p_cut checked: a float in [0, 1], a float32 CPU DataNode, or the callable itself."""
     if isinstance(p_cut, DataNode):
         return fn.cast(p_cut, dtype=types.FLOAT)
     if callable(p_cut):
-        flags = fn.external_source(source=p_cut, batch=True, batch_info=True)
-        return fn.cast(flags, dtype=types.FLOAT)
+        return p_cut  # evaluated by the MixMoSampler, in its external source
     try:
         p = float(p_cut)
     except (TypeError, ValueError):

@@ -30,20 +30,6 @@ CUTOUT, RANDOM_ERASING = 0, 1
 """Kinds of erased rectangles in `Plan.erase` (the executors fill them as the recipe says)."""
 
 
-def image_hw(image_size) -> tuple[int, int]:
-    """(H, W) from an int side or an (H, W) pair; ValueError naming the value otherwise."""
-    try:
-        if np.isscalar(image_size):
-            h = w = int(image_size)
-        else:
-            h, w = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return h, w
-
-
 @dataclass
 class Plan:
     """One batch's parameters (numpy, CPU). B = batch size, K = len(recipe.candidates).
@@ -92,7 +78,7 @@ class MixPlanner:
                  enabled=None):
         self.recipe = recipe
         self.batch_size = int(batch_size)
-        self.height, self.width = image_hw(image_size)
+        self.height, self.width = draws.size_hw(image_size)
         if recipe.mode == "pair" and self.batch_size % 2:
             raise ValueError(f"mode='pair' needs an even batch size, got {self.batch_size}")
         if "fmix" in recipe.candidates:
@@ -109,8 +95,10 @@ class MixPlanner:
         self.ids = {m: names.index(m) for m in names}
         self.none_id = len(names)
         total = float(sum(recipe.weights)) or 1.0
-        p = [recipe.prob * float(w) / total for w in recipe.weights] + [1.0 - recipe.prob]
-        self.method_p = np.asarray(p, np.float64) / sum(p)
+        p = [recipe.prob * float(w) / total for w in recipe.weights]
+        p.append(1.0 - sum(p))  # not mixed (every sample when there are no candidates)
+        self.method_p = np.clip(np.asarray(p, np.float64), 0.0, None)
+        self.method_p /= self.method_p.sum()
 
     def rng(self, epoch: int, step: int) -> np.random.Generator:
         """The random stream of batch `step` of `epoch`."""

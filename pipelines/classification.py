@@ -191,9 +191,8 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
     fmix_bank = None
     clock = BatchClock()
     if recipe is not None and "fmix" in recipe.candidates:
-        fmix_bank = dm.FMixMaskBank(recipe.fmix_size, batch_size, bank_size=recipe.fmix_bank_size,
-                                    decay_power=recipe.fmix_decay_power, seed=recipe.seed + seed,
-                                    clock=clock)
+        fmix_bank = dm.FMixMaskBank.from_recipe(recipe, batch_size, seed=recipe.seed + seed,
+                                                clock=clock)
 
     @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id,
                   seed=seed * 1000 + shard_id + 1,

@@ -83,7 +83,8 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
                               image_size=image_size)
         images = finish_train(images, crop=crop, pad=pad, image_size=image_size, dtype=dtype)
         mm = mixmo_inputs(images, labels, p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
-                          layout="CHW", num_classes=target_classes, smoothing=smoothing, repeat=False)
+                          layout="CHW", num_classes=target_classes, smoothing=smoothing, repeat=False,
+                          image_size=image_size, clock=clock)
         return mm.outputs()
 
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}

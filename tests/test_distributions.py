@@ -205,9 +205,9 @@ def test_fmix_lam_is_mask_mean_and_beta(alpha):
     assert d < stats.kstwo.ppf(1 - SIGNIFICANCE, lam.size), d
 
 
-def radial_power(decay, n=48, s=64, seed=0):
+def radial_power(decay, n=48, s=64, seed=0, spectrum="official"):
     g = torch.Generator().manual_seed(seed)
-    imgs = masks.low_frequency_images(n, s, s, decay, generator=g).double()
+    imgs = masks.low_frequency_images(n, s, s, decay, generator=g, spectrum=spectrum).double()
     assert imgs.shape == (n, s, s) and imgs.dtype == torch.float64
     power = (torch.fft.fft2(imgs).abs() ** 2).mean(dim=0).numpy()
     fy = np.fft.fftfreq(s)[:, None]
@@ -216,19 +216,21 @@ def radial_power(decay, n=48, s=64, seed=0):
     return f, power
 
 
+@pytest.mark.parametrize("spectrum", ["official", "paper"])
 @pytest.mark.parametrize("decay", [1.0, 2.0, 3.0])
-def test_fmix_spectrum_slope_follows_decay_power(decay):
-    f, power = radial_power(decay)
+def test_fmix_spectrum_slope_follows_decay_power(decay, spectrum):
+    f, power = radial_power(decay, spectrum=spectrum)
     sel = (f > 0) & (f <= 0.5)
     slope = np.polyfit(np.log(f[sel]), np.log(power[sel]), 1)[0]
     assert abs(slope - (-2.0 * decay)) < 0.3, slope
 
 
-def test_fmix_power_concentrated_at_low_frequencies():
+@pytest.mark.parametrize("spectrum", ["official", "paper"])
+def test_fmix_power_concentrated_at_low_frequencies(spectrum):
     r = 0.05
     fractions = []
     for decay in (1.0, 3.0):
-        f, power = radial_power(decay)
+        f, power = radial_power(decay, spectrum=spectrum)
         ac = f > 0
         fractions.append(power[ac & (f <= r)].sum() / power[ac].sum())
     low1, low3 = fractions

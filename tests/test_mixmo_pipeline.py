@@ -3,10 +3,11 @@
 Test batches hold constant-colour images (sample i has its own colour) with label i, so every
 output tells which input it came from. Images are non-square (20x28) and both layouts are covered.
 
-Checked: kappa ~ Beta(2, 2) (KS); Cut-MixMo masks are 0/1 single rectangles fully inside the
-image with the torch reference's box size, their mean is the output kappa exactly and within one
-pixel row/column of the drawn kappa (or 1 - kappa when swapped); about half are swapped; the cut
-frequency follows p_cut (binomial), also from an external source; partners and their labels;
+Checked: kappa ~ Beta(2, 2) (KS); Cut-MixMo masks are 0/1 single rectangles (official clipped
+boxes, or with box="inside" fully inside with the torch reference's box size and within one pixel
+row/column of the drawn kappa), their mean is the output kappa exactly; about half are swapped;
+the choice and the swap are per batch (per sample on request), the same masks with and without
+image_size; the cut frequency follows p_cut (binomial), also from an external source; partners and their labels;
 smoothed one-hot targets; batch repetition (b copies, b different partners, never a copy of
 itself); determinism; the mask at feature resolution (torch `resize_mask`) keeps its mean within
 one ring of feature cells; an ImageFolder pipeline feeding `MixMoNet` + `mixmo_loss`.
@@ -111,9 +112,11 @@ def test_kappa_is_beta_2_2():
     assert stats.kstest(k, stats.beta(4, 4).cdf).pvalue < 1e-6
 
 
-@pytest.mark.parametrize("layout", ["CHW", "HWC"])
-def test_cut_masks_are_rectangles_with_exact_kappa(layout):
-    batches = run(n=32, iters=8, p_cut=1.0, layout=layout)
+@pytest.mark.parametrize("layout,box,image_size", [("CHW", "official", None), ("HWC", "official", (H, W)),
+                                                   ("CHW", "inside", (H, W)), ("HWC", "inside", None)])
+def test_cut_masks_are_rectangles_with_exact_kappa(layout, box, image_size):
+    batches = run(n=32, iters=8, p_cut=1.0, layout=layout, box=box, image_size=image_size,
+                  per_sample=True)
     mask = np.concatenate([mask_hw(b["mask"], layout) for b in batches])
     kappa, k0 = cat(batches, "kappa"), cat(batches, "kappa_drawn")
     swapped, use_cut = cat(batches, "swapped"), cat(batches, "use_cut")
@@ -124,29 +127,58 @@ def test_cut_masks_are_rectangles_with_exact_kappa(layout):
     for m, k, kd, sw in zip(mask, kappa, k0, swapped):
         # kappa = the exact mask mean (float32 of the exact ratio)
         assert k == np.float32(m.mean(dtype=np.float64))
-        # a single rectangle of `box_val`, the rest the other value, fully inside
+        # a single rectangle of `box_val`, the rest the other value
         box_val = 0 if sw else 1
-        box = box_of(m, box_val)
-        area = 0
-        if box is not None:
-            y0, y1, x0, x1 = box
-            assert np.all(m[y0:y1, x0:x1] == box_val)
-            area = (y1 - y0) * (x1 - x0)
-            assert (m == box_val).sum() == area
+        found = box_of(m, box_val)
+        if found is None:
+            continue
+        y0, y1, x0, x1 = found
+        assert np.all(m[y0:y1, x0:x1] == box_val)
+        assert (m == box_val).sum() == (y1 - y0) * (x1 - x0)
+        if box == "inside":
             # box size as the torch reference: bh = round(sqrt(k) H), bw = round(k H W / bh)
             bh = int(np.floor(np.sqrt(np.float64(kd)) * H + 0.5))
             bw = min(W, int(np.floor(np.float64(kd) * H * W / bh + 0.5)))
             assert abs((y1 - y0) - bh) <= 1 and abs((x1 - x0) - bw) <= 1  # float32 ties only
-        target = 1 - kd if sw else kd
-        # within one pixel row / column of the drawn kappa
-        assert abs(float(k) - float(target)) <= max(H, W) / (H * W) + 1e-6
+            # within one pixel row / column of the drawn kappa
+            target = 1 - kd if sw else kd
+            assert abs(float(k) - float(target)) <= max(H, W) / (H * W) + 1e-6
+        else:
+            # the official clipped box: at most 2 * (side // 2) of int(sqrt(k) * side) per axis
+            cut_h, cut_w = int(np.sqrt(kd) * H), int(np.sqrt(kd) * W)
+            assert y1 - y0 <= 2 * (cut_h // 2) and x1 - x0 <= 2 * (cut_w // 2)
     # the roles are swapped about half of the time
     assert stats.binomtest(int(swapped.sum()), len(swapped), 0.5).pvalue > 1e-3
     assert 0 < swapped.sum() < len(swapped)
 
 
+@pytest.mark.parametrize("box", ["official", "inside"])
+def test_masks_same_with_and_without_image_size(box):
+    """The graph's scaling of the unit draws (no image_size) gives the numpy boxes exactly."""
+    kw = dict(n=16, iters=3, p_cut=0.5, box=box, seed=11)
+    for a, b in zip(run(image_size=None, **kw), run(image_size=(H, W), **kw)):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_choice_and_swap_once_per_batch():
+    """Official: one batch seed decides Cut-MixMo vs Linear-MixMo and the role swap for the
+    whole batch; per_sample=True draws them per sample."""
+    batches = run(n=16, iters=40, p_cut=0.5)
+    for b in batches:
+        assert len(set(b["use_cut"])) == 1 and len(set(b["swapped"])) == 1
+    cuts = np.array([b["use_cut"][0] for b in batches])
+    swaps = np.array([b["swapped"][0] for b in batches])
+    assert stats.binomtest(int(cuts.sum()), len(cuts), 0.5).pvalue > 1e-3
+    assert stats.binomtest(int(swaps.sum()), len(swaps), 0.5).pvalue > 1e-3
+    per = run(n=16, iters=4, p_cut=0.5, per_sample=True)
+    assert any(len(set(b["use_cut"])) == 2 for b in per)
+    assert any(len(set(b["swapped"])) == 2 for b in per)
+
+
 def test_box_sizes_match_torch_reference_formula():
-    """Extreme kappas: empty box, full image, thin boxes; the mean never leaves [0, 1]."""
+    """box="inside", extreme kappas: empty box, full image, thin boxes; the mean never leaves
+    [0, 1]."""
     from dali_mix.mixmo import cut_mixmo_mask
 
     kappas = [0.0, 1e-6, 0.001, 0.02, 0.5, 0.97, 0.999, 1.0]
@@ -156,7 +188,7 @@ def test_box_sizes_match_torch_reference_formula():
     def pipe():
         x = fn.external_source(source=lambda: constant_images(n), batch=True, layout="CHW")
         k = fn.external_source(source=lambda: [np.float32(v) for v in kappas], batch=True)
-        m, kt, sw = cut_mixmo_mask(x, k, swap=False)
+        m, kt, sw = cut_mixmo_mask(x, k, swap=False, box="inside")
         return m, kt
 
     p = pipe()
@@ -172,7 +204,7 @@ def test_box_sizes_match_torch_reference_formula():
 
 @pytest.mark.parametrize("p_cut", [0.3, 0.8])
 def test_use_cut_frequency_matches_p_cut(p_cut):
-    batches = run(n=64, iters=10, p_cut=p_cut)
+    batches = run(n=64, iters=10, p_cut=p_cut, per_sample=True)
     use_cut = cat(batches, "use_cut")
     assert stats.binomtest(int(use_cut.sum()), len(use_cut), p_cut).pvalue > 1e-3
     # linear samples keep the drawn kappa; cut samples carry the mask mean
@@ -196,6 +228,27 @@ def test_p_cut_from_external_source():
 
     batches = run(n=n, iters=2, p_cut=probs)
     assert not batches[0]["use_cut"].any() and batches[1]["use_cut"].all()
+
+
+def test_p_cut_from_a_data_node():
+    """A DataNode p_cut is compared in the graph with the sampler's u: 0/1 flags give exactly
+    those flags, a constant 0.5 a per-batch choice."""
+    n = 12
+    flags = np.array([i % 3 == 0 for i in range(n)], np.float32)
+    images = constant_images(n)
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=2)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+        y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
+        p = fn.external_source(source=lambda: list(flags), batch=True)
+        mm = mixmo_inputs(x, y, p_cut=p)
+        return mm.use_cut, mm.kappa, mm.mask
+
+    p = pipe()
+    p.build()
+    for _ in range(3):
+        np.testing.assert_array_equal(to_np(p.run()[0]), flags.astype(bool))
 
 
 def test_cut_prob_schedule():
