@@ -195,7 +195,7 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     sampler = MixMoSampler(_batch_size("mixmo_inputs"), alpha=alpha,
                            p_cut=None if isinstance(p, DataNode) else p,
                            image_size=image_size, box=box, per_sample=per_sample, seed=seed,
-                           clock=clock, no_self_pairs=no_self_pairs)
+                           clock=clock, no_self_pairs=no_self_pairs, pairs=b == 1)
     d = dict(zip(sampler.output_names, fn.external_source(
         source=sampler, num_outputs=len(sampler.output_names), batch=True, batch_info=True)))
     if b == 1:
@@ -348,11 +348,12 @@ class MixMoSampler:
         seed: base seed.
         clock: maps DALI's run counter to (epoch, step); a plain run counter when None.
         no_self_pairs: partners are a derangement (no sample paired with itself).
+        pairs: draw the partners ("perm"; False with batch repetition, which pairs by blocks).
     """
 
     def __init__(self, batch_size: int, *, alpha: float = 2.0, p_cut=0.5, image_size=None,
                  box: str = "official", per_sample: bool = False, seed: int = 0,
-                 clock: BatchClock | None = None, no_self_pairs: bool = True):
+                 clock: BatchClock | None = None, no_self_pairs: bool = True, pairs: bool = True):
         self.batch_size = int(batch_size)
         self.alpha = float(alpha)
         self.p_cut = p_cut
@@ -362,7 +363,8 @@ class MixMoSampler:
         self.seed = int(seed) & 0x7FFFFFFF
         self.clock = clock if clock is not None else BatchClock()
         self.no_self_pairs = bool(no_self_pairs)
-        self.output_names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped", "perm"]
+        self.output_names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped"]
+        self.output_names += ["perm"] if pairs else []
         self.output_names += ["centres"] if self.size is None else ["box", "kappa_cut"]
 
     def draw(self, epoch: int, step: int, p=None) -> dict:
