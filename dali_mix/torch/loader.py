@@ -110,6 +110,7 @@ class Loader:
     # ---- epoch geometry -----------------------------------------------------------------------
     @property
     def batch_size(self) -> int:
+        """Samples per pipeline run (the pipeline's max_batch_size)."""
         return self.pipeline.max_batch_size
 
     def shard_index(self, epoch: int) -> int:
