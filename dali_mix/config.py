@@ -182,6 +182,50 @@ class MixRecipe:
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
 
+    @classmethod
+    def from_timm(cls, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0,
+                  cutmix_minmax: tuple[float, float] | None = None, prob: float = 1.0,
+                  switch_prob: float = 0.5, mode: str = "batch", correct_lam: bool = True,
+                  label_smoothing: float = 0.1, num_classes: int = 1000,
+                  **overrides) -> "MixRecipe":
+        """The recipe of `timm.data.Mixup(...)` called with the same arguments (and defaults).
+
+        Mapping: Mixup when mixup_alpha > 0, CutMix when cutmix_alpha > 0 or cutmix_minmax is
+        set (timm then ignores cutmix_alpha); both: methods {"mixup": 1 - switch_prob,
+        "cutmix": switch_prob}, so a sample (elem), pair or batch is mixed with probability
+        `prob` and then cut with probability `switch_prob`, as in timm; neither: no mixing
+        (label smoothing only, as timm's Mixup with both alphas 0). mode "batch" -> "batch",
+        "pair" -> "pair", "elem" -> "sample". timm pairs sample i with N - 1 - i (the flipped
+        batch); here partners are a random permutation (a random matching in "pair" mode): the
+        same distribution over a shuffled batch. CutMix's lambda is always the exact area
+        fraction of the clipped box, timm's `correct_lam=True`. Other MixRecipe fields (layout,
+        seed, ...) go in `overrides`.
+
+        Raises:
+            ValueError: correct_lam=False with CutMix (lambda here is always the exact pixel
+                fraction), mode "half" (no counterpart), any value MixRecipe refuses.
+        """
+        use_mixup = mixup_alpha > 0
+        use_cutmix = cutmix_alpha > 0 or cutmix_minmax is not None
+        if use_cutmix and not correct_lam and cutmix_minmax is None:
+            raise ValueError("from_timm: correct_lam=False is not available: CutMix's lambda is "
+                             "always the exact fraction of the clipped box's pixels (timm's "
+                             "correct_lam=True)")
+        timm_modes = {"batch": "batch", "pair": "pair", "elem": "sample"}
+        if mode not in timm_modes:
+            raise ValueError(f"from_timm: mode must be one of {list(timm_modes)} (timm's names), "
+                             f"got {mode!r}; timm's 'half' (mix the first half of the batch, "
+                             f"keep the unmixed second half) has no counterpart: use 'pair'")
+        if use_mixup and use_cutmix:
+            methods = {"mixup": 1.0 - switch_prob, "cutmix": switch_prob}
+        else:
+            methods = ["mixup"] if use_mixup else ["cutmix"] if use_cutmix else []
+        fields_ = dict(methods=methods, num_classes=num_classes, prob=prob, mode=timm_modes[mode],
+                       label_smoothing=label_smoothing, cutmix_minmax=cutmix_minmax,
+                       mixup_alpha=mixup_alpha if use_mixup else 1.0,
+                       cutmix_alpha=cutmix_alpha if cutmix_alpha > 0 else 1.0)
+        return cls(**{**fields_, **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["methods"] = dict(self.methods)

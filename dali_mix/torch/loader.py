@@ -1,22 +1,37 @@
 """PyTorch side of a DALI pipeline: an iterator that yields torch tensors, with checks.
 
-`Loader` wraps `nvidia.dali.plugin.pytorch.DALIGenericIterator`:
+`Loader` wraps `nvidia.dali.plugin.pytorch.DALIGenericIterator` for one pipeline (one process):
 - yields tuples of torch tensors in the order of `output_map`, on the pipeline's device (CPU
   tensors for a CPU pipeline, CUDA tensors on `device_id` for a GPU pipeline);
-- `len(loader)` is the number of batches per epoch (per shard), from the reader named
-  `reader_name`; it resets itself at the end of every epoch;
-- train mode drops the incomplete last batch (every batch is full, so pairing and batch
-  statistics behave); val mode keeps every sample exactly once (the reader must be built with
-  `pad_last_batch=True`; padded duplicates are cut off);
-- an output named "labels" is squeezed to (N,) int64; outputs named "labels_a"/"labels_b" too and
-  "lam" to (N,) float32;
+- `len(loader)` is the number of batches of the coming (or current) epoch on this shard, from
+  the reader named `reader_name`; it resets itself at the end of every epoch (`auto_reset`);
+- train mode (`train=True`, DALI's `LastBatchPolicy.DROP`) yields full batches only: every
+  shard stops after floor(floor(n / shards) / batch) batches (DALI's rule, the same on every
+  rank, so distributed steps stay in step); the reader runs on, so the next epoch starts where
+  this one stopped;
+- val mode (`train=False`, `LastBatchPolicy.PARTIAL`) yields every sample of the shard exactly
+  once, the last batch partial: the reader must be built with `pad_last_batch=True` (checked
+  here); padded duplicates are cut off and a batch of padding only is skipped; with
+  `stick_to_shard=False` the reader moves to the next shard every epoch, and `len(loader)`
+  follows it (`shard_size_at(epoch)`);
+- output names: "labels" (and "labels_a"/"labels_b"/"labels0"/"labels1") are squeezed to (N,)
+  int64, "lam" to (N,) float32; an output so named that carries (N, C) soft targets stops with a
+  ValueError naming it (name it "targets": `dali_mix.output_names(recipe)`); the number of
+  names must equal the pipeline's number of outputs;
 - with `num_classes`, every batch is checked: labels must lie in [0, num_classes) and dense
   "targets" rows must sum to 1, so a label >= num_classes (which `fn.one_hot` turns into an
   all-zero row without a word) stops training with a ValueError instead of training on it.
+
+Keywords of `DALIGenericIterator` are accepted where they mean something here:
+`last_batch_policy` (DROP = train, PARTIAL = val; FILL is refused: it repeats samples),
+`auto_reset` (the Loader always resets at the end of an epoch; a later `reset()` is harmless),
+`prepare_first_batch`, `dynamic_shape` (ignored, as DALI does), a one-pipeline list. `size`,
+`last_batch_padded` and `fill_last_batch` are refused with what to do instead.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
@@ -25,53 +40,133 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 _LABEL_NAMES = ("labels", "labels_a", "labels_b", "labels0", "labels1")
 _TARGET_NAMES = ("targets", "targets0", "targets1")
 
+_REFUSED = {
+    "size": "the Loader takes the epoch size from the reader named `reader_name`; give the "
+            "reader a name (fn.readers.*(..., name='Reader')) and pass reader_name",
+    "last_batch_padded": "the Loader reads it from the reader (its pad_last_batch argument)",
+    "fill_last_batch": "the Loader never fills a batch with repeated samples: train=True drops "
+                       "the incomplete last batch, train=False yields it partial",
+}
+
 
 class Loader:
     """Iterate a built or unbuilt DALI pipeline as torch tensors (see module docstring).
 
     Args:
-        pipeline: a DALI Pipeline (built here if needed).
-        output_map: names of the pipeline outputs, in order (e.g. ["images", "targets"]).
+        pipeline: a DALI Pipeline (built here if needed), or a list holding one.
+        output_map: names of the pipeline outputs, in order (e.g. ["images", "targets"]); as
+            many names as the pipeline has outputs.
         reader_name: name of the pipeline's reader (`name=` of `fn.readers.*`), for epoch size.
-        train: True drops the last incomplete batch; False keeps every sample once.
+        train: True drops the last incomplete batch; False keeps every sample once (the reader
+            needs `pad_last_batch=True`). None (default): from `last_batch_policy`, else True.
         num_classes: enables the per-batch label/target checks.
+        last_batch_policy: DALI's `LastBatchPolicy` (or its name): DROP means train=True,
+            PARTIAL train=False; FILL is refused (it repeats samples).
+        auto_reset: accepted for DALIGenericIterator users; the Loader always resets itself.
+        prepare_first_batch: as in DALI (False by default here: nothing runs until iterated).
+        epoch: index of the first epoch this Loader runs (a resumed run), for `len(loader)`
+            when the reader rotates its shard every epoch.
+
+    Raises:
+        ValueError: output names that do not match the pipeline's outputs, FILL, a val Loader
+            on a reader without `pad_last_batch=True`, a refused DALIGenericIterator keyword, a
+            batch that fails the checks above.
     """
 
     def __init__(self, pipeline, output_map: Sequence[str], reader_name: str = "Reader", *,
-                 train: bool = True, num_classes: int | None = None):
+                 train: bool | None = None, num_classes: int | None = None,
+                 last_batch_policy: LastBatchPolicy | str | None = None,
+                 auto_reset: bool | str | None = True, prepare_first_batch: bool = False,
+                 epoch: int = 0, **dali_kwargs: Any):
+        self.pipeline = _one_pipeline(pipeline)
         self.output_map = list(output_map)
-        self.num_classes = num_classes
-        self.train = train
-        policy = LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL
-        self.pipeline = pipeline
         self.reader_name = reader_name
-        self._it = DALIGenericIterator([pipeline], self.output_map, reader_name=reader_name,
+        self.num_classes = num_classes
+        self.train = _train_mode(train, last_batch_policy)
+        self.epoch = int(epoch)
+        for key in dali_kwargs:
+            if key in _REFUSED:
+                raise ValueError(f"Loader: {key}= is not taken: {_REFUSED[key]}")
+            if key != "dynamic_shape":
+                raise TypeError(f"Loader got an unexpected keyword argument {key!r}")
+        self.pipeline.build()
+        n_out = self.pipeline.num_outputs
+        if n_out != len(self.output_map):
+            raise ValueError(f"output_map names {len(self.output_map)} outputs "
+                             f"{self.output_map}, but the pipeline returns {n_out}: give one "
+                             f"name per output, in order (dali_mix.output_names(recipe) gives "
+                             f"the names of MixResult.outputs())")
+        self._meta = self.pipeline.reader_meta(reader_name)
+        if not self.train and not self._meta["pad_last_batch"]:
+            raise ValueError(f"Loader(train=False) needs the reader {reader_name!r} built with "
+                             f"pad_last_batch=True: without it DALI repeats some samples and "
+                             f"drops others from the second epoch on (and stick_to_shard=True "
+                             f"to read the same shard every epoch)")
+        policy = LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL
+        self._it = DALIGenericIterator([self.pipeline], self.output_map, reader_name=reader_name,
                                        last_batch_policy=policy, auto_reset=True,
-                                       prepare_first_batch=False)
+                                       prepare_first_batch=prepare_first_batch)
 
-    def __len__(self) -> int:
-        return len(self._it)
+    # ---- epoch geometry -----------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Samples per pipeline run (the pipeline's max_batch_size)."""
+        return self.pipeline.max_batch_size
+
+    def shard_index(self, epoch: int) -> int:
+        """Index of the shard this process reads in `epoch` (0-based): its `shard_id`, or with
+        `stick_to_shard=False` (DALI's default) (shard_id + epoch) % num_shards."""
+        meta = self._meta
+        if meta["stick_to_shard"]:
+            return meta["shard_id"]
+        return (meta["shard_id"] + epoch) % meta["number_of_shards"]
+
+    def shard_size_at(self, epoch: int) -> int:
+        """Samples in the shard this process reads in `epoch`, as DALI's reader splits the
+        data: floor(n (k + 1) / S) - floor(n k / S) for shard k of S."""
+        n, shards = self._meta["epoch_size"], self._meta["number_of_shards"]
+        k = self.shard_index(epoch)
+        return n * (k + 1) // shards - n * k // shards
 
     @property
     def shard_size(self) -> int:
-        """Samples in this process's shard per epoch (as DALI's reader splits the data)."""
-        meta = self.pipeline.reader_meta(self.reader_name)
-        n, shards, sid = meta["epoch_size"], meta["number_of_shards"], meta["shard_id"]
-        return n * (sid + 1) // shards - n * sid // shards
+        """Samples in this process's shard in the current epoch (`self.epoch`)."""
+        return self.shard_size_at(self.epoch)
+
+    def batches_at(self, epoch: int) -> int:
+        """Batches this Loader yields in `epoch`: train floor(floor(n / S) / B) (the same on every
+        shard and epoch: DALI stops every shard at the smallest one), val
+        ceil(shard_size_at(epoch) / B)."""
+        if self.train:
+            return self._meta["epoch_size"] // self._meta["number_of_shards"] // self.batch_size
+        return -(-self.shard_size_at(epoch) // self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches of the current epoch (`batches_at(self.epoch)`)."""
+        return self.batches_at(self.epoch)
 
     @property
     def runs_per_epoch(self) -> int:
-        """Pipeline runs per epoch: ceil(shard size / batch size) (a partial last run is dropped
-        in train mode); what `dali_mix.schedule.BatchClock.runs_per_epoch` needs."""
-        return -(-self.shard_size // self.pipeline.max_batch_size)
+        """Pipeline runs per epoch, the same in every epoch: what
+        `dali_mix.schedule.BatchClock.runs_per_epoch` needs. Train: ceil(floor(n / S) / B) (the
+        run holding the dropped partial batch counts); val: ceil(padded shard / B), the padded
+        shard being ceil(n / S) samples (a run of padding only counts, though not yielded)."""
+        return math.ceil(self._it.size / self.batch_size)
 
+    # ---- iteration ----------------------------------------------------------------------------
     def __iter__(self):
         for batch in self._it:
-            yield self._convert(batch[0])
+            data = batch[0]
+            if not self.train and len(data[self.output_map[0]]) == 0:
+                continue  # a run of padding only (a shard smaller than the padded size)
+            yield self._convert(data)
+        self.epoch += 1
 
     def reset(self) -> None:
-        """Restart the epoch (normally automatic at the end of each epoch)."""
-        self._it.reset()
+        """Restart the epoch (done automatically at the end of each epoch; a reset at the start
+        of an epoch does nothing)."""
+        if self._it._counter != 0:
+            self._it.reset()
 
     def checkpoint(self) -> bytes:
         """Serialised DALI pipeline state (pipelines built with `enable_checkpointing=True`)."""
@@ -82,6 +177,7 @@ class Loader:
         for name in self.output_map:
             t = data[name]
             if name in _LABEL_NAMES:
+                check_label_shape(name, t)
                 t = t.reshape(-1).long()
             elif name == "lam":
                 t = t.reshape(-1).float()
@@ -89,6 +185,39 @@ class Loader:
         if self.num_classes is not None:
             check_batch(dict(zip(self.output_map, out)), self.num_classes)
         return tuple(out)
+
+
+def _one_pipeline(pipeline):
+    """The pipeline from `pipeline` or a one-element list of pipelines."""
+    if isinstance(pipeline, (list, tuple)):
+        if len(pipeline) != 1:
+            raise ValueError(f"Loader takes one pipeline (one Loader per process), got "
+                             f"{len(pipeline)}")
+        return pipeline[0]
+    return pipeline
+
+
+def _train_mode(train: bool | None, policy: LastBatchPolicy | str | None) -> bool:
+    """train from `train` and DALI's `last_batch_policy` (see `Loader`)."""
+    if isinstance(policy, str):
+        policy = LastBatchPolicy[policy.upper()]
+    if policy == LastBatchPolicy.FILL:
+        raise ValueError("Loader: last_batch_policy=FILL is not taken (it repeats samples to "
+                         "fill the last batch): use train=True (drops the incomplete last batch) "
+                         "or train=False (yields it partial, every sample once)")
+    implied = None if policy is None else policy == LastBatchPolicy.DROP
+    if train is not None and implied is not None and bool(train) != implied:
+        raise ValueError(f"Loader: train={train} contradicts last_batch_policy={policy.name} "
+                         f"(DROP is train=True, PARTIAL is train=False); give one of them")
+    return bool(train) if train is not None else (implied if implied is not None else True)
+
+
+def check_label_shape(name: str, labels: torch.Tensor) -> None:
+    """Raise ValueError unless `labels` holds one value per sample ((N,) or (N, 1, ...))."""
+    if labels.ndim >= 2 and labels[0].numel() != 1:
+        raise ValueError(f"output {name!r} carries {tuple(labels.shape)} {labels.dtype} values, "
+                         f"not one label per sample: soft targets (N, C) must be named "
+                         f"'targets' (dali_mix.output_names(recipe) gives the names in order)")
 
 
 def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
