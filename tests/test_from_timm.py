@@ -135,7 +135,6 @@ def compare(lam: np.ndarray, method: np.ndarray, timm: dict) -> None:
     assert chi.pvalue > 0.01, f"method frequencies differ from timm's: {counts}"
 
 
-NEEDS_NEW_PLANNER = pytest.mark.xfail(strict=False, reason="needs the new planner")
 
 
 # --------------------------------------------------------------------------- the three modes
@@ -162,7 +161,6 @@ def test_elem_mode_with_cutmix_minmax_matches_timm():
     compare(np.concatenate([b["lam"] for b in batches]), np.where(method == 1, 2, method + 1), timm)
 
 
-@NEEDS_NEW_PLANNER
 def test_pair_mode_matches_timm():
     recipe = dm.MixRecipe.from_timm(mode="pair", num_classes=32, **TIMM)
     assert recipe.mode == "pair"
@@ -182,7 +180,6 @@ def test_pair_mode_matches_timm():
     compare(np.concatenate(lam), np.concatenate(method), TIMM)
 
 
-@NEEDS_NEW_PLANNER
 def test_batch_mode_matches_timm():
     recipe = dm.MixRecipe.from_timm(mode="batch", num_classes=4, **TIMM)
     assert recipe.mode == "batch"
