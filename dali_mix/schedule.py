@@ -10,7 +10,6 @@ the same batches after a resume.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -39,10 +38,6 @@ class BatchClock:
         if not self.runs_per_epoch:
             return 0, g
         return g // self.runs_per_epoch, g % self.runs_per_epoch
-
-    @staticmethod
-    def runs_for(shard_size: int, batch_size: int) -> int:
-        return max(1, math.ceil(shard_size / batch_size))
 
 
 class MixOffSchedule:
