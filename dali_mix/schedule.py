@@ -10,7 +10,6 @@ the same batches after a resume.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 
