@@ -157,13 +157,15 @@ class MixPlanner:
             if name in self.ids or name in r.after:
                 chosen = method == self.ids[name] if name in self.ids else np.zeros(B, bool)
                 sel = (chosen | (name in r.after)) & on
-                self._erase(rng, name, sel, leader, erase)
+                # a candidate shares its draw as the mode says; a step after mixing is per sample
+                self._erase(rng, name, sel, np.where(chosen, leader, np.arange(B)), erase)
         lam32 = lam.astype(np.float32)
         return Plan(method=method, perm=perm.astype(np.int32), lam=lam32, blend=blend, boxes=boxes,
                     patch=patch, fmix=fmix, erase=[_erase_rows(e) for e in erase], epoch=int(epoch))
 
     def _erase(self, rng, name: str, sel: np.ndarray, leader: np.ndarray, erase: list) -> None:
-        """Add the rectangles of `name` (cutout / random_erasing) for the samples in `sel`."""
+        """Add the rectangles of `name` (cutout / random_erasing) for the samples in `sel`, each
+        sample i taking the draw of sample leader[i]."""
         r, B, H, W = self.recipe, self.batch_size, self.height, self.width
         if name == "cutout":
             y, x, h, w = (a[leader] for a in draws.cutout_boxes(rng, B, H, W, r.cutout_holes, r.cutout_length))

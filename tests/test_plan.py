@@ -160,8 +160,9 @@ def test_erasing_as_candidates_and_after_mixing():
                 assert 1 <= len(rows) <= 2 and np.all(rows[:, 2:4] <= 6)
             if name != "cutmix":
                 assert plan.lam[i] == 1.0
-    after = planner(["cutmix"], after=["random_erasing"], erasing_prob=1.0)
+    after = planner(["cutmix"], after=["random_erasing"], erasing_prob=1.0, mode="batch")
     for plan in plans(after, 5):
+        assert len({e.tobytes() for e in plan.erase}) > 1  # per sample, even in batch mode
         # every sample (mixed or not) gets one rectangle strictly inside the image
         for rows in plan.erase:
             (y, x, h, w, kind), = rows
