@@ -5,7 +5,8 @@
 #      operator loads without a compiler run;
 #   3. a small Fashion-MNIST subset converted with the image (into a host folder);
 #   4. a one-epoch CPU training run through the entrypoint (torchrun) as the image's user, with
-#      /data read-only and /output writable; then the checkpoints and metrics it left are checked.
+#      /data read-only and /output writable; then the checkpoints and metrics it left are checked;
+#   5. the same training as a uid the image does not know (Slurm's LAUNCHER=docker does that).
 #
 #   bash docker/smoke.sh                  # IMAGE=dali-mix:latest, LIMIT=1000
 #
@@ -120,8 +121,8 @@ train() {
     local s=$SECONDS
     if run --shm-size 1g -v "$work/data:/data:ro" -v "$work/output:/output" "$image" \
         --output /output/run --epochs "$epochs" --limit "$limit" --no-progress \
-        >"$work/train.log" 2>&1; then
-        ok "training: $epochs epoch(s) on $limit images in $((SECONDS - s)) s"
+        >"$work/train.log" 2>&1 && ! grep -q "fused CPU operator is not available" "$work/train.log"; then
+        ok "training: $epochs epoch(s) on $limit images in $((SECONDS - s)) s, fused operator loaded"
     else
         bad "training (exit $?): $(tail -30 "$work/train.log")"
     fi
@@ -157,6 +158,21 @@ EOF
     ls -ln "$work/output/run" | sed 's/^/     | /'
 }
 t check_output
+
+# --- 5. another uid, as slurm.sbatch's LAUNCHER=docker runs it (--user "$(id -u):$(id -g)") --
+other_uid() {
+    local s=$SECONDS
+    mkdir -p "$work/output-uid" && chmod 0777 "$work/output-uid"
+    if run --user 4321:4321 -v "$work/data:/data:ro" -v "$work/output-uid:/output" "$image" \
+        --output /output/run --epochs 1 --limit "$limit" --no-progress >"$work/train-uid.log" 2>&1 \
+        && [ -f "$work/output-uid/run/last.pt" ] && [ -f "$work/output-uid/run/metrics.jsonl" ] \
+        && ! grep -q "fused CPU operator is not available" "$work/train-uid.log"; then
+        ok "training as uid 4321 (not in the image's passwd) in $((SECONDS - s)) s"
+    else
+        bad "training as uid 4321: $(tail -30 "$work/train-uid.log")"
+    fi
+}
+t other_uid
 
 echo "smoke: $passed passed, $failed failed"
 if [ "$failed" = 0 ] && [ "${KEEP:-0}" != 1 ] && [ -z "${WORK:-}" ]; then
