@@ -14,6 +14,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -461,7 +462,8 @@ def test_image_build_and_full_smoke(tmp_path):
     engine = _engine()
     if engine is None:
         pytest.skip("no podman or docker on this machine")
-    env = {**os.environ, "IMAGE": IMAGE, "ENGINE": Path(engine).name}
+    # PYTHON: a Python 3.11 with pip for build.sh's wheelhouse (pytest's own, by default)
+    env = {"PYTHON": sys.executable, **os.environ, "IMAGE": IMAGE, "ENGINE": Path(engine).name}
     build = subprocess.run([BASH, str(BUILD)], env=env, capture_output=True, text=True, timeout=3600)
     assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
     assert _image_exists(engine, IMAGE)
