@@ -131,6 +131,11 @@ def build(force: bool = False) -> Path:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise NativeBuildError(f"compiling {SOURCE.name} failed ({cxx}, exit "
                                    f"{proc.returncode}):\n{tail}")
+        # mkstemp made the file 0600 (the linker keeps that, plus x bits): give it the usual
+        # mode, so that other users of a shared cache (an image's unprivileged user) can load it
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o755 & ~umask)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
