@@ -79,6 +79,8 @@ LABELS_WITH_11 = [0, 1, 2, 3, 11, 5, 6, 7]  # 11 >= num_classes = 10
 
 
 def _user_pipe(file_list, recipe):
+    """A user pipeline: file list -> decode -> resize -> normalise to CHW float -> random_mix
+    (the recipe must say layout="CHW")."""
     @pipeline_def(batch_size=len(LABELS_WITH_11), num_threads=1, device_id=None, seed=5,
                   enable_conditionals=True)
     def pipe():
@@ -96,7 +98,7 @@ def _user_pipe(file_list, recipe):
                          ids=["randommix", "no-mixing"])
 def test_label_beyond_num_classes_raises_in_loader(tmp_path, methods):
     file_list = _write_file_list(tmp_path, LABELS_WITH_11)
-    recipe = dm.MixRecipe(methods=methods, num_classes=10, fmix_size=(16, 16))
+    recipe = dm.MixRecipe(methods=methods, num_classes=10, fmix_size=(16, 16), layout="CHW")
     names = dm.output_names(recipe)
     # without the check, the batch goes through and carries broken target rows
     unchecked = Loader(_user_pipe(file_list, recipe), names, "Reader")
@@ -112,7 +114,7 @@ def test_label_beyond_num_classes_raises_in_loader(tmp_path, methods):
 def test_clean_labels_pass_the_loader_check(tmp_path):
     """The same pipeline with labels < 10 passes (the check does not reject good batches)."""
     file_list = _write_file_list(tmp_path, [0, 1, 2, 3, 9, 5, 6, 7])
-    recipe = dm.MixRecipe(num_classes=10, fmix_size=(16, 16))
+    recipe = dm.MixRecipe(num_classes=10, fmix_size=(16, 16), layout="CHW")
     loader = Loader(_user_pipe(file_list, recipe), dm.output_names(recipe), "Reader", num_classes=10)
     images, targets = next(iter(loader))
     assert images.shape == (8, 3, 16, 16)
