@@ -388,6 +388,23 @@ def load_resume(args, out_dir: Path, signature: dict) -> tuple[str | None, dict 
     return resume, state
 
 
+def restore_best(run: RunDir | None, resume: str | None, state: dict | None) -> None:
+    """A run killed between writing last.pt and copying it to best.pt at the end of its best
+    epoch left best.pt behind: copy the checkpoint now, so best.pt holds the model that
+    `best_top1` describes."""
+    if run is None or not state or state["step_in_epoch"] or not state.get("history"):
+        return
+    if state["history"][-1]["val_top1"] != round(state["best_top1"], 3):
+        return  # the last finished epoch is not the best one
+    best = run.path / "best.pt"
+    try:
+        best_epoch = ckpt.load(best).get("epoch") if best.is_file() else None
+    except ValueError:
+        best_epoch = None
+    if best_epoch != state["epoch"]:
+        copy_atomic(resume, best)
+
+
 def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
     """--evaluate: top-1/top-5 of the --resume checkpoint on the val data."""
     try:
@@ -443,6 +460,7 @@ def main(argv=None) -> int:
         task = make_task(args, data, s)
         signature = run_signature(args, rt, data, s, task)
         resume, state = load_resume(args, out_dir, signature)
+        restore_best(run, resume, state)
         trainer = Trainer(args, rt, data, s, task, run, state, signature)
         if state:
             rt.log(f"resumed from {resume} at epoch {trainer.start_epoch + 1}, step {trainer.start_step}")

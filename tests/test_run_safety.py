@@ -101,12 +101,19 @@ def test_resume_with_another_batch_size_is_refused(stopped_run, tmp_path):
 
 def test_crash_after_the_metrics_line_never_duplicates_an_epoch(stopped_run, tmp_path):
     """Killed after writing an epoch's metrics but before its end-of-epoch checkpoint: the
-    resumed run redoes the epoch's tail; metrics.jsonl still has that epoch once. Temporary
-    files of a writer killed mid-write are removed at start."""
+    resumed run redoes the epoch's tail; metrics.jsonl still has that epoch once. Killed before
+    best.pt was updated: the resumed run restores it. Temporary files of a writer killed
+    mid-write are removed at start."""
     out = copy_run(stopped_run, tmp_path / "run")
     shutil.copyfile(out / "last.pt", tmp_path / "mid-epoch.pt")
     run_train(*SMALL, "--output", out, "--resume", "auto")
     assert epochs_in(out / "metrics.jsonl") == [1]
+    # killed between the epoch-end last.pt and its copy to best.pt: best.pt is an older model
+    shutil.copyfile(tmp_path / "mid-epoch.pt", out / "best.pt")
+    run_train(*SMALL, "--output", out, "--resume", "auto")  # the run is complete: nothing to train
+    from dali_mix.checkpoint import load
+
+    assert load(out / "best.pt")["epoch"] == 1
     shutil.copyfile(tmp_path / "mid-epoch.pt", out / "last.pt")  # the epoch-end save never happened
     (out / ".last.pt.k2j4x9.tmp").write_bytes(b"half a checkpoint")
     proc = run_train(*SMALL, "--output", out, "--resume", "auto")

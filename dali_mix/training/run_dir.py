@@ -4,7 +4,8 @@
 
 - takes `path/.lock` with `fcntl.flock` and writes the owner's pid and host into it. A second
   run on the same directory is refused while the first lives, naming its pid; the kernel drops
-  the lock when its holder dies (even by SIGKILL), so the lock of a dead run is taken over;
+  the lock when its holder dies (even by SIGKILL), so the lock of a dead run is taken over (on a
+  file system without flock, the pid in the file decides: a live process on this host holds it);
 - refuses a fresh run (nothing to resume) in a directory that holds a previous run's
   checkpoints or metrics, unless `overwrite` (then those files are deleted first);
 - deletes the temporary files that writers killed mid-write left behind.
@@ -70,14 +71,19 @@ class RunDir:
     def _lock(self) -> None:
         lock_path = self.path / LOCK_NAME
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        previous = _read(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            busy = False
         except BlockingIOError:
-            owner = _read(fd) or "another process"
+            busy = True
+        except OSError:  # a file system without flock: judge by the pid the lock file names
+            busy = _alive(previous)
+        if busy:
             os.close(fd)
-            raise RunDirError(f"--output {self.path} is in use by a running training run ({owner}); "
-                              "wait for it to finish, stop it, or choose another --output") from None
-        previous = _read(fd)
+            raise RunDirError(f"--output {self.path} is in use by a running training run "
+                              f"({previous or 'another process'}); wait for it to finish, stop it, "
+                              "or choose another --output")
         if previous:
             self.took_over = previous
         os.ftruncate(fd, 0)
@@ -116,6 +122,20 @@ class RunDir:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _alive(owner: str) -> bool:
+    """True when `owner` ("pid N on HOST") names a live process on this host."""
+    parts = owner.split()
+    if len(parts) < 4 or parts[0] != "pid" or parts[3] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read(fd: int) -> str:
