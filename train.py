@@ -47,10 +47,11 @@ from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
 from dali_mix.training.resume import incompatibilities
-from dali_mix.training.run_dir import RunDir, RunDirError
+from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
 from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
+DEFAULT_OUTPUT = "runs/latest"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -112,7 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
-    o.add_argument("--output", default="runs/latest", help="directory for checkpoints and metrics")
+    o.add_argument("--output", default=None, help=f"directory for checkpoints and metrics (default {DEFAULT_OUTPUT}; "
+                   "an earlier run there is moved aside to runs/latest-<time> unless --resume)")
     o.add_argument("--resume", default=None, help="checkpoint to resume from, or 'auto' (OUTPUT/last.pt if any)")
     o.add_argument("--overwrite", action="store_true", help="start a fresh run in an --output that holds an "
                    "earlier run's checkpoints and metrics, deleting them")
@@ -126,6 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
     validate_args(args, p)
+    args.output_given = args.output is not None
+    args.output = args.output or DEFAULT_OUTPUT
     return args
 
 
@@ -434,6 +438,10 @@ def claim_output(args, rt: Runtime) -> RunDir:
     out_dir = Path(args.output)
     resuming = args.resume not in (None, "auto") or (args.resume == "auto" and (out_dir / "last.pt").is_file())
     try:
+        if not (args.output_given or resuming or args.overwrite):
+            moved = archive_earlier_run(out_dir)
+            if moved:
+                rt.log(f"moved the earlier run in {out_dir} to {moved} (--output DIR chooses the directory)")
         run = RunDir.claim(out_dir, resuming=resuming, overwrite=args.overwrite)
     except RunDirError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -90,6 +90,20 @@ def test_fresh_run_does_not_overwrite_an_earlier_runs_checkpoints(tmp_path):
         assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
 
 
+def test_default_output_moves_an_earlier_run_aside(tmp_path):
+    """train.py without --output (the README command, run twice) keeps the earlier run."""
+    from dali_mix.training.run_dir import RunDir, archive_earlier_run
+
+    out = tmp_path / "latest"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"earlier best")
+    moved = archive_earlier_run(out)
+    assert not out.exists() and moved.name.startswith("latest-")
+    assert (moved / "best.pt").read_bytes() == b"earlier best"
+    with RunDir.claim(out, resuming=False):
+        assert archive_earlier_run(out) is None
+
+
 def test_resume_with_another_batch_size_is_refused(stopped_run, tmp_path):
     out = copy_run(stopped_run, tmp_path / "run")
     small = [a if a != "32" else "64" for a in SMALL]

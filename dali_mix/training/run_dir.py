@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,25 @@ class RunDir:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def archive_earlier_run(path: str | Path) -> Path | None:
+    """Move the earlier run in `path` aside, to `<path>-<time of its last write>` beside it, so a
+    new run can start in `path` without destroying it (the trainer does this for its default
+    --output only). Returns the new place, or None when `path` holds no run; RunDirError while
+    that run is still alive."""
+    path = Path(path)
+    present = [path / name for name in RUN_FILES if (path / name).exists()]
+    if not present:
+        return None
+    with RunDir.claim(path, resuming=True):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(p.stat().st_mtime for p in present)))
+        dest = base = path.with_name(f"{path.name}-{stamp}")
+        k = 1
+        while dest.exists():
+            dest, k = base.with_name(f"{base.name}.{k}"), k + 1
+        os.rename(path, dest)
+    return dest
 
 
 def _alive(owner: str) -> bool:
