@@ -9,7 +9,6 @@ refusals happen before any training step, so those runs take seconds.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
