@@ -12,8 +12,12 @@ shards) with --val-data for the validation source.
 
 Distributed: under torchrun it reads RANK / WORLD_SIZE / LOCAL_RANK, uses DDP (NCCL on GPUs,
 Gloo on the CPU) and shards the DALI readers by global rank. Checkpoints (last.pt, best.pt in
---output) are written atomically and hold the model, optimiser, step, RNG states and the DALI
-pipeline state, so --resume continues mid-epoch with the same batches.
+--output) are written atomically and hold the model, optimiser, step, RNG states, the DALI
+pipeline state, the epoch's running loss and the metrics history, so --resume continues
+mid-epoch with the same batches and the same metrics. One run owns --output at a time (a lock
+naming its pid); a fresh run will not overwrite an earlier run's files without --overwrite; a
+resume that changes the step bookkeeping (batch size, processes, data, model, recipe, ...) is
+refused, naming the setting.
 """
 from __future__ import annotations
 
@@ -22,10 +26,11 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,19 +40,19 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
+from dali_mix.atomic import copy_atomic
 from dali_mix.config import METHODS, PAIR_METHODS
-from dali_mix.torch import Loader, MixMoNet, mixed_cross_entropy, mixmo_loss, soft_target_cross_entropy
-from dali_mix.train_support import (
-    Progress,
-    build_model,
-    cosine_lr,
-    distributed_env,
-    evaluate,
-    rng_state,
-    set_rng_state,
-)
+from dali_mix.progress import Progress
+from dali_mix.sources import Source, class_mismatch, resolve_source
+from dali_mix.torch import Loader
+from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
+from dali_mix.training.bad_data import clean_source, named_errors
+from dali_mix.training.resume import incompatibilities
+from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
+from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
+DEFAULT_OUTPUT = "runs/latest"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,8 +114,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
-    o.add_argument("--output", default="runs/latest", help="directory for checkpoints and metrics")
+    o.add_argument("--output", default=None, help=f"directory for checkpoints and metrics (default {DEFAULT_OUTPUT}; "
+                   "an earlier run there is moved aside to runs/latest-<time> unless --resume)")
     o.add_argument("--resume", default=None, help="checkpoint to resume from, or 'auto' (OUTPUT/last.pt if any)")
+    o.add_argument("--overwrite", action="store_true", help="start a fresh run in an --output that holds an "
+                   "earlier run's checkpoints and metrics, deleting them")
     o.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (mid-epoch)")
     o.add_argument("--stop-after-steps", type=int, default=0, help="stop (as if killed) after N steps "
                    "in total, after saving a checkpoint: for testing resume")
@@ -121,6 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
     validate_args(args, p)
+    args.output_given = args.output is not None
+    args.output = args.output or DEFAULT_OUTPUT
     return args
 
 
@@ -150,6 +160,11 @@ def validate_args(args, parser) -> None:
             fail(f"--mixmo needs a ResNet-family --model (resnet*, wide_resnet*, resnext*), got {args.model!r}")
         if args.targets != "dense":
             fail("--mixmo uses dense targets: drop --targets sparse")
+    if args.batch_size == 1 and not args.evaluate:
+        fail("--batch-size 1: mixing pairs each sample with another sample of its batch (with one it is "
+             "paired with itself) and BatchNorm needs 2+ samples per batch; use --batch-size 2 or more")
+    if args.overwrite and args.resume:
+        fail("--overwrite starts a fresh run: drop --resume, or drop --overwrite to continue the run")
     if args.mix_off_epochs is not None and args.mix_off_epochs < 0:
         fail(f"--mix-off-epochs must be >= 0, got {args.mix_off_epochs}")
     if args.evaluate and not args.resume:
@@ -213,7 +228,48 @@ def recipe_from_args(args, num_classes: int, image_size: int | None = None) -> d
         fmix_size=(image_size, image_size) if image_size else None, seed=args.seed)
 
 
-def resolve_data(args, rank: int):
+# ---------------------------------------------------------------------------------------- set-up
+@dataclass
+class Runtime:
+    """This process: distributed ranks, torch device, rank-0 logging."""
+
+    env: DistributedEnv
+    device: torch.device
+    log: Callable[..., None]
+
+    @property
+    def is_main(self) -> bool:
+        return self.env.rank == 0
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def shard_args(self) -> dict:
+        """Keyword arguments every pipeline takes for device and sharding."""
+        return dict(device="gpu" if self.use_gpu else "cpu", device_id=self.env.local_rank if self.use_gpu else None,
+                    shard_id=self.env.rank, num_shards=self.env.world_size)
+
+
+def start_process(args) -> Runtime:
+    """Seed the RNGs, pick the device, join the process group (torchrun)."""
+    env = distributed_env()
+    torch.manual_seed(args.seed + env.rank)
+    random.seed(args.seed + env.rank)
+    np.random.seed(args.seed + env.rank)
+    use_gpu = args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available())
+    if use_gpu and not torch.cuda.is_available():
+        raise SystemExit("error: --device gpu but no CUDA device is available")
+    device = torch.device(f"cuda:{env.local_rank}") if use_gpu else torch.device("cpu")
+    if use_gpu:
+        torch.cuda.set_device(device)
+    if env.world_size > 1:
+        dist.init_process_group(backend="nccl" if use_gpu else "gloo")
+    log = (lambda *a: print(*a, flush=True)) if env.rank == 0 else (lambda *a: None)
+    return Runtime(env, device, log)
+
+
+def resolve_data(args, rank: int) -> tuple[str, str, bool]:
     """(train source, val source, is_fashion_mnist). Converts Fashion-MNIST on first use."""
     if args.data is None:
         from dali_mix.data.fashion_mnist import prepare_fashion_mnist
@@ -234,267 +290,356 @@ def resolve_data(args, rank: int):
                      "validation source")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    env = distributed_env()
-    torch.manual_seed(args.seed + env.rank)
-    random.seed(args.seed + env.rank)
-    np.random.seed(args.seed + env.rank)
-    use_gpu = args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available())
-    if use_gpu and not torch.cuda.is_available():
-        raise SystemExit("error: --device gpu but no CUDA device is available")
-    device = torch.device(f"cuda:{env.local_rank}") if use_gpu else torch.device("cpu")
-    if use_gpu:
-        torch.cuda.set_device(device)
-    if env.world_size > 1:
-        dist.init_process_group(backend="nccl" if use_gpu else "gloo")
-    is_main = env.rank == 0
-    log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
+@dataclass
+class Data:
+    """The run's validated data: train and val sources with the same classes."""
 
-    train_src, val_src, small_default = resolve_data(args, env.rank)
-    image_size = args.image_size or (28 if small_default else 224)
-    crop = args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized")
-    epochs = args.epochs or (5 if small_default else 90)
-    mix_off_epochs = args.mix_off_epochs
-    if mix_off_epochs is None:
-        mix_off_epochs = 1 if small_default and epochs > 1 else 0
-    if mix_off_epochs >= epochs:
-        raise SystemExit(f"error: --mix-off-epochs {mix_off_epochs} leaves no mixed epoch of {epochs}")
-    batch_size = args.batch_size or (128 if small_default else 256)
-    warmup = args.warmup_epochs if args.warmup_epochs is not None else (0.3 if small_default else 5.0)
-    base_lr = args.lr or (0.2 if small_default else 0.1) * batch_size * env.world_size / 256
-    workers = args.workers or max(1, (os.cpu_count() or 2) // max(1, env.local_world_size))
+    train_spec: str
+    train: Source
+    val: Source
+    num_classes: int
+    small_default: bool  # the embedded Fashion-MNIST (28 px defaults)
 
-    from pipelines.classification import train_pipeline, val_pipeline
-    from pipelines.sources import resolve_source
 
-    train_source = resolve_source(train_src)
-    if args.check_data:
-        train_source = clean_source(train_source, Path(args.output), env.rank, log)
-    num_classes = args.num_classes or train_source.num_classes
+def open_data(args, rt: Runtime) -> Data:
+    """Resolve and validate both sources; a train/val class mismatch stops the run, naming the
+    classes. With --check-data the train source becomes the clean list (in --output)."""
+    train_spec, val_spec, small = resolve_data(args, rt.env.rank)
+    try:
+        train, val = resolve_source(train_spec), resolve_source(val_spec)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    num_classes = args.num_classes or train.num_classes
     if not num_classes:
-        raise SystemExit(f"error: the train source {train_src} does not name its classes (no classes.txt): "
+        raise SystemExit(f"error: the train source {train_spec} does not name its classes (no classes.txt): "
                          "pass --num-classes")
-    recipe = recipe_from_args(args, num_classes, image_size)
+    why = class_mismatch(train, val, num_classes)
+    if why:
+        raise SystemExit(f"error: {why}")
+    if args.check_data and not args.evaluate:
+        train = clean_source(train, Path(args.output), rt.env.rank, rt.log)
+    spec = train_spec if any(c in train_spec for c in "*?[{") else os.path.abspath(train_spec)
+    return Data(spec, train, val, num_classes, small)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Flags with their defaults resolved (Fashion-MNIST has its own)."""
+
+    image_size: int
+    crop: str
+    epochs: int
+    mix_off_epochs: int
+    batch_size: int
+    warmup_epochs: float
+    base_lr: float
+    workers: int
+
+    @classmethod
+    def resolve(cls, args, data: Data, env: DistributedEnv) -> Settings:
+        small = data.small_default
+        image_size = args.image_size or (28 if small else 224)
+        epochs = args.epochs or (5 if small else 90)
+        mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small and epochs > 1 else 0)
+        if mix_off >= epochs:
+            raise SystemExit(f"error: --mix-off-epochs {mix_off} leaves no mixed epoch of {epochs}")
+        batch_size = args.batch_size or (128 if small else 256)
+        return cls(image_size=image_size,
+                   crop=args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized"),
+                   epochs=epochs, mix_off_epochs=mix_off, batch_size=batch_size,
+                   warmup_epochs=args.warmup_epochs if args.warmup_epochs is not None else (0.3 if small else 5.0),
+                   base_lr=args.lr or (0.2 if small else 0.1) * batch_size * env.world_size / 256,
+                   workers=args.workers or max(1, (os.cpu_count() or 2) // max(1, env.local_world_size)))
+
+
+def make_task(args, data: Data, s: Settings) -> Task:
+    """The Task the flags ask for: MixMo, or classification with the recipe of the flags."""
+    if args.mixmo:
+        return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p, b=args.mixmo_b,
+                         alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
+    recipe = recipe_from_args(args, data.num_classes, s.image_size)
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
-    if args.mixmo:
-        recipe = None  # MixMo mixes features in the model, not images in the pipeline
-    out_dir = Path(args.output)
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    return ClassificationTask(data.num_classes, recipe=recipe,
+                              mix_off_from=s.epochs - s.mix_off_epochs if s.mix_off_epochs else None)
 
-    # ---- resume -------------------------------------------------------------------------------
-    state = None
+
+def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dict:
+    """What a resumed run must keep (see dali_mix.training.resume)."""
+    return {"world_size": rt.env.world_size, "batch_size": s.batch_size, "data": data.train_spec,
+            "train_samples": data.train.num_samples, "num_classes": data.num_classes, "model": args.model,
+            "image_size": s.image_size, "crop": s.crop, "epochs": s.epochs, "mix_off_epochs": s.mix_off_epochs,
+            "seed": args.seed, **task.signature()}
+
+
+def load_resume(args, out_dir: Path, signature: dict) -> tuple[str | None, dict | None]:
+    """(checkpoint path, state) to resume from, or (None, None); refuses a checkpoint whose run
+    signature differs from this run's."""
     resume = args.resume
     if resume == "auto":
         resume = str(out_dir / "last.pt") if (out_dir / "last.pt").is_file() else None
-    if resume:
+    if not resume:
+        return None, None
+    try:
         state = ckpt.load(resume)
-        if not args.evaluate and state.get("world_size", 1) != env.world_size:
-            raise SystemExit(f"error: --resume {resume}: saved with {state.get('world_size')} processes, "
-                             f"now {env.world_size}")
-    start_epoch = state["epoch"] if state else 0
-    step_in_epoch = state["step_in_epoch"] if state else 0
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: --resume {resume}: {exc}") from None
+    saved = state.get("signature") or {"world_size": state.get("world_size", 1)}
+    diffs = incompatibilities(saved, signature)
+    if diffs:
+        raise SystemExit(f"error: --resume {resume}: the checkpoint belongs to a run with other settings; "
+                         "resuming would break its step and learning-rate bookkeeping:\n  " + "\n  ".join(diffs)
+                         + "\nResume with the saved settings, or start a new run in another --output.")
+    return resume, state
 
-    val_built = val_pipeline(val_src, batch_size=batch_size, image_size=image_size,
-                             device="gpu" if use_gpu else "cpu", device_id=env.local_rank if use_gpu else None,
-                             shard_id=env.rank, num_shards=env.world_size, num_threads=workers,
-                             num_classes=num_classes, crop="none" if crop == "pad" else "center")
-    val_loader = Loader(val_built.pipe, val_built.output_map, val_built.reader_name, train=False,
-                        num_classes=num_classes)
-    if args.evaluate:
-        model = build_model(state.get("model_name", args.model), num_classes, small_images=image_size <= 64)
-        if state.get("mixmo"):
-            model = MixMoNet(model, num_classes)
-        model.load_state_dict(state["model"])
-        model.to(device)
-        top1, top5, n_val, _ = evaluate(model, val_loader, device, world_size=env.world_size,
-                                        mixmo=bool(state.get("mixmo")))
-        log(f"evaluate {resume}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n_val} imgs)")
-        return 0
-    mix_off_from = epochs - mix_off_epochs if mix_off_epochs else None
-    if args.mixmo:
-        from pipelines.mixmo import mixmo_train_pipeline
 
-        built = mixmo_train_pipeline(
-            train_source, batch_size=batch_size, image_size=image_size, device="gpu" if use_gpu else "cpu",
-            device_id=env.local_rank if use_gpu else None, shard_id=env.rank, num_shards=env.world_size,
-            seed=args.seed, num_threads=workers, num_classes=num_classes, crop=crop,
-            p_cut=0.0 if args.mixmo == "linear" else args.mixmo_p, total_epochs=epochs,
-            alpha=args.mixmo_alpha, batch_repetition=args.mixmo_b, smoothing=args.smoothing,
-            enable_checkpointing=True, checkpoint=state["dali"][env.rank] if state else None)
-    else:
-        built = None
-    built = built or train_pipeline(
-        train_source, batch_size=batch_size, image_size=image_size, device="gpu" if use_gpu else "cpu",
-        device_id=env.local_rank if use_gpu else None, shard_id=env.rank, num_shards=env.world_size,
-        seed=args.seed, num_threads=workers, recipe=recipe, num_classes=num_classes, crop=crop,
-        enable_checkpointing=True,
-        checkpoint=state["dali"][env.rank] if state else None,
-        mix_off_from_epoch=mix_off_from if recipe is not None else None)
-    train_loader = Loader(built.pipe, built.output_map, built.reader_name, num_classes=num_classes)
-    built.clock.runs_per_epoch = train_loader.runs_per_epoch
-    # DALI restores the external sources' run counter with the checkpoint: no run_offset needed
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise SystemExit(f"error: the train shard has fewer samples than one batch ({batch_size})")
+def restore_best(run: RunDir | None, resume: str | None, state: dict | None) -> None:
+    """A run killed between writing last.pt and copying it to best.pt at the end of its best
+    epoch left best.pt behind: copy the checkpoint now, so best.pt holds the model that
+    `best_top1` describes."""
+    if run is None or not state or state["step_in_epoch"] or not state.get("history"):
+        return
+    if state["history"][-1]["val_top1"] != round(state["best_top1"], 3):
+        return  # the last finished epoch is not the best one
+    best = run.path / "best.pt"
+    try:
+        best_epoch = ckpt.load(best).get("epoch") if best.is_file() else None
+    except ValueError:
+        best_epoch = None
+    if best_epoch != state["epoch"]:
+        copy_atomic(resume, best)
 
-    model = build_model(args.model, num_classes, small_images=image_size <= 64)
-    if args.mixmo:
-        model = MixMoNet(model, num_classes)
-    model = model.to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params_bn = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    params_w = [p for n, p in model.named_parameters() if p.ndim > 1]
-    optimizer = torch.optim.SGD([{"params": params_w, "weight_decay": args.wd},
-                                 {"params": params_bn, "weight_decay": 0.0}],
-                                lr=base_lr, momentum=args.momentum, nesterov=True)
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"][env.rank])
-    ddp = model
-    if env.world_size > 1:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_gpu else None)
-    amp_dtype = None
-    if args.amp:
-        amp_dtype = torch.bfloat16 if (not use_gpu or torch.cuda.is_bf16_supported()) else torch.float16
-    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
-    best = state["best_top1"] if state else 0.0
-    total_steps = epochs * steps_per_epoch
-    global_step = start_epoch * steps_per_epoch + step_in_epoch
 
-    log(f"dali-mix {dm.__version__} | {args.model} on {device} x{env.world_size} | {num_classes} classes | "
-        f"train {train_source.num_samples} imgs ({steps_per_epoch} steps/epoch/process, batch {batch_size}) | "
-        f"image {image_size}px crop={crop} | mixing: {describe(recipe)}")
-    if state:
-        log(f"resumed from {resume} at epoch {start_epoch + 1}, step {step_in_epoch}")
-
-    def save(name: str, epoch: int, step: int, top1: float | None = None):
-        dali_states = [None] * env.world_size
-        rngs = [None] * env.world_size
-        mine_dali, mine_rng = train_loader.checkpoint(), rng_state()
-        if env.world_size > 1:
-            dist.all_gather_object(dali_states, mine_dali)
-            dist.all_gather_object(rngs, mine_rng)
-        else:
-            dali_states, rngs = [mine_dali], [mine_rng]
-        if is_main:
-            ckpt.save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "epoch": epoch, "step_in_epoch": step, "best_top1": best if top1 is None else top1,
-                              "dali": dali_states, "rng": rngs, "world_size": env.world_size,
-                              "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
-                              "num_classes": num_classes, "model_name": args.model,
-                              "mixmo": bool(args.mixmo)},
-                             out_dir / name)
-
-    metrics_path = out_dir / "metrics.jsonl"
-    step_log = open(f"{args.step_log}.rank{env.rank}", "a") if args.step_log else None
-    top1 = top5 = float("nan")
-    for epoch in range(start_epoch, epochs):
-        ddp.train()
-        t0 = time.time()
-        seen, loss_sum, loss_n = 0, 0.0, 0
-        progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=is_main and not args.no_progress)
-        first = step_in_epoch if epoch == start_epoch else 0
-        for i, batch in enumerate(named_errors(train_loader, train_source), start=first):
-            lr = cosine_lr(global_step, total_steps, base_lr, int(warmup * steps_per_epoch))
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            images = batch[0].to(device, non_blocking=True)
-            if args.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                if args.mixmo:
-                    x1, tgt0, tgt1, kappa, mask, use_cut = (t.to(device, non_blocking=True) for t in batch[1:])
-                    logits, kappa_used = ddp(images, x1, kappa=kappa, mask=mask, use_cut=use_cut.bool(),
-                                             return_kappa=True)
-                else:
-                    logits = ddp(images)
-            if args.mixmo:
-                loss = mixmo_loss(logits.float(), tgt0, tgt1, kappa_used, r=args.mixmo_r)
-            else:
-                loss = compute_loss(logits.float(), batch[1:], built.output_map, recipe, device)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if not math.isfinite(loss.item()):
-                raise SystemExit(f"error: loss is {loss.item()} at epoch {epoch + 1} step {i}")
-            global_step += 1
-            seen += images.shape[0]
-            loss_sum += loss.item()
-            loss_n += 1
-            if step_log is not None:
-                step_log.write(json.dumps({"epoch": epoch, "step": i, "global_step": global_step,
-                                           "loss": loss.item(), "lr": lr,
-                                           "targets": target_checksum(batch[1:])}) + "\n")
-                step_log.flush()
-            progress.update(i + 1, loss=loss_sum / loss_n, lr=lr, ips=seen * env.world_size / (time.time() - t0))
-            if args.save_every and (i + 1) % args.save_every == 0 and i + 1 < steps_per_epoch:
-                save("last.pt", epoch, i + 1)
-            if args.stop_after_steps and global_step >= args.stop_after_steps:
-                save("last.pt", epoch, i + 1)
-                progress.close()
-                log(f"stopped after {global_step} steps (--stop-after-steps); resume with --resume auto")
-                return 0
-        progress.close()
-        train_time = time.time() - t0
-        ips = seen * env.world_size / train_time
-        train_loss = reduce_mean(loss_sum / max(loss_n, 1), device, env.world_size)
-        top1, top5, n_val, heads = evaluate(model if args.mixmo else ddp, val_loader, device,
-                                            channels_last=args.channels_last, amp_dtype=amp_dtype,
-                                            world_size=env.world_size, mixmo=bool(args.mixmo))
-        best = max(best, top1)
-        record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": round(top1, 3),
-                  "val_top5": round(top5, 3), "val_samples": n_val, "images_per_s": round(ips, 1),
-                  "lr": lr, "seconds": round(time.time() - t0, 1), "mixing": recipe is not None and
-                  (mix_off_from is None or epoch < mix_off_from), **heads}
-        head_text = "".join(f" | {k.replace('val_top1_', '')} {v:.2f}%" for k, v in heads.items())
-        log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f} | val top-1 {top1:.2f}% top-5 "
-            f"{top5:.2f}% ({n_val} imgs){head_text} | {ips:.0f} images/s | {record['seconds']}s")
-        if is_main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        save("last.pt", epoch + 1, 0, top1=best)
-        if is_main and top1 >= best:
-            shutil.copyfile(out_dir / "last.pt", out_dir / ".best.pt.tmp")
-            os.replace(out_dir / ".best.pt.tmp", out_dir / "best.pt")
-    log(f"done: {epochs} epochs | final val top-1 {top1:.2f}% | best {best:.2f}% | output {out_dir}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
+    """--evaluate: top-1/top-5 of the --resume checkpoint on the val data."""
+    try:
+        state = ckpt.load(args.resume)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: --resume {args.resume}: {exc}") from None
+    task: Task = (MixMoTask(data.num_classes) if state.get("mixmo") else ClassificationTask(data.num_classes))
+    model = task.model(state.get("model_name", args.model), small_images=s.image_size <= 64)
+    model.load_state_dict(state["model"])
+    model.to(rt.device)
+    top1, top5, n_val, _ = task.metrics(model, model, val_loader(rt, data, s), rt.device, world_size=rt.env.world_size)
+    rt.log(f"evaluate {args.resume}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n_val} imgs)")
     return 0
 
 
-def named_errors(loader, source):
-    """Iterate `loader`; a DALI decoding failure becomes an error that names the bad files."""
+def val_loader(rt: Runtime, data: Data, s: Settings) -> Loader:
+    from pipelines.classification import val_pipeline
+
+    built = val_pipeline(data.val, batch_size=s.batch_size, image_size=s.image_size, num_threads=s.workers,
+                         num_classes=data.num_classes, crop="none" if s.crop == "pad" else "center",
+                         **rt.shard_args())
+    return Loader(built.pipe, built.output_map, built.reader_name, train=False, num_classes=data.num_classes)
+
+
+def claim_output(args, rt: Runtime) -> RunDir:
+    """Take --output for this run (rank 0 only): lock, earlier-run check, stale temp files."""
+    out_dir = Path(args.output)
+    resuming = args.resume not in (None, "auto") or (args.resume == "auto" and (out_dir / "last.pt").is_file())
     try:
-        yield from loader
-    except RuntimeError as exc:
-        hint = decode_error_hint(exc, source)
-        if hint is None:
-            raise
-        raise SystemExit(hint) from None
+        if not (args.output_given or resuming or args.overwrite):
+            moved = archive_earlier_run(out_dir)
+            if moved:
+                rt.log(f"moved the earlier run in {out_dir} to {moved} (--output DIR chooses the directory)")
+        run = RunDir.claim(out_dir, resuming=resuming, overwrite=args.overwrite)
+    except RunDirError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if run.took_over:
+        rt.log(f"--output {out_dir}: took over the lock of a run that ended without releasing it ({run.took_over})")
+    for p in run.removed:
+        rt.log(f"--output {out_dir}: removed {p.name}, left by a run killed while writing it")
+    return run
 
 
-def describe(recipe) -> str:
-    if recipe is None:
-        return "none"
-    parts = [f"{m}:{w:g}" for m, w in zip(recipe.candidates, recipe.weights)]
-    return (f"{'RandomMix ' if len(parts) > 1 else ''}{', '.join(parts) or 'none'} per {recipe.mode}, "
-            f"prob {recipe.prob:g}, smoothing {recipe.label_smoothing:g}, {recipe.target} targets")
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rt = start_process(args)
+    if args.evaluate:
+        data = open_data(args, rt)
+        return evaluate_checkpoint(args, rt, data, Settings.resolve(args, data, rt.env))
+    out_dir = Path(args.output)
+    run = claim_output(args, rt) if rt.is_main else None
+    if dist.is_initialized():
+        dist.barrier()  # the other ranks write into --output only once rank 0 owns it
+    with run or RunDir(out_dir):
+        data = open_data(args, rt)
+        s = Settings.resolve(args, data, rt.env)
+        task = make_task(args, data, s)
+        signature = run_signature(args, rt, data, s, task)
+        resume, state = load_resume(args, out_dir, signature)
+        restore_best(run, resume, state)
+        trainer = Trainer(args, rt, data, s, task, run, state, signature)
+        if state:
+            rt.log(f"resumed from {resume} at epoch {trainer.start_epoch + 1}, step {trainer.start_step}")
+        status = trainer.fit()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return status
 
 
-def compute_loss(logits, rest, output_map, recipe, device):
-    names = output_map[1:]
-    if recipe is None:
-        return nn.functional.cross_entropy(logits, rest[0].to(device))
-    if recipe.target == "dense":
-        return soft_target_cross_entropy(logits, rest[0].to(device))
-    ya, yb, lam = (rest[names.index(k)].to(device) for k in ("labels_a", "labels_b", "lam"))
-    return mixed_cross_entropy(logits, ya, yb, lam, smoothing=recipe.label_smoothing)
+# ---------------------------------------------------------------------------------------- training
+class Trainer:
+    """The training loop for any Task: builds loaders, model and optimiser (restored from
+    `state` when resuming), trains, evaluates, checkpoints and writes the metrics (rank 0)."""
+
+    def __init__(self, args, rt: Runtime, data: Data, s: Settings, task: Task, run: RunDir | None,
+                 state: dict | None, signature: dict):
+        self.args, self.rt, self.data, self.s, self.task, self.run = args, rt, data, s, task, run
+        self.signature = signature
+        self.val_loader = val_loader(rt, data, s)
+        self.built = task.train_pipeline(
+            data.train, batch_size=s.batch_size, image_size=s.image_size, seed=args.seed, num_threads=s.workers,
+            num_classes=data.num_classes, crop=s.crop, enable_checkpointing=True,
+            checkpoint=state["dali"][rt.env.rank] if state else None, **rt.shard_args())
+        self.loader = Loader(self.built.pipe, self.built.output_map, self.built.reader_name,
+                             num_classes=data.num_classes)
+        self.built.clock.runs_per_epoch = self.loader.runs_per_epoch
+        # DALI restores the external sources' run counter with the checkpoint: no run_offset needed
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise SystemExit(f"error: the train shard has fewer samples than one batch ({s.batch_size})")
+        self.model = task.model(args.model, small_images=s.image_size <= 64).to(rt.device)
+        if args.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        params = list(self.model.named_parameters())
+        self.optimizer = torch.optim.SGD(
+            [{"params": [p for _, p in params if p.ndim > 1], "weight_decay": args.wd},
+             {"params": [p for _, p in params if p.ndim <= 1], "weight_decay": 0.0}],
+            lr=s.base_lr, momentum=args.momentum, nesterov=True)
+        self.start_epoch = state["epoch"] if state else 0
+        self.start_step = state["step_in_epoch"] if state else 0
+        self.best = state["best_top1"] if state else 0.0
+        if state and "history" in state:
+            self.history: list[dict] = list(state["history"])
+        else:  # a fresh run, or a checkpoint from before the history was kept in it
+            self.history = [r for r in (run.read_metrics() if run and state else []) if r["epoch"] <= self.start_epoch]
+        self.loss_sum, self.loss_n = (state.get("loss_sums") or [(0.0, 0)] * rt.env.world_size)[rt.env.rank] \
+            if state and self.start_step else (0.0, 0)
+        if state:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"][rt.env.rank])
+        self.ddp = self.model
+        if rt.env.world_size > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=[rt.device.index] if rt.use_gpu else None)
+        self.amp_dtype = None
+        if args.amp:
+            self.amp_dtype = torch.bfloat16 if (not rt.use_gpu or torch.cuda.is_bf16_supported()) else torch.float16
+        self.scaler = torch.amp.GradScaler(enabled=self.amp_dtype == torch.float16)
+        self.global_step = self.start_epoch * self.steps_per_epoch + self.start_step
+        self.lr, self.ips, self.t0 = s.base_lr, 0.0, time.time()
+        if run is not None and state is not None:
+            run.write_metrics(self.history)  # drops lines of epochs the checkpoint had not finished
+        rt.log(f"dali-mix {dm.__version__} | {args.model} on {rt.device} x{rt.env.world_size} | "
+               f"{data.num_classes} classes | train {data.train.num_samples} imgs ({self.steps_per_epoch} "
+               f"steps/epoch/process, batch {s.batch_size}) | image {s.image_size}px crop={s.crop} | "
+               f"mixing: {task.describe()}")
+
+    def fit(self) -> int:
+        s, log = self.s, self.rt.log
+        step_log = open(f"{self.args.step_log}.rank{self.rt.env.rank}", "a") if self.args.step_log else None
+        top1 = float("nan")
+        for epoch in range(self.start_epoch, s.epochs):
+            first = self.start_step if epoch == self.start_epoch else 0
+            if first == 0:
+                self.loss_sum, self.loss_n = 0.0, 0
+            if not self.train_epoch(epoch, first, step_log):
+                log(f"stopped after {self.global_step} steps (--stop-after-steps); resume with --resume auto")
+                return 0
+            top1 = self.end_epoch(epoch)
+        log(f"done: {s.epochs} epochs | final val top-1 {top1:.2f}% | best {self.best:.2f}% | output {self.args.output}")
+        return 0
+
+    def train_epoch(self, epoch: int, first: int, step_log) -> bool:
+        """Train from step `first` to the end of the epoch; False when --stop-after-steps hit."""
+        args, rt, s = self.args, self.rt, self.s
+        self.ddp.train()
+        self.t0, seen = time.time(), 0
+        progress = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{s.epochs}",
+                            enabled=rt.is_main and not args.no_progress)
+        total = s.epochs * self.steps_per_epoch
+        for i, batch in enumerate(named_errors(self.loader, self.data.train), start=first):
+            lr = cosine_lr(self.global_step, total, s.base_lr, int(s.warmup_epochs * self.steps_per_epoch))
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            images = batch[0].to(rt.device, non_blocking=True)
+            if args.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(rt.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                output = self.task.forward(self.ddp, images, batch, rt.device)
+            loss = self.task.loss(output, batch, self.built.output_map, rt.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise SystemExit(f"error: loss is {value} at epoch {epoch + 1} step {i}")
+            self.global_step += 1
+            seen += images.shape[0]
+            self.loss_sum += value
+            self.loss_n += 1
+            self.lr = lr
+            if step_log is not None:
+                step_log.write(json.dumps({"epoch": epoch, "step": i, "global_step": self.global_step, "loss": value,
+                                           "lr": lr, "targets": target_checksum(batch[1:])}) + "\n")
+                step_log.flush()
+            progress.update(i + 1, loss=self.loss_sum / self.loss_n, lr=lr,
+                            ips=seen * rt.env.world_size / (time.time() - self.t0))
+            if args.save_every and (i + 1) % args.save_every == 0 and i + 1 < self.steps_per_epoch:
+                self.save("last.pt", epoch, i + 1)
+            if args.stop_after_steps and self.global_step >= args.stop_after_steps:
+                self.save("last.pt", epoch, i + 1)
+                progress.close()
+                return False
+        progress.close()
+        self.ips = seen * rt.env.world_size / max(time.time() - self.t0, 1e-9)
+        return True
+
+    def end_epoch(self, epoch: int) -> float:
+        """Evaluate, record the epoch's metrics, checkpoint (last.pt, best.pt); returns top-1."""
+        rt, s = self.rt, self.s
+        train_loss = global_mean(self.loss_sum, self.loss_n, rt.device, rt.env.world_size)
+        top1, top5, n_val, heads = self.task.metrics(
+            self.model, self.ddp, self.val_loader, rt.device, channels_last=self.args.channels_last,
+            amp_dtype=self.amp_dtype, world_size=rt.env.world_size)
+        self.best = max(self.best, top1)
+        record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": round(top1, 3),
+                  "val_top5": round(top5, 3), "val_samples": n_val, "images_per_s": round(self.ips, 1),
+                  "lr": self.lr, "seconds": round(time.time() - self.t0, 1), "mixing": self.task.mixing(epoch), **heads}
+        head_text = "".join(f" | {k.replace('val_top1_', '')} {v:.2f}%" for k, v in heads.items())
+        rt.log(f"epoch {epoch + 1}/{s.epochs}: train loss {train_loss:.4f} | val top-1 {top1:.2f}% top-5 "
+               f"{top5:.2f}% ({n_val} imgs){head_text} | {self.ips:.0f} images/s | {record['seconds']}s")
+        self.history = [r for r in self.history if r["epoch"] < epoch + 1] + [record]
+        self.save("last.pt", epoch + 1, 0)
+        if self.run is not None:
+            self.run.write_metrics(self.history)
+            if top1 >= self.best:
+                copy_atomic(self.run.path / "last.pt", self.run.path / "best.pt")
+        return top1
+
+    def save(self, name: str, epoch: int, step: int) -> None:
+        """Checkpoint every rank's DALI, RNG and running-loss state (written by rank 0)."""
+        mine = (self.loader.checkpoint(), rng_state(), (self.loss_sum, self.loss_n))
+        gathered = [mine]
+        if self.rt.env.world_size > 1:
+            gathered = [None] * self.rt.env.world_size
+            dist.all_gather_object(gathered, mine)
+        if self.run is None:
+            return
+        dali_states, rngs, loss_sums = (list(x) for x in zip(*gathered))
+        ckpt.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                          "epoch": epoch, "step_in_epoch": step, "best_top1": self.best,
+                          "dali": dali_states, "rng": rngs, "loss_sums": loss_sums if step else None,
+                          "history": self.history, "world_size": self.rt.env.world_size,
+                          "signature": self.signature,
+                          "args": {k: v for k, v in vars(self.args).items()
+                                   if isinstance(v, (int, float, str, bool, type(None)))},
+                          "num_classes": self.data.num_classes, "model_name": self.args.model,
+                          "mixmo": isinstance(self.task, MixMoTask)},
+                         self.run.path / name)
 
 
 def target_checksum(rest) -> float:
@@ -507,55 +652,13 @@ def target_checksum(rest) -> float:
     return total
 
 
-def reduce_mean(value: float, device, world_size: int) -> float:
-    if world_size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / world_size
-
-
-def check_report(source):
-    """`dali-mix check-data`'s report on a resolved Source (every file decoded once)."""
-    from dali_mix.data.check import check_source
-
-    spec = {"folder": source.root, "file_list": source.files[0]}.get(source.kind, list(source.files))
-    return check_source(spec, progress=False)
-
-
-def clean_source(source, out_dir: Path, rank: int, log):
-    """Scan `source` with check-data and return a Source over its good files only (a DALI file
-    list in the run directory, labels and class names unchanged)."""
-    from dali_mix.data.check import write_clean_list
-    from pipelines.sources import Source
-
-    if source.kind == "webdataset":
-        raise SystemExit("error: --check-data works on ImageFolder trees and file lists; for webdataset "
-                         "shards run 'dali-mix check-data' and rewrite the shards without the bad samples")
-    report = check_report(source)
-    if not report.bad:
-        return source
-    for path, reason in report.bad:
-        log(f"--check-data: leaving out {path}: {reason}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean = out_dir / f"clean-list.rank{rank}.txt"
-    n = write_clean_list(report, clean, absolute=True)
-    return Source("file_list", "/", (str(clean),), (), source.classes, num_samples=n,
-                  extra={"max_label": max(g.label for g in report.good)})
-
-
-def decode_error_hint(exc: BaseException, source) -> str | None:
-    """When DALI fails to decode, name the files at fault (DALI's own message does not)."""
-    text = str(exc)
-    if "decoders" not in text and "nvImageCodec" not in text and "decode" not in text.lower():
-        return None
-    bad = check_report(source).bad
-    if not bad:
-        return None
-    listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
-    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-    return (f"error: the train data has {len(bad)} file(s) the decoder cannot read:\n{listing}{more}\n"
-            "Remove or fix them, or rerun with --check-data to train on the readable files only.")
+def global_mean(total: float, count: int, device, world_size: int) -> float:
+    """sum / count over every rank's (total, count)."""
+    if world_size > 1:
+        t = torch.tensor([total, count], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        total, count = float(t[0]), float(t[1])
+    return total / max(count, 1)
 
 
 if __name__ == "__main__":

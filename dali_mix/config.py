@@ -172,9 +172,17 @@ class MixRecipe:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:  # malformed YAML: name the file and the line
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+                raise ValueError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"recipe file {path} must hold a mapping of fields, got {type(data).__name__}")
         try:

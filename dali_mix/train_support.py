@@ -1,12 +1,10 @@
 """Pieces of the reference trainer (train.py) that are not about pixels: process environment,
-model construction, learning-rate schedule, evaluation, RNG state, progress display."""
+model construction, learning-rate schedule, evaluation, RNG state."""
 from __future__ import annotations
 
 import math
 import os
 import random
-import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,34 +121,3 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class Progress:
-    """One-line progress display on stderr: redrawn in place on a terminal, else a line every 30 s."""
-
-    def __init__(self, total: int, title: str, enabled: bool = True):
-        self.total, self.title, self.enabled = total, title, enabled
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(self, done: int, **values) -> None:
-        if not self.enabled:
-            return
-        now = time.time()
-        if not self.tty and now - self.last < 30 and done < self.total:
-            return
-        if self.tty and now - self.last < 0.2 and done < self.total:
-            return
-        self.last = now
-        width = 24
-        filled = int(width * done / max(1, self.total))
-        bar = "#" * filled + "." * (width - filled)
-        stats = " ".join(f"{k} {v:.4g}" for k, v in values.items())
-        line = f"{self.title} [{bar}] {done}/{self.total} {stats}"
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

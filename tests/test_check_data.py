@@ -289,3 +289,48 @@ def test_import_has_no_side_effects():
     proc = subprocess.run([sys.executable, "-c", "import dali_mix.data.check"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout == ""
+
+
+def test_hidden_folder_is_no_class_and_the_clean_list_has_training_labels(tmp_path):
+    """A hidden folder (.ipynb_checkpoints) takes no label: the clean list's labels are exactly
+    the labels the trainer's source listing assigns to the same files."""
+    from dali_mix.sources import resolve_source
+
+    root = _clean_tree(tmp_path / "data", {"cat": 3, "dog": 3})
+    (root / ".ipynb_checkpoints").mkdir()
+    _rgb().save(root / ".ipynb_checkpoints" / "x.jpg")
+    _rgb().save(root / "dog" / ".hidden.jpg")
+    report = check_source(root, progress=False, use_dali=False)
+    assert list(report.class_counts) == ["cat", "dog"]
+    assert report.ok
+    clean = tmp_path / "clean.txt"
+    write_clean_list(report, clean, absolute=True)
+    listed = dict(line.rsplit(" ", 1) for line in clean.read_text().splitlines())
+    source = resolve_source(root)
+    assert {f: int(lab) for f, lab in listed.items()} == dict(zip(source.files, source.labels))
+
+
+def test_file_list_label_beyond_classes_txt_is_bad(tmp_path, capsys):
+    """With a classes.txt of 2 names, label 2 has no class: BAD, and the CLI exits 1."""
+    root = _clean_tree(tmp_path, {"x": 3})
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    lst = tmp_path / "list.txt"
+    lst.write_text("x/x0.jpg 0\nx/x1.jpg 1\nx/x2.jpg 2\n")
+    report = check_source(lst, progress=False, use_dali=False)
+    assert [(os.path.basename(p), why.split(" (")[0]) for p, why in report.bad] == [
+        ("x2.jpg", "label 2 >= number of classes 2")]
+    assert [g.label for g in report.good] == [0, 1]
+    assert cli_main(["check-data", str(lst), "--no-progress", "--no-dali"]) == 1
+    assert "label 2 >= number of classes 2" in capsys.readouterr().out
+    # without classes.txt, --num-classes gives the bound
+    (tmp_path / "classes.txt").unlink()
+    assert check_source(lst, progress=False, use_dali=False).ok
+    assert len(check_source(lst, progress=False, use_dali=False, num_classes=2).bad) == 1
+
+
+def test_webdataset_label_beyond_classes_txt_is_bad(tmp_path):
+    good = _encoded(_rgb())
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    _tar(tmp_path / "s.tar", [("k0.jpg", good), ("k0.cls", b"1"), ("k1.jpg", good), ("k1.cls", b"5")])
+    report = check_source(tmp_path / "s.tar", progress=False, use_dali=False)
+    assert len(report.bad) == 1 and "label 5 >= number of classes 2" in report.bad[0][1]

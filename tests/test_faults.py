@@ -79,6 +79,8 @@ LABELS_WITH_11 = [0, 1, 2, 3, 11, 5, 6, 7]  # 11 >= num_classes = 10
 
 
 def _user_pipe(file_list, recipe):
+    """A user pipeline: file list -> decode -> resize -> normalise to CHW float -> random_mix
+    (the recipe must say layout="CHW")."""
     @pipeline_def(batch_size=len(LABELS_WITH_11), num_threads=1, device_id=None, seed=5)
     def pipe():
         jpegs, labels = fn.readers.file(file_list=file_list, random_shuffle=False, name="Reader")

@@ -38,6 +38,7 @@ def steps(path):
     (["--mix-weights", "mixup=1,warp=2"], "--mix-weights"),
     (["--lr", "-0.1"], "--lr"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "1"], "--batch-size"),  # would pair each sample with itself, then fail in BatchNorm
     (["--mixup-prob", "1.5"], "prob"),
     (["--mixmo", "cut", "--model", "vit_b_16"], "--mixmo"),
     (["--recipe", "/nonexistent.yaml"], "--recipe"),
@@ -71,6 +72,10 @@ def test_resume_mid_epoch_gives_the_same_batches_and_losses(tmp_path, fmnist_sma
     # mixing is really on in epoch 1 and off in epoch 2: mixed targets are not all one-hot
     ma = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
     assert [m["mixing"] for m in ma] == [True, False]
+    # the resumed epoch's train loss covers all its steps, not only those after the resume
+    mb = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [m["epoch"] for m in mb] == [1, 2]
+    assert [m["train_loss"] for m in mb] == [m["train_loss"] for m in ma]
 
 
 def test_mix_off_epoch_trains_on_one_hot_targets(tmp_path):

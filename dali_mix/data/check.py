@@ -2,17 +2,16 @@
 
 Three kinds of source are understood (see :func:`check_source`):
 
-* an **ImageFolder** root ``root/<class>/<file>``. Classes are the sorted sub-folder names and a
-  sample's label is its class index, exactly as ``fn.readers.file(file_root=root)`` assigns them:
-  only files directly inside a class folder whose extension (case-insensitive) DALI's file reader
-  picks up are samples; hidden folders are classes too, and an empty class folder still takes a
-  label index.
+* an **ImageFolder** root ``root/<class>/<file>``,
 * a **DALI file list** (a text file, ``relative/path label`` per line; paths are relative to
-  ``--file-root``, or to the list's own folder when it is not given, or absolute).
+  ``--file-root``, or to the list's own folder when it is not given, or absolute),
 * **webdataset shards**: one or more ``.tar`` files, globs (``shards/*.tar``) or brace ranges
-  (``train-{000000..000146}.tar``), or a folder holding only ``.tar`` files. A sample is the group
-  of consecutive members sharing a key (``<key>.<ext>``); it needs one image member (``jpg``,
-  ``jpeg``, ``png``, ``webp``, ...) and a ``cls`` member holding a non-negative integer.
+  (``train-{000000..000146}.tar``), or a folder holding ``.tar`` files.
+
+Sources are listed by :mod:`dali_mix.sources`, the rules the trainer's readers use (hidden
+entries skipped, image extensions, sorted class order, shard discovery, ``classes.txt``), so the
+labels of a clean list are exactly the labels training assigns. A label at or above the number
+of classes (``classes.txt`` or ``--num-classes``) is bad.
 
 Every image is checked in two stages: Pillow first, on a thread pool (``Image.open`` +
 ``load()`` catches empty, truncated and non-image files cheaply), then DALI's own CPU decoder
@@ -29,7 +28,6 @@ failure.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import os
 import re
@@ -42,27 +40,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
+from dali_mix.progress import Progress
+from dali_mix.sources import (WDS_IMAGE_EXTENSIONS, WDS_LABEL_EXTENSION, classes_txt, detect,
+                              list_image_folder, parse_label, read_file_list, shard_problem)
+
 __all__ = [
     "CheckReport",
     "GoodSample",
     "check_source",
     "write_clean_list",
     "add_parser",
-    "DALI_READER_EXTENSIONS",
     "WDS_IMAGE_EXTENSIONS",
 ]
 
-#: Extensions (lower case, no dot) that ``fn.readers.file(file_root=...)`` treats as samples.
-#: Checked against DALI 2.4: the audio ones are picked up too, and would then fail image decoding.
-DALI_READER_EXTENSIONS = frozenset(
-    "jpg jpeg png bmp tif tiff pnm ppm pgm pbm jp2 webp flac ogg wav".split()
-)
-_AUDIO_EXTENSIONS = frozenset({"flac", "ogg", "wav"})
-
-#: Member extensions that count as "the image" of a webdataset sample, in order of preference.
-WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "pbm",
-                        "pnm", "jp2")
-_WDS_LABEL_EXTENSION = "cls"
+_REPORT_KIND = {"folder": "imagefolder", "file_list": "filelist", "webdataset": "webdataset"}
 
 # Pillow format names that are expected for a file extension (for the "extension_mismatch" note).
 _EXPECTED_FORMATS = {
@@ -84,8 +75,7 @@ NOTE_KINDS = {
     "extension_mismatch": "file extension does not match the content (DALI decodes by content)",
     "huge_image": "images above Pillow's decompression-bomb limit (checked with DALI only)",
     "extra_image_members": "webdataset samples with more than one image member (first one checked)",
-    "hidden_class_folder": "hidden folders that DALI's file reader still treats as classes",
-    "ignored_by_reader": "files/folders that fn.readers.file(file_root=...) skips",
+    "ignored_by_reader": "files/folders that are not samples (hidden, other extensions, nested)",
     "blank_lines": "blank lines in the file list",
     "non_contiguous_keys": "webdataset keys that reappear later in a shard (split samples)",
 }
@@ -263,106 +253,50 @@ def _ext(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in os.path.basename(name) else ""
 
 
-def _parse_label(text: str) -> tuple[int | None, str | None]:
-    """Returns ``(label, None)`` for a non-negative integer, else ``(None, reason)``."""
-    t = text.strip()
-    if not re.fullmatch(r"[+-]?\d+", t):
-        shown = t if len(t) <= 40 else t[:37] + "..."
-        return None, f"label {shown!r} is not an integer"
-    value = int(t)
-    if value < 0:
-        return None, f"negative label {value}"
-    return value, None
-
-
 def _list_imagefolder(root: str, notes: dict[str, list[str]]) -> tuple[list[str], list[_Item]]:
-    """Lists an ImageFolder the way DALI's file reader does; returns (class names, items)."""
-    classes, ignored = [], []
-    with os.scandir(root) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        if e.is_dir():
-            classes.append(e.name)
-        else:
-            ignored.append(os.path.join(root, e.name))
-    items: list[_Item] = []
-    for label, cls in enumerate(classes):
-        cdir = os.path.join(root, cls)
-        if cls.startswith("."):
-            notes.setdefault("hidden_class_folder", []).append(cdir)
-        with os.scandir(cdir) as it:
-            files = sorted(it, key=lambda e: e.name)
-        for e in files:
-            full = os.path.join(cdir, e.name)
-            if e.is_dir() or _ext(e.name) not in DALI_READER_EXTENSIONS:
-                ignored.append(full + ("/" if e.is_dir() else ""))
-                continue
-            rel = f"{cls}/{e.name}"
-            items.append(_Item(full, label, GoodSample(rel, label), ext=_ext(e.name),
-                               class_name=cls))
-    if ignored:
-        notes.setdefault("ignored_by_reader", []).extend(ignored)
-    return classes, items
+    """Lists an ImageFolder the way training does; returns (class names, items)."""
+    listing = list_image_folder(root)
+    items = []
+    for full, label in zip(listing.files, listing.labels):
+        cls = listing.classes[label]
+        rel = f"{cls}/{os.path.basename(full)}"
+        items.append(_Item(full, label, GoodSample(rel, label), ext=_ext(full), class_name=cls))
+    if listing.skipped:
+        notes.setdefault("ignored_by_reader", []).extend(listing.skipped)
+    return listing.classes, items
 
 
-def _list_filelist(list_path: str, file_root: str, notes: dict[str, list[str]],
+def _label_problem(label: int | None, num_classes: int | None, where: str) -> str | None:
+    """'label L >= number of classes C (where)' when the label has no class, else None."""
+    if label is not None and num_classes is not None and label >= num_classes:
+        return f"label {label} >= number of classes {num_classes} ({where})"
+    return None
+
+
+def _list_filelist(list_path: str, file_root: str, num_classes: int | None, notes: dict[str, list[str]],
                    bad: list[tuple[str, str]]) -> list[_Item]:
-    """Parses a DALI file list (``path label`` per line; label = last whitespace token)."""
+    """Parses a DALI file list with :func:`dali_mix.sources.read_file_list`."""
+    entries, blank = read_file_list(list_path, file_root)
+    notes.setdefault("blank_lines", []).extend(f"{list_path}:{n}" for n in blank)
+    name = os.path.basename(list_path)
     items: list[_Item] = []
-    with open(list_path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            notes.setdefault("blank_lines", []).append(f"{list_path}:{lineno}")
+    for e in entries:
+        if e.label is None and e.error == "no label":
+            bad.append((e.full, f"no label ({list_path} line {e.line})"))
             continue
-        parts = line.strip().rsplit(None, 1)
-        rel = parts[0]
-        full = rel if os.path.isabs(rel) else os.path.join(file_root, rel)
-        if len(parts) < 2:
-            bad.append((full, f"no label ({list_path} line {lineno})"))
-            continue
-        label, why = _parse_label(parts[1])
-        item = _Item(full, label, GoodSample(rel, label) if label is not None else None,
-                     ext=_ext(rel))
+        item = _Item(e.full, e.label, GoodSample(e.path, e.label) if e.label is not None else None,
+                     ext=_ext(e.path))
+        why = e.error or _label_problem(e.label, num_classes, "classes.txt / --num-classes")
         if why:
-            item.pre_bad = f"{why} ({os.path.basename(list_path)} line {lineno})"
+            item.pre_bad = f"{why} ({name} line {e.line})"
         items.append(item)
     return items
-
-
-_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
-def _expand_shards(patterns: Sequence[str]) -> list[str]:
-    """Expands ``{000..009}`` ranges and globs into a list of shard paths; literal paths that do
-    not exist are kept (and reported as unreadable shards later)."""
-    out: list[str] = []
-    for pat in patterns:
-        pending = [pat]
-        while any(_BRACE.search(p) for p in pending):
-            nxt = []
-            for p in pending:
-                m = _BRACE.search(p)
-                if not m:
-                    nxt.append(p)
-                    continue
-                a, b = m.group(1), m.group(2)
-                width = len(a) if a.startswith("0") or len(a) == len(b) else 0
-                for i in range(int(a), int(b) + 1):
-                    nxt.append(p[:m.start()] + str(i).zfill(width) + p[m.end():])
-            pending = nxt
-        for p in pending:
-            if glob.has_magic(p):
-                out.extend(sorted(glob.glob(p)))
-            else:
-                out.append(p)
-    return out
 
 
 _WDS_SPLIT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
-def _iter_webdataset(shards: Sequence[str], notes: dict[str, list[str]],
+def _iter_webdataset(shards: Sequence[str], num_classes: int | None, notes: dict[str, list[str]],
                      bad: list[tuple[str, str]]) -> Iterator[_Item]:
     """Yields one item per webdataset sample (members with the same key, consecutive)."""
 
@@ -373,12 +307,13 @@ def _iter_webdataset(shards: Sequence[str], notes: dict[str, list[str]],
         img_exts = [e for e in WDS_IMAGE_EXTENSIONS if e in members]
         problems = []
         label = None
-        if _WDS_LABEL_EXTENSION not in members:
-            problems.append(f"missing .{_WDS_LABEL_EXTENSION} member")
+        if WDS_LABEL_EXTENSION not in members:
+            problems.append(f"missing .{WDS_LABEL_EXTENSION} member")
         else:
-            label, why = _parse_label(members[_WDS_LABEL_EXTENSION].decode("utf-8", "replace"))
+            label, why = parse_label(members[WDS_LABEL_EXTENSION].decode("utf-8", "replace"))
+            why = why or _label_problem(label, num_classes, "classes.txt / --num-classes")
             if why:
-                problems.append(f"{why} in .{_WDS_LABEL_EXTENSION}")
+                problems.append(f"{why} in .{WDS_LABEL_EXTENSION}")
         if not img_exts:
             have = ", ".join(sorted(members)) or "none"
             problems.append(f"missing image member (members: {have})")
@@ -428,6 +363,8 @@ def _iter_webdataset(shards: Sequence[str], notes: dict[str, list[str]],
                 if junk_at is not None:
                     bad.append((shard, f"truncated or corrupt tar: unreadable header at byte "
                                        f"{tf.offset}; members from there on were not checked"))
+                elif shard_problem(shard):
+                    bad.append((shard, f"truncated tar: the shard {shard_problem(shard)}"))
         except (OSError, tarfile.TarError, EOFError) as exc:
             bad.append((shard, f"unreadable tar shard ({exc})"))
 
@@ -479,8 +416,6 @@ def _pil_check(item: _Item) -> _Result:
     item.data = None  # the result owns the bytes from now on
     if len(data) == 0:
         reasons.append("zero-byte file")
-    elif item.ext in _AUDIO_EXTENSIONS:
-        reasons.append(f"audio file (.{item.ext}) that fn.readers.file picks up as a sample")
     else:
         try:
             with Image.open(io.BytesIO(data)) as im:
@@ -579,46 +514,6 @@ def _dali_error_text(exc: Exception) -> str:
     return msg[:300] or type(exc).__name__
 
 
-class _Progress:
-    """A minimal progress line on stderr: redrawn in place on a terminal, a line every 10 s
-    otherwise."""
-
-    def __init__(self, total: int | None, enabled: bool, desc: str = "checking"):
-        self.total, self.enabled, self.desc = total, enabled, desc
-        self.n, self.start = 0, time.monotonic()
-        self._last = self.start
-        self._tty = enabled and sys.stderr.isatty()
-        self._interval = 0.1 if self._tty else 10.0
-
-    def update(self, k: int = 1) -> None:
-        """Advances the count by ``k`` and redraws when the redraw interval has passed."""
-        self.n += k
-        now = time.monotonic()
-        if self.enabled and now - self._last >= self._interval:
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float, end: str = "") -> None:
-        """Writes the progress line to stderr."""
-        rate = self.n / max(now - self.start, 1e-9)
-        if self.total:
-            frac = min(self.n / self.total, 1.0)
-            bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-            line = f"{self.desc} [{bar}] {self.n}/{self.total} {rate:.0f}/s"
-        else:
-            line = f"{self.desc} {self.n} samples {rate:.0f}/s"
-        if self._tty:
-            sys.stderr.write("\r" + line + end)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        """Draws the final state (and ends the line on a terminal)."""
-        if self.enabled:
-            self._draw(time.monotonic(), end="\n" if self._tty else "")
-
-
 def _checked(items: Iterable[_Item], workers: int) -> Iterator[_Result]:
     """Runs :func:`_pil_check` on a thread pool, yielding results in order with a bounded window
     (so memory stays flat and the pool keeps working while the caller runs DALI)."""
@@ -636,38 +531,9 @@ def _checked(items: Iterable[_Item], workers: int) -> Iterator[_Result]:
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
-def _detect(source) -> tuple[str, list[str]]:
-    """Returns (kind, paths) for a source given as a path, a glob or a list of shards."""
-    if isinstance(source, (str, os.PathLike)):
-        srcs = [os.fspath(source)]
-    else:
-        srcs = [os.fspath(s) for s in source]
-    if not srcs:
-        raise ValueError("no source given")
-    if len(srcs) == 1 and not glob.has_magic(srcs[0]) and not _BRACE.search(srcs[0]):
-        s = srcs[0]
-        if os.path.isdir(s):
-            with os.scandir(s) as it:
-                entries = list(it)
-            has_tars = any(e.name.endswith(".tar") for e in entries)
-            if has_tars and not any(e.is_dir() for e in entries):
-                return "webdataset", sorted(os.path.join(s, e.name) for e in entries
-                                            if e.name.endswith(".tar"))
-            return "imagefolder", [s]
-        if not os.path.exists(s):
-            raise FileNotFoundError(f"source not found: {s}")
-        if s.endswith((".tar", ".tar.gz", ".tgz")) or tarfile.is_tarfile(s):
-            return "webdataset", [s]
-        return "filelist", [s]
-    shards = _expand_shards(srcs)
-    if not shards:
-        raise FileNotFoundError(f"no shard matches {' '.join(srcs)}")
-    return "webdataset", shards
-
-
 def check_source(source, *, workers: int | None = None, imbalance_ratio: float = 10.0,
                  progress: bool = True, file_root: str | None = None, kind: str | None = None,
-                 use_dali: bool = True, batch_size: int = 32) -> CheckReport:
+                 use_dali: bool = True, batch_size: int = 32, num_classes: int | None = None) -> CheckReport:
     """Checks every sample of a data source and returns a :class:`CheckReport`.
 
     Args:
@@ -681,26 +547,34 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
         kind: force ``"imagefolder"``, ``"filelist"`` or ``"webdataset"`` instead of detecting.
         use_dali: also decode with DALI's CPU decoder (default); ``False`` checks with Pillow only.
         batch_size: images per DALI decode batch.
+        num_classes: labels must be below this (file lists, shards); default: the number of names
+            in the source's ``classes.txt``, if any.
 
     Returns:
         the report; ``report.ok`` is False when any sample is bad, a class is empty, the classes
         are imbalanced beyond ``imbalance_ratio``, or nothing usable was found.
 
     Raises:
-        FileNotFoundError: the source does not exist. (Problems *inside* the source, including
-        an unreadable shard, are reported, not raised.)
+        FileNotFoundError: the source does not exist; ValueError: it is no kind of source.
+        (Problems *inside* the source, including an unreadable shard, are reported, not raised.)
     """
     from PIL import ImageFile
 
     t0 = time.monotonic()
     workers = max(1, workers or os.cpu_count() or 1)
-    detected, paths = _detect(source)
-    kind = kind or detected
+    try:
+        detected, paths = detect(source)
+    except ValueError as exc:
+        if "does not exist" in str(exc) or "matches no file" in str(exc):
+            raise FileNotFoundError(str(exc)) from None
+        raise
+    kind = kind or _REPORT_KIND[detected]
     label_source = " ".join(paths) if kind == "webdataset" else paths[0]
     report = CheckReport(source=label_source, kind=kind, imbalance_threshold=float(imbalance_ratio))
     notes: dict[str, list[str]] = {}
     class_names: list[str] = []
     total: int | None = None
+    n_classes = num_classes or len(classes_txt(os.path.dirname(os.path.abspath(paths[0]))) or ()) or None
     if kind == "imagefolder":
         report.file_root = paths[0]
         class_names, listed = _list_imagefolder(paths[0], notes)
@@ -708,10 +582,10 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
         total = len(listed)
     elif kind == "filelist":
         report.file_root = file_root or os.path.dirname(os.path.abspath(paths[0]))
-        listed = _list_filelist(paths[0], report.file_root, notes, report.bad)
+        listed = _list_filelist(paths[0], report.file_root, n_classes, notes, report.bad)
         items, total = listed, len(listed)
     elif kind == "webdataset":
-        items = _iter_webdataset(paths, notes, report.bad)
+        items = _iter_webdataset(paths, n_classes, notes, report.bad)
     else:
         raise ValueError(f"unknown source kind {kind!r}")
 
@@ -719,7 +593,7 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
     decoder = _DaliDecoder(batch_size, workers) if use_dali else None
     batch: list[_Result] = []  # Pillow-accepted, waiting for DALI
     pending: list[_Result] = []  # checked, in source order, not yet entered into the report
-    bar = _Progress(total, progress)
+    bar = Progress(total, "checking", enabled=progress, unit="samples", log_every=10.0)
 
     def finalize() -> None:
         """Moves the checked results, in order, into the report (bad / notes / good / counts)."""
@@ -755,7 +629,7 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
                     batch.append(res)
                     if len(batch) >= (decoder.batch_size if decoder else batch_size):
                         flush()
-                bar.update()
+                bar.advance()
             flush()
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated_flag
@@ -838,6 +712,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--absolute-paths", action="store_true",
                    help="write absolute paths in --write-clean-list (default: relative to the "
                         "ImageFolder root / file root)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="labels must be below this (file lists, shards; default: the number of "
+                        "names in the source's classes.txt, if any)")
     p.add_argument("--batch-size", type=int, default=32, help="DALI decode batch (default: 32)")
     p.add_argument("--no-dali", action="store_true",
                    help="check with Pillow only (faster, misses images only DALI rejects)")
@@ -855,7 +732,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = check_source(source, workers=args.workers, imbalance_ratio=args.imbalance_ratio,
                               progress=not args.no_progress, file_root=args.file_root,
-                              use_dali=not args.no_dali, batch_size=args.batch_size)
+                              use_dali=not args.no_dali, batch_size=args.batch_size,
+                              num_classes=args.num_classes)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"dali-mix check-data: error: {exc}", file=sys.stderr)
         return 2

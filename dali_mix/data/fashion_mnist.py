@@ -52,6 +52,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from dali_mix.atomic import write_text_atomic
+
 __all__ = [
     "CLASS_NAMES",
     "CLASSES",
@@ -163,9 +165,7 @@ def read_manifest(folder: Path) -> dict | None:
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
     """Write the completion marker atomically (temp file + rename) inside ``folder``."""
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def _remove_dir(path: Path) -> None:

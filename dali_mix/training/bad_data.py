@@ -1,0 +1,62 @@
+"""Unreadable training data, named: the trainer's `--check-data` and its error for files the
+DALI reader or decoder fails on, both built on `dali-mix check-data` (dali_mix.data.check)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from dali_mix.sources import Source
+
+
+def named_errors(loader, source):
+    """Iterate `loader`; a DALI reading or decoding failure becomes an error naming the files."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        hint = decode_error_hint(exc, source)
+        if hint is None:
+            raise
+        raise SystemExit(hint) from None
+
+
+def check_report(source: Source):
+    """`dali-mix check-data`'s report on a resolved Source (every file decoded once)."""
+    from dali_mix.data.check import check_source
+
+    spec = {"folder": source.root, "file_list": source.files[0]}.get(source.kind, list(source.files))
+    return check_source(spec, progress=False)
+
+
+def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., None]) -> Source:
+    """Scan `source` with check-data and return a Source over its good files only (a DALI file
+    list in the run directory, labels and class names unchanged)."""
+    from dali_mix.data.check import write_clean_list
+
+    if source.kind == "webdataset":
+        raise SystemExit("error: --check-data works on ImageFolder trees and file lists; for webdataset "
+                         "shards run 'dali-mix check-data' and rewrite the shards without the bad samples")
+    report = check_report(source)
+    if not report.bad:
+        return source
+    for path, reason in report.bad:
+        log(f"--check-data: leaving out {path}: {reason}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean = out_dir / f"clean-list.rank{rank}.txt"
+    n = write_clean_list(report, clean, absolute=True)
+    return Source("file_list", "/", (str(clean),), (), source.classes, num_samples=n,
+                  extra={"max_label": max(g.label for g in report.good)}, named_classes=source.named_classes)
+
+
+def decode_error_hint(exc: BaseException, source: Source) -> str | None:
+    """When DALI fails to read or decode, name the files at fault (DALI's own message does not)."""
+    text = str(exc)
+    words = ("decoders", "nvImageCodec", "decode", "webdataset", ".tar")
+    if not any(w.lower() in text.lower() for w in words):
+        return None
+    bad = check_report(source).bad
+    if not bad:
+        return None
+    listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    return (f"error: the train data has {len(bad)} file(s) the reader or decoder cannot read:\n{listing}{more}\n"
+            "Remove or fix them, or rerun with --check-data to train on the readable files only.")

@@ -1,0 +1,153 @@
+"""The kinds of model the reference trainer trains, one `Task` each.
+
+A task supplies what differs between them: the train pipeline, the model, the forward pass, the
+loss, the validation metrics and its part of the run signature (`dali_mix.training.resume`).
+The trainer's loop, checkpoints and output directory are the same for every task.
+
+- `ClassificationTask`: one model on images mixed in the pipeline by a `MixRecipe` (or
+  unmixed: `recipe` None, integer labels).
+- `MixMoTask`: a `MixMoNet` (two inputs, two encoders, two heads) fed the MixMo pipeline's two
+  images; features are mixed in the model.
+
+Batches are the loader's tuples in `built.output_map` order: images first ((N, 3, H, W)
+float32), then the task's targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from dali_mix.config import MixRecipe
+from dali_mix.torch import MixMoNet, mixed_cross_entropy, mixmo_loss, soft_target_cross_entropy
+from dali_mix.train_support import build_model, evaluate
+
+
+@dataclass
+class Task:
+    """Common interface; see the subclasses."""
+
+    num_classes: int
+
+    name = "task"
+
+    def signature(self) -> dict:
+        """Settings of this task that a resumed run must keep (plain data)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the run header."""
+        raise NotImplementedError
+
+    def train_pipeline(self, source, **common):
+        """The built train pipeline (`pipelines.*.BuiltPipeline`); `common`: the keyword
+        arguments every train pipeline takes (batch_size, image_size, device, shards, ...)."""
+        raise NotImplementedError
+
+    def model(self, name: str, small_images: bool) -> nn.Module:
+        """A fresh model with `num_classes` outputs."""
+        return build_model(name, self.num_classes, small_images=small_images)
+
+    def forward(self, model: nn.Module, images: torch.Tensor, batch: tuple, device: torch.device):
+        """The model's output for one batch (run under autocast by the trainer)."""
+        return model(images)
+
+    def loss(self, output, batch: tuple, output_map: list[str], device: torch.device) -> torch.Tensor:
+        """Scalar float32 loss of `output` against the batch's targets."""
+        raise NotImplementedError
+
+    def metrics(self, model: nn.Module, ddp: nn.Module, loader, device: torch.device, **kw):
+        """(top-1 %, top-5 %, samples, extra per-head dict) on the val loader, all ranks."""
+        return evaluate(ddp, loader, device, **kw)
+
+    def mixing(self, epoch: int) -> bool:
+        """Whether the pipeline mixes images in epoch `epoch` (0-based); MixMo mixes features in
+        the model instead, and reports False."""
+        return False
+
+
+@dataclass
+class ClassificationTask(Task):
+    """One classifier; `recipe` mixes in the pipeline (None: plain integer labels);
+    `mix_off_from`: first epoch (0-based) without mixing, or None."""
+
+    recipe: MixRecipe | None = None
+    mix_off_from: int | None = None
+
+    name = "classification"
+
+    def signature(self) -> dict:
+        return {"task": self.name, "recipe": self.recipe.to_dict() if self.recipe is not None else None}
+
+    def describe(self) -> str:
+        r = self.recipe
+        if r is None:
+            return "none"
+        parts = [f"{m}:{w:g}" for m, w in zip(r.candidates, r.weights)]
+        return (f"{'RandomMix ' if len(parts) > 1 else ''}{', '.join(parts) or 'none'} per {r.mode}, "
+                f"prob {r.prob:g}, smoothing {r.label_smoothing:g}, {r.target} targets")
+
+    def train_pipeline(self, source, **common):
+        from pipelines.classification import train_pipeline
+
+        return train_pipeline(source, recipe=self.recipe,
+                              mix_off_from_epoch=self.mix_off_from if self.recipe is not None else None,
+                              **common)
+
+    def loss(self, output, batch, output_map, device):
+        logits, rest, names = output.float(), batch[1:], output_map[1:]
+        if self.recipe is None:
+            return nn.functional.cross_entropy(logits, rest[0].to(device))
+        if self.recipe.target == "dense":
+            return soft_target_cross_entropy(logits, rest[0].to(device))
+        ya, yb, lam = (rest[names.index(k)].to(device) for k in ("labels_a", "labels_b", "lam"))
+        return mixed_cross_entropy(logits, ya, yb, lam, smoothing=self.recipe.label_smoothing)
+
+    def mixing(self, epoch: int) -> bool:
+        return self.recipe is not None and (self.mix_off_from is None or epoch < self.mix_off_from)
+
+
+@dataclass
+class MixMoTask(Task):
+    """MixMo: `variant` "linear" or "cut" (patch probability `p_cut`), loss balancing `r`,
+    batch repetition `b`, kappa ~ Beta(`alpha`, `alpha`), label `smoothing`, over `epochs`."""
+
+    variant: str = "cut"
+    r: float = 3.0
+    p_cut: float = 0.5
+    b: int = 1
+    alpha: float = 2.0
+    smoothing: float = 0.0
+    epochs: int = 1
+
+    name = "mixmo"
+
+    def signature(self) -> dict:
+        return {"task": self.name, "mixmo": {"variant": self.variant, "r": self.r, "p": self.p_cut, "b": self.b,
+                                             "alpha": self.alpha, "smoothing": self.smoothing}}
+
+    def describe(self) -> str:
+        return f"{self.variant.capitalize()}-MixMo (r {self.r:g}, p {self.p_cut:g}, b {self.b}, alpha {self.alpha:g})"
+
+    def train_pipeline(self, source, **common):
+        from pipelines.mixmo import mixmo_train_pipeline
+
+        return mixmo_train_pipeline(source, p_cut=0.0 if self.variant == "linear" else self.p_cut,
+                                    total_epochs=self.epochs, alpha=self.alpha, batch_repetition=self.b,
+                                    smoothing=self.smoothing, **common)
+
+    def model(self, name, small_images):
+        return MixMoNet(super().model(name, small_images), self.num_classes)
+
+    def forward(self, model, images, batch, device):
+        x1, _, _, kappa, mask, use_cut = (t.to(device, non_blocking=True) for t in batch[1:])
+        return model(images, x1, kappa=kappa, mask=mask, use_cut=use_cut.bool(), return_kappa=True)
+
+    def loss(self, output, batch, output_map, device):
+        logits, kappa_used = output
+        tgt0, tgt1 = (t.to(device) for t in batch[2:4])
+        return mixmo_loss(logits.float(), tgt0, tgt1, kappa_used, r=self.r)
+
+    def metrics(self, model, ddp, loader, device, **kw):
+        return evaluate(model, loader, device, mixmo=True, **kw)  # both heads, outside DDP
