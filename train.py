@@ -78,7 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--mix", choices=MIX_CHOICES, default="randommix")
     m.add_argument("--mix-weights", default=None, help="RandomMix weights for mixup,cutmix,resizemix,fmix "
                    "(e.g. 4,1,1,1) or name=weight pairs (mixup=1,cutout=1)")
-    m.add_argument("--mix-mode", choices=("sample", "batch"), default="sample")
+    m.add_argument("--mix-mode", choices=("sample", "pair", "batch"), default="sample",
+                   help="a draw per sample, per pair of partners, or one per batch")
+    m.add_argument("--mixup-mode", choices=("batch", "pair", "elem"), default=None,
+                   help="timm: with --mixup-switch-prob, timm's Mixup/CutMix (MixRecipe.from_timm)")
+    m.add_argument("--mixup-switch-prob", type=float, default=None,
+                   help="timm: chance of CutMix instead of Mixup when both are on (0.5)")
+    m.add_argument("--reprob", type=float, default=0.0,
+                   help="timm: Random Erasing probability, applied to every sample after mixing")
     m.add_argument("--mixup", type=float, default=1.0, help="Mixup alpha (0 disables Mixup)")
     m.add_argument("--cutmix", type=float, default=1.0, help="CutMix alpha (0 disables CutMix)")
     m.add_argument("--cutmix-minmax", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
@@ -201,10 +208,39 @@ def mix_weights(text: str) -> dict[str, float]:
     return {k: float(v) for k, v in zip(PAIR_METHODS, parts)}
 
 
+def recipe_from_timm_flags(args, num_classes: int) -> dm.MixRecipe | None:
+    """timm's Mixup (`--mixup-mode` or `--mixup-switch-prob` given), through
+    `MixRecipe.from_timm`; None when neither is given."""
+    if args.mixup_mode is None and args.mixup_switch_prob is None:
+        return None
+    if args.mix not in ("randommix", "mixup", "cutmix"):
+        raise ValueError(f"--mixup-mode / --mixup-switch-prob are timm's Mixup/CutMix flags: "
+                         f"they do not combine with --mix {args.mix}")
+    recipe = dm.MixRecipe.from_timm(
+        mixup_alpha=0.0 if args.mix == "cutmix" else args.mixup,
+        cutmix_alpha=0.0 if args.mix == "mixup" else args.cutmix,
+        cutmix_minmax=tuple(args.cutmix_minmax) if args.cutmix_minmax and args.mix != "mixup" else None,
+        prob=args.mixup_prob,
+        switch_prob=0.5 if args.mixup_switch_prob is None else args.mixup_switch_prob,
+        mode=args.mixup_mode or "batch", label_smoothing=args.smoothing,
+        num_classes=num_classes, target=args.targets, seed=args.seed)
+    return _with_reprob(recipe, args)
+
+
+def _with_reprob(recipe: dm.MixRecipe, args) -> dm.MixRecipe:
+    """`--reprob`: Random Erasing after mixing, on every sample (timm's RandomErasing)."""
+    if not args.reprob:
+        return recipe
+    return recipe.with_(after=tuple(recipe.after) + ("random_erasing",), erasing_prob=args.reprob)
+
+
 def recipe_from_args(args, num_classes: int, image_size: int | None = None) -> dm.MixRecipe | None:
     """The MixRecipe the flags describe (None for --mix none without smoothing/sparse needs)."""
     if args.recipe:
         return dm.MixRecipe.from_file(args.recipe, num_classes=num_classes)
+    timm_recipe = recipe_from_timm_flags(args, num_classes)
+    if timm_recipe is not None:
+        return timm_recipe
     if args.mix == "none":
         methods = {}
     elif args.mix == "randommix":
@@ -218,14 +254,14 @@ def recipe_from_args(args, num_classes: int, image_size: int | None = None) -> d
         methods.pop("cutmix", None)
     if args.mix != "none" and not methods:
         raise ValueError("every mixing method is switched off by a zero alpha; use --mix none")
-    return dm.MixRecipe(
+    return _with_reprob(dm.MixRecipe(
         methods=methods, num_classes=num_classes, prob=args.mixup_prob, mode=args.mix_mode,
         label_smoothing=args.smoothing, target=args.targets,
         mixup_alpha=args.mixup or 1.0, cutmix_alpha=args.cutmix or 1.0,
         cutmix_minmax=tuple(args.cutmix_minmax) if args.cutmix_minmax else None,
         resizemix_scale=tuple(args.resizemix_scale), fmix_alpha=args.fmix_alpha,
         fmix_decay_power=args.fmix_decay,
-        fmix_size=(image_size, image_size) if image_size else None, seed=args.seed)
+        fmix_size=(image_size, image_size) if image_size else None, seed=args.seed), args)
 
 
 # ---------------------------------------------------------------------------------------- set-up

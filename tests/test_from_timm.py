@@ -219,3 +219,24 @@ def test_from_timm_refuses_what_it_cannot_do():
         dm.MixRecipe.from_timm(mode="half")
     with pytest.raises(ValueError, match="prob"):
         dm.MixRecipe.from_timm(prob=1.5)
+
+
+def test_train_py_timm_flags_go_through_from_timm():
+    """train.py's timm-named flags (--mixup, --cutmix, --mixup-prob, --mixup-switch-prob,
+    --mixup-mode, --smoothing, --reprob) give the recipe MixRecipe.from_timm gives."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    sys.modules["train_script"] = train  # its dataclasses look their module up
+    spec.loader.exec_module(train)
+    args = train.parse_args(["--mixup", "0.8", "--cutmix", "1.0", "--mixup-prob", "0.9",
+                             "--mixup-switch-prob", "0.3", "--mixup-mode", "pair", "--smoothing", "0.1",
+                             "--reprob", "0.25"])
+    recipe = train.recipe_from_args(args, 10)
+    want = dm.MixRecipe.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.9, switch_prob=0.3,
+                                  mode="pair", label_smoothing=0.1, num_classes=10, seed=args.seed)
+    assert recipe == want.with_(after=("random_erasing",), erasing_prob=0.25)
+    assert recipe.mode == "pair" and recipe.methods == {"mixup": pytest.approx(0.7), "cutmix": pytest.approx(0.3)}
