@@ -287,10 +287,11 @@ def _stack_runs(sample, y, x, w):
 
 @do_not_convert  # the check must stay plain Python in pipelines with conditionals (AutoGraph)
 def check_images(p: dict, images, geo: Geometry) -> dict:
-    """The plan's outputs `p`, passed through a per-batch check that every image has `geo`'s
-    layout and shape (the plan is drawn for that size): a mismatch raises ValueError naming the
-    expected and the actual value. Every plan output goes through it, so no operator reads the
-    plan (or moves a pixel) before the check has passed, and the check cannot be pruned."""
+    """The plan's outputs `p`, with the ones the first pixel operators read ("perm",
+    "paste_ids", "std_a", and the erasing rectangles) passed through a per-batch check that every image has `geo`'s layout
+    and shape (the plan is drawn for that size): a mismatch raises ValueError naming the
+    expected and the actual value. Every operator that moves pixels depends on one of them
+    (`dali_pixels`), so none runs before the check has passed, and the check cannot be pruned."""
     expected_shape = geo.shape
 
     def check(shapes, layouts, *plan):
@@ -309,11 +310,12 @@ def check_images(p: dict, images, geo: Geometry) -> dict:
                     f"MixRecipe.channels={geo.channels} must match every image")
         return plan
 
-    names = list(p)
+    names = [n for n in ("perm", "paste_ids", "std_a", "cut_anchor", "fill_anchor", "noise_shape")
+             if n in p]
     checked = fn.python_function(images.shape(dtype=types.INT64, device="cpu"),
                                  fn.get_property(images, key="layout"), *[p[n] for n in names],
                                  function=check, batch_processing=True, num_outputs=len(names))
-    return dict(zip(names, checked if len(names) > 1 else [checked]))
+    return {**p, **dict(zip(names, checked if len(names) > 1 else [checked]))}
 
 
 def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
