@@ -17,6 +17,8 @@
 #   DEBIAN_MIRROR=http://deb.debian.org/debian
 #   CACHE=~/.cache/dali-mix/docker      where the rootfs and the wheelhouse live (never the repo)
 #   WHEELHOUSE=$CACHE/wheelhouse        local wheels; WHEELS=0 builds without them (pip downloads)
+#   WHEELS_VIA=mount|http    podman: mount the wheelhouse into the build (default) or serve it on
+#                            127.0.0.1 as docker builds do (docker cannot mount into a build)
 #   PYTHON=...               a Python 3.11 with pip for `pip download` (default: the repo's
 #                            .venv, else python3); must match the image's Python (3.11)
 #   EXTRAS= TORCH_SPEC=...   passed to the Dockerfile (see there)
@@ -131,7 +133,7 @@ if [ "${WHEELS:-1}" != 0 ]; then
     log "wheelhouse: $(du -sh "$wheelhouse" | cut -f1) in $wheelhouse"
     # pip in the build installs from the wheelhouse only (PIP_NO_INDEX): nothing is downloaded
     build_args+=(--build-arg PIP_NO_INDEX=1)
-    if [ "$engine" = podman ]; then
+    if [ "$engine" = podman ] && [ "${WHEELS_VIA:-mount}" = mount ]; then
         build_args+=(-v "$wheelhouse:/wheelhouse:ro" --build-arg PIP_FIND_LINKS=/wheelhouse)
     else
         # docker build cannot mount a host folder: serve it on the loopback (build uses host net)

@@ -6,7 +6,8 @@
 #   3. a small Fashion-MNIST subset converted with the image (into a host folder);
 #   4. a one-epoch CPU training run through the entrypoint (torchrun) as the image's user, with
 #      /data read-only and /output writable; then the checkpoints and metrics it left are checked;
-#   5. the same training as a uid the image does not know (Slurm's LAUNCHER=docker does that).
+#   5. the same training as a uid the image does not know (Slurm's LAUNCHER=docker does that);
+#   6. a two-node PyTorchJob: two containers, RANK 0 and 1, static rendezvous on 127.0.0.1.
 #
 #   bash docker/smoke.sh                  # IMAGE=dali-mix:latest, LIMIT=1000
 #
@@ -173,6 +174,36 @@ other_uid() {
     fi
 }
 t other_uid
+
+# --- 6. two nodes of a PyTorchJob: two containers, static rendezvous on 127.0.0.1 ---------------
+# (Slurm's c10d rendezvous cannot be tried this way: two containers on one host with
+# --network host have the same hostname and PID 1, so torch sees one node twice.)
+two_nodes() {
+    local s=$SECONDS n pids=() rcs=() port="${SMOKE_PORT:-29615}"
+    mkdir -p "$work/output-2n" && chmod 0777 "$work/output-2n"
+    for n in 0 1; do
+        run --name "dali-mix-smoke-$$-$n" -e MASTER_ADDR=127.0.0.1 -e MASTER_PORT="$port" \
+            -e WORLD_SIZE=2 -e RANK="$n" -v "$work/data:/data:ro" -v "$work/output-2n:/output" \
+            "$image" --output /output/run --epochs 1 --limit "$limit" --no-progress \
+            >"$work/train-2n-$n.log" 2>&1 &
+        pids+=($!)
+    done
+    # a watchdog: a rendezvous that never forms must not hang the smoke test
+    ( sleep "${SMOKE_2N_TIMEOUT:-400}"
+      "$engine" "${engine_args[@]}" kill "dali-mix-smoke-$$-0" "dali-mix-smoke-$$-1" ) >/dev/null 2>&1 &
+    local watchdog=$!
+    for n in 0 1; do
+        if wait "${pids[$n]}"; then rcs+=(0); else rcs+=($?); fi
+    done
+    kill "$watchdog" 2>/dev/null || true
+    if [ "${rcs[*]}" = "0 0" ] && grep -q "on cpu x2" "$work/train-2n-0.log" \
+        && [ -f "$work/output-2n/run/last.pt" ]; then
+        ok "2-node PyTorchJob (WORLD_SIZE=2, RANK=0/1) in $((SECONDS - s)) s: $(grep -m1 '^epoch 1/' "$work/train-2n-0.log")"
+    else
+        bad "2-node PyTorchJob (exit ${rcs[*]}): $(tail -20 "$work/train-2n-0.log"; tail -20 "$work/train-2n-1.log")"
+    fi
+}
+t two_nodes
 
 echo "smoke: $passed passed, $failed failed"
 if [ "$failed" = 0 ] && [ "${KEEP:-0}" != 1 ] && [ -z "${WORK:-}" ]; then

@@ -470,4 +470,4 @@ def test_image_build_and_full_smoke(tmp_path):
     env["WORK"] = str(tmp_path / "smoke")
     smoke = subprocess.run([BASH, str(SMOKE)], env=env, capture_output=True, text=True, timeout=1800)
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-    assert re.search(r"^smoke: 8 passed, 0 failed$", smoke.stdout, flags=re.M), smoke.stdout
+    assert re.search(r"^smoke: 9 passed, 0 failed$", smoke.stdout, flags=re.M), smoke.stdout
