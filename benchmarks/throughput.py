@@ -32,7 +32,7 @@ reference (median over median, and the paired per-round ratios), peak RSS and PS
 contender's whole process tree (sampled every 0.2 s) and the exact peak RSS of its main process.
 
 Also measured: the FMix mask production cost (`FMixMaskBank.make_bank` once per epoch, in a
-background thread; and the per-batch external-source callback), as a % of the RandomMix
+background thread; and the planner's share of each batch), as a % of the RandomMix
 pipeline's time per batch.
 """
 from __future__ import annotations
@@ -486,13 +486,8 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
     return out
 
 
-class _BatchInfo:
-    def __init__(self, iteration, epoch_idx=0):
-        self.iteration, self.epoch_idx = iteration, epoch_idx
-
-
 def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
-    """Time `FMixMaskBank.make_bank` (once per epoch) and the per-batch callback."""
+    """Time `FMixMaskBank.make_bank` (once per epoch) and the planner per batch."""
     import numpy as np
 
     from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
@@ -510,15 +505,10 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
         bank.make_bank(e)
         make.append(time.perf_counter() - t)
     bank._pool.shutdown(wait=True)
-    # per-batch callback: a bank that is not refreshed, so no background bank disturbs the timing
+    # the planner: a bank that is not refreshed, so no background bank disturbs the timing
     bank = FMixMaskBank((size, size), batch, bank_size=recipe.fmix_bank_size,
                         decay_power=recipe.fmix_decay_power, seed=0, refresh=False)
-    bank(_BatchInfo(0))  # bank ready
-    per_call = []
-    for i in range(1, calls + 1):
-        t = time.perf_counter()
-        bank(_BatchInfo(i))
-        per_call.append(time.perf_counter() - t)
+    bank.bank(0)  # bank ready
     # the planner and its encoding for each executor (fused: FMix as the bank's rank images;
     # dali, the GPU graph: FMix masks as paste runs), and the FMix part of the encoding
     recipe4 = MixRecipe(methods=DALI_METHODS["dali-randommix"], num_classes=1)
@@ -554,7 +544,6 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
 
     res = {"mask_size": [size, size], "bank_size": recipe.fmix_bank_size,
            "make_bank_s": {"median": statistics.median(make), "min": min(make), "max": max(make)},
-           "callback_ms": {"median": 1000 * statistics.median(per_call), "max": 1000 * max(per_call)},
            "planner_ms": {"median": statistics.median(timings["fused"][0]),
                           "max": max(timings["fused"][0])},
            "planner_fmix_ms": {"median": statistics.median(timings["fused"][1]),
@@ -570,7 +559,6 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     if randommix_ms_per_batch:
         mk = 1000 * res["make_bank_s"]["median"]
         res["randommix_ms_per_batch"] = randommix_ms_per_batch
-        res["callback_pct"] = 100 * res["callback_ms"]["median"] / randommix_ms_per_batch
         res["planner_fmix_pct"] = 100 * res["planner_fmix_ms"]["median"] / randommix_ms_per_batch
         res["planner_pct"] = 100 * res["planner_ms"]["median"] / randommix_ms_per_batch
         res["make_bank_pct_per_batch_here"] = (100 * mk / res["batches_per_bank_here"]
@@ -713,13 +701,12 @@ def run(args) -> int:
     if fmix is not None:
         print()
         print(f"FMix mask bank ({fmix['bank_size']} masks {size_str(fmix)}): make_bank "
-              f"{fmix['make_bank_s']['median']:.2f} s per bank; general-path callback "
-              f"{fmix['callback_ms']['median']:.3f} ms per batch; fast path: planner "
+              f"{fmix['make_bank_s']['median']:.2f} s per bank; planner "
               f"{fmix['planner_ms']['median']:.2f} ms per batch, of which FMix masks "
               f"{fmix['planner_fmix_ms']['median']:.2f} ms (on DALI's operators, masks as paste "
               f"runs: {fmix['ops_planner_ms']['median']:.2f} and "
               f"{fmix['ops_planner_fmix_ms']['median']:.2f} ms)")
-        if "callback_pct" in fmix:
+        if "planner_pct" in fmix:
             print(f"  as % of a RandomMix batch ({fmix['randommix_ms_per_batch']:.1f} ms): FMix in the "
                   f"planner {fmix['planner_fmix_pct']:.2f}% (whole planner {fmix['planner_pct']:.2f}%), "
                   f"make_bank amortised over the {fmix['batches_per_bank_here']} batches a bank "

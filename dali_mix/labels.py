@@ -21,13 +21,13 @@ def scalar_labels(labels):
 
 
 def dense_targets(labels_a, labels_b, lam, num_classes: int, smoothing: float = 0.0):
-    """(N, num_classes) float32 soft targets, see the module docstring. All inputs on the CPU."""
+    """(N, num_classes) float32 soft targets, see the module docstring: `weighted_targets` with
+    the weights lam * (1 - eps) and (1 - lam) * (1 - eps). All inputs on the CPU; lam a float32
+    scalar per sample (a DataNode) or a number."""
     check_smoothing(smoothing)
-    off = float(smoothing) / num_classes
     on = 1.0 - float(smoothing)
-    a = fn.one_hot(labels_a, num_classes=int(num_classes), dtype=types.FLOAT)
-    b = fn.one_hot(labels_b, num_classes=int(num_classes), dtype=types.FLOAT)
-    return (a * lam + b * (1.0 - lam)) * on + off
+    return weighted_targets(labels_a, labels_b, lam * on, (1.0 - lam) * on, num_classes,
+                            float(smoothing) / num_classes)
 
 
 def check_smoothing(smoothing: float) -> None:

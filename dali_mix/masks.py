@@ -1,4 +1,4 @@
-"""FMix masks: low-frequency Fourier images (torch.fft) stored as pixel ranks, fed a batch at a time.
+"""FMix masks: low-frequency Fourier images (torch.fft) stored as pixel ranks, in a bank per epoch.
 
 Harris et al., "FMix" (ecs-vlc/FMix `fmix.py`): a random spectrum scaled by
 1 / max(f, 1/max(H, W)) ** decay_power, inverse FFT; the binary mask keeps the top lam*N pixels.
@@ -7,9 +7,9 @@ thinner regions, those behind the published results) or the paper's complex one
 (`spectrum="paper"`, a recipe's `fmix_spectrum`); see `low_frequency_images`. Binarising needs
 a sort; sorting per draw would be the slow part, so the bank stores each grey image's *ranks*
 (0 = brightest pixel, uint16 when H*W <= 65536, else int32) once, and binarising is one
-comparison, `ranks < k`: in the DALI graph (`dali_mix.mixers.fmix`), in the fused CPU operator
-(`dali_mix.native`) or, on random_mix's fast path on DALI's operators, in numpy
-(`dali_mix.plan.MixPlanner`, which also turns the mask into paste runs).
+comparison, `ranks < k`: in the fused CPU operator (`dali_mix.native`) or, for DALI's
+operators, in numpy (`dali_mix.execute.fmix_runs`, which turns the mask into paste runs). The
+planner (`dali_mix.plan.MixPlanner`) draws which mask, k and the flips.
 
 Bank: `bank_size` rank images of (H, W, 1), made on the CPU (or on `device`, cuFFT on a GPU),
 regenerated in a background thread from (seed, bank index), so a run is reproducible and a
@@ -21,8 +21,6 @@ H * W > 65536): 25.7 MB for 256 masks at 224x224, and two banks live while the n
 (51 MB). Making a bank needs, besides the new bank, about 24 bytes per pixel for `MAKE_CHUNK` (32) images
 at a time (float images, spectrum, sort indices): about 40 MB at 224x224 (measured peak resident
 growth while making a 256-mask 224x224 bank: 110 MB, 310 MB without the chunks).
-Per batch the callback only gathers views (no copy): the per-batch cost is negligible.
-Each drawn mask is flipped at random (horizontally and/or vertically) in the graph.
 """
 from __future__ import annotations
 
@@ -108,15 +106,12 @@ def binary_mask(ranks: np.ndarray, lam: float) -> np.ndarray:
 
 
 class FMixMaskBank:
-    """Source of FMix rank images for `fn.external_source(..., batch=True, batch_info=True)`.
-
-    Calling it with DALI's `BatchInfo` returns a list of `batch_size` rank images (h, w, 1)
-    chosen deterministically from (seed, epoch, step); the bank is remade in a background thread
-    (the next bank is prepared while the current one is in use) every `refresh_period()` epochs.
+    """FMix rank images, `bank(epoch)`: (bank_size, h, w, 1) per epoch, a pure function of
+    (seed, bank index); the bank is remade in a background thread (the next bank is prepared
+    while the current one is in use) every `refresh_period()` epochs.
 
     Args:
-        size: (h, w) of the masks in pixels (the pipeline's output image size; masks of another
-            size are resized in the graph with nearest interpolation).
+        size: (h, w) of the masks in pixels (the pipeline's output image size).
         batch_size: samples per batch.
         bank_size: rank images per bank (distinct masks per epoch, before random flips).
         decay_power: FMix decay power (paper default 3).
@@ -214,26 +209,3 @@ class FMixMaskBank:
                 self._banks[key + 1] = self._pool.submit(self.make_bank, key + 1)
             fut = self._banks[key]
         return fut.result()
-
-    def indices(self, epoch: int, iteration: int) -> np.ndarray:
-        """Bank indices for one batch, (batch_size,) int64, a pure function of the arguments."""
-        rng = np.random.default_rng([self.seed, epoch, iteration])
-        return rng.integers(0, self.bank_size, size=self.batch_size)
-
-    def __call__(self, batch_info):
-        epoch, step = self.clock.epoch_step(batch_info)
-        bank = self.bank(epoch)
-        return [bank[i] for i in self.indices(epoch, step)]
-
-
-def fmix_ranks(bank: FMixMaskBank, name: str | None = None):
-    """DataNode of rank images (h, w, 1) per sample, from `bank`, randomly flipped.
-
-    Must be created outside conditional branches (DALI restriction on external sources); the
-    nodes are split among branches like any other input.
-    """
-    from nvidia.dali import fn
-
-    kw = {"name": name} if name else {}
-    ranks = fn.external_source(source=bank, batch=True, batch_info=True, layout="HWC", **kw)
-    return fn.flip(ranks, horizontal=fn.random.coin_flip(), vertical=fn.random.coin_flip())

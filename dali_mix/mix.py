@@ -19,7 +19,7 @@ from nvidia.dali.pipeline import Pipeline
 from dali_mix import execute, native
 from dali_mix.config import MixRecipe
 from dali_mix.execute import Encoder, Geometry, Normalization
-from dali_mix.labels import scalar_labels, weighted_targets
+from dali_mix.labels import dense_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.plan import MixPlanner
@@ -140,10 +140,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     labels_b = fn.permute_batch(labels_a, indices=p["perm"])
     targets = None
     if recipe.target == "dense":
-        on = 1.0 - recipe.label_smoothing
-        targets = weighted_targets(labels_a, labels_b, p["lam"] * on, (1.0 - p["lam"]) * on,
-                                   recipe.num_classes, recipe.label_smoothing / recipe.num_classes)
-        targets = _on(targets, images)
+        targets = _on(dense_targets(labels_a, labels_b, p["lam"], recipe.num_classes,
+                                    recipe.label_smoothing), images)
     return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
 
 
@@ -160,9 +158,8 @@ def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | Non
                                           output_layout="CHW")
     targets = None
     if recipe.target == "dense":
-        on = 1.0 - recipe.label_smoothing
-        targets = _on(weighted_targets(labels_a, labels_a, lam * on, lam * 0.0, recipe.num_classes,
-                                       recipe.label_smoothing / recipe.num_classes), images)
+        targets = _on(dense_targets(labels_a, labels_a, lam, recipe.num_classes,
+                                    recipe.label_smoothing), images)
     method = fn.cast(labels_a * 0 + len(recipe.candidates), dtype=types.INT32)
     return MixResult(images, targets, labels_a, labels_a, lam, method, recipe)
 

@@ -49,7 +49,7 @@ def test_throughput_smoke(tiny_data, tmp_path):
     assert targets["randommix faster than torchvision"]["value"] == pytest.approx(
         rm / results["torchvision"]["images_per_s"]["median"])
     fmix = report["fmix_mask_cost"]
-    assert fmix["make_bank_s"]["median"] > 0 and fmix["callback_pct"] >= 0
+    assert fmix["make_bank_s"]["median"] > 0 and fmix["planner_pct"] >= 0
     assert 0 < fmix["planner_fmix_ms"]["median"] <= fmix["planner_ms"]["max"]
     assert report["machine"]["cpu_count"] >= 1
 

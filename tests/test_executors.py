@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -70,15 +69,6 @@ def test_both_executors_give_the_same_batch(methods, kind):
         if methods[0] not in ("cutout", "random_erasing"):
             assert np.any(a[2] < 1)
     assert methods_seen == set(range(len(methods)))
-
-
-def test_gpu_images_never_take_the_cpu_operator():
-    """The choice for GPU images: DALI's operators by default, an error for executor='fused'."""
-    gpu, cpu = SimpleNamespace(device="gpu"), SimpleNamespace(device="cpu")
-    assert native.use(None, gpu) is False and native.use(False, gpu) is False
-    with pytest.raises(ValueError, match="needs CPU images"):
-        native.use(True, gpu)
-    assert native.use(False, cpu) is False
 
 
 def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):

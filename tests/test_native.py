@@ -231,12 +231,12 @@ def test_normalize_alone_equals_crop_mirror_normalize(dtype):
 
 
 def test_gpu_images_never_take_the_cpu_operator():
-    """The choice for GPU images: DALI's operators by default, an error when fused=True."""
+    """The choice for GPU images: DALI's operators by default, an error for executor='fused'."""
     from types import SimpleNamespace
 
     gpu, cpu = SimpleNamespace(device="gpu"), SimpleNamespace(device="cpu")
     assert native.use(None, gpu) is False and native.use(False, gpu) is False
-    with pytest.raises(ValueError, match="fused=True needs CPU images"):
+    with pytest.raises(ValueError, match="executor='fused' needs CPU images"):
         native.use(True, gpu)
     assert native.use(None, cpu) is True and native.use(False, cpu) is False
 

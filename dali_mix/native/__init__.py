@@ -181,14 +181,14 @@ _warned: set = set()
 def use(fused: bool | None, images) -> bool:
     """Resolve a `fused` choice (None: when available; True: required; False: never) for
     `images` (a DataNode): True when they are on the CPU and the operator is loaded. GPU images:
-    False, or ValueError with fused=True (the operator is CPU only). None and unavailable: warns
+    False, or ValueError with fused=True (executor='fused'; the operator is CPU only). None and unavailable: warns
     once per cause (RuntimeWarning) and returns False, so the caller builds DALI's operators
     instead; True and unavailable: NativeBuildError."""
     if fused is False:
         return False
     if getattr(images, "device", "cpu") != "cpu":
         if fused:
-            raise ValueError("fused=True needs CPU images (the fused operator is CPU only); "
+            raise ValueError("executor='fused' needs CPU images (the fused operator is CPU only); "
                              "got GPU images")
         return False
     ok, why = available()
