@@ -488,8 +488,6 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
 
 def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     """Time `FMixMaskBank.make_bank` (once per epoch) and the planner per batch."""
-    import numpy as np
-
     from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
     from dali_mix.execute import Encoder, Geometry, fmix_runs
     from dali_mix.schedule import BatchClock

@@ -312,7 +312,7 @@ def test_hidden_folder_is_no_class_and_the_clean_list_has_training_labels(tmp_pa
 
 def test_file_list_label_beyond_classes_txt_is_bad(tmp_path, capsys):
     """With a classes.txt of 2 names, label 2 has no class: BAD, and the CLI exits 1."""
-    root = _clean_tree(tmp_path, {"x": 3})
+    _clean_tree(tmp_path, {"x": 3})
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     lst = tmp_path / "list.txt"
     lst.write_text("x/x0.jpg 0\nx/x1.jpg 1\nx/x2.jpg 2\n")

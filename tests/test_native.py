@@ -1,20 +1,15 @@
 """The fused C++ operator `dali_mix.native.mix` (alias mix_normalize): values against a numpy
-reference for every input kind (uint8/float32, HWC/CHW, with or without normalisation), the
-same images as the planned path on DALI's operators, clear errors on bad input, the build cache
-and the fallback when it cannot be built."""
+reference for every input kind (uint8/float32, HWC/CHW, with or without normalisation), clear
+errors on bad input, the build cache. (Both executors against each other and the fallback
+without a compiler: test_executors.py.)"""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from nvidia.dali import fn, pipeline_def, types
 
-import dali_mix as dm
 from dali_mix import native
 
 MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
