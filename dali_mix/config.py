@@ -43,8 +43,8 @@ class MixRecipe:
             (fractions of the side) used instead of alpha when set.
         resizemix_scale: ResizeMix tau ~ U(lo, hi), paper (0.1, 0.8).
         fmix_alpha, fmix_decay_power: FMix lam ~ Beta(a, a) (1.0), decay power (3.0).
-        fmix_size: (H, W) of the mask bank, normally the output image size (masks of another
-            size are resized in the graph); fmix_bank_size: masks per bank (refreshed per epoch).
+        fmix_size: (H, W) of the mask bank: the image size (None: `random_mix`'s image_size;
+            another size is refused); fmix_bank_size: masks per bank (refreshed per epoch).
         cutout_holes, cutout_length: Cutout n holes of side `length` px (paper: 1, 16 on CIFAR-10).
         erasing_prob, erasing_area, erasing_aspect, erasing_fill: Random Erasing p = 0.5,
             area (0.02, 0.4), aspect (0.3, 1/0.3), fill "random" (N(0,1) noise in normalised
@@ -54,7 +54,7 @@ class MixRecipe:
             "random_erasing" (e.g. timm's `--reprob` together with Mixup/CutMix).
         fmix_spectrum: "official" (ecs-vlc/FMix's real spectrum: point-symmetric masks, the
             published results) or "paper" (a complex spectrum, the paper's formula).
-        seed: seed of the FMix mask bank (DALI's own random ops follow the pipeline's seed).
+        seed: seed of the FMix mask bank (the planner follows the pipeline's seed).
     """
 
     methods: Mapping[str, float] = field(default_factory=lambda: {m: 1.0 for m in PAIR_METHODS})

@@ -68,9 +68,10 @@ class Geometry:
         return self.channels, self.height, self.width
 
     def planes(self, boxes: np.ndarray, src_height: int | None = None) -> np.ndarray:
-        """Rectangles (n, 4) (y, x, h, w) -> the rows that paste them on this layout: as they
-        are for HWC; for CHW, C rows each, plane c offset by c * H (c * src_height in the
-        source), in channel-major order: (C * n, 4) int32 source rows and output rows."""
+        """Rectangles (n, 4) (y, x, h, w) in pixels -> the int32 rows that paste them in this
+        layout's paste view: (n, 4) as they are for HWC; for CHW (C * n, 4), C rows each in
+        channel-major order, plane c offset by c * H (c * src_height for a source of another
+        height)."""
         boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
         if self.layout == "HWC":
             return boxes
@@ -80,7 +81,7 @@ class Geometry:
         return out.reshape(-1, 4)
 
 
-def resolve_executor(executor: str, images, normalize: Normalization | None) -> str:
+def resolve_executor(executor: str, images) -> str:
     """"fused" or "dali" for `executor` ("auto": fused for CPU images when the operator can be
     built, else DALI's operators, with one warning naming the cause)."""
     if executor not in EXECUTORS:
@@ -93,7 +94,13 @@ def resolve_executor(executor: str, images, normalize: Normalization | None) -> 
 # ---- the plan as operator inputs ----------------------------------------------------------------
 
 class Encoder:
-    """Turns a `Plan` into the named external-source outputs an executor reads (numpy, CPU)."""
+    """The external source of `random_mix`: called with DALI's batch_info, it draws the batch's
+    `Plan` and returns the outputs named by `names` (numpy, CPU, per sample), what the executor
+    reads: always "method", "perm", "lam"; for "fused" the operator's plan inputs (blend, boxes,
+    patch, mask, mask_params); for "dali" the paste rows of CutMix/FMix ("paste_*"), the
+    ResizeMix sizes and rows ("patch_*"), Mixup's per-sample std and partner crop ("std_a",
+    "std_b", "crop_h", "crop_w"); for both, the erasing rectangles ("cut_*", "fill_*",
+    "noise_*") on the output's layout (`out_geo`)."""
 
     def __init__(self, planner: MixPlanner, executor: str, geo: Geometry,
                  normalize: Normalization | None):

@@ -104,7 +104,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
                          f"but recipe.layout is {recipe.layout!r}; drop normalize for images "
                          f"that are already normalised")
     labels_a = scalar_labels(labels)
-    kind = execute.resolve_executor(executor, images, normalize)
+    kind = execute.resolve_executor(executor, images)
     if not recipe.mixes:
         return _unmixed(images, labels_a, recipe, normalize, kind)
     if image_size is None:
