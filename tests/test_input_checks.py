@@ -15,10 +15,12 @@ B = 4
 IDENTITY = dm.Normalization(mean=(0.0,) * 3, std=(1.0,) * 3)
 
 
-def run_once(images, layout, recipe, **kw):
-    @pipeline_def(batch_size=B, num_threads=1, device_id=None, seed=1)
+def run_once(images, layout, recipe, *, gpu=False, **kw):
+    @pipeline_def(batch_size=B, num_threads=1, device_id=0 if gpu else None, seed=1)
     def pipe():
         x = fn.external_source(source=lambda: images, batch=True, layout=layout)
+        if gpu:
+            x = x.gpu()
         y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(B)], batch=True)
         return dm.random_mix(x, y, recipe, **kw).outputs()
 
@@ -35,11 +37,15 @@ def chw(h, w):
     return [np.full((3, h, w), float(i), np.float32) for i in range(B)]
 
 
-@pytest.fixture(params=["dali", "fused"])
+@pytest.fixture(params=["dali", "fused", pytest.param("gpu", marks=pytest.mark.gpu)])
 def executor(request):
+    """The executor, as random_mix's keywords: DALI's operators or the fused one on CPU images,
+    DALI's operators on GPU images."""
     if request.param == "fused":
         native.load()
-    return request.param
+    if request.param == "gpu":
+        return {"executor": "dali", "gpu": True}
+    return {"executor": request.param}
 
 
 def test_default_layout_on_normalised_chw_images_names_both(executor):
@@ -47,19 +53,19 @@ def test_default_layout_on_normalised_chw_images_names_both(executor):
     recipe's layout is checked against the data."""
     recipe = dm.MixRecipe(methods=["cutmix", "mixup"], num_classes=B)  # layout HWC by default
     with pytest.raises(RuntimeError, match=r"layout CHW but the recipe says HWC"):
-        run_once(chw(8, 8), "CHW", recipe, image_size=8, executor=executor)
+        run_once(chw(8, 8), "CHW", recipe, image_size=8, **executor)
 
 
 def test_chw_recipe_on_hwc_images_names_both(executor):
     recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, layout="CHW")
     with pytest.raises(RuntimeError, match=r"layout HWC but the recipe says CHW"):
-        run_once(hwc(8, 8), "HWC", recipe, image_size=8, executor=executor)
+        run_once(hwc(8, 8), "HWC", recipe, image_size=8, **executor)
 
 
 @pytest.mark.parametrize("methods", [["cutmix", "resizemix"], ["mixup"], ["cutout", "random_erasing"]])
 def test_wrong_image_size_names_expected_and_actual(executor, methods):
     recipe = dm.MixRecipe(methods=methods, num_classes=B)
-    kw = dict(image_size=(8, 8), executor=executor, normalize=IDENTITY)
+    kw = dict(image_size=(8, 8), normalize=IDENTITY, **executor)
     with pytest.raises(RuntimeError, match=r"image 0 .*\(6, 8, 3\).*\(8, 8, 3\)|image 0 is 6x8 \(HxW\) but image_size is 8x8"):
         run_once(hwc(6, 8), "HWC", recipe, **kw)
 
