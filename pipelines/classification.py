@@ -186,7 +186,9 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
             raise ValueError(f"recipe.num_classes={recipe.num_classes} but the data has {n_classes} classes")
         # mixing runs on the uint8 HWC images before normalisation (a quarter of the bytes)
         recipe = recipe.with_(layout="HWC", fmix_size=recipe.fmix_size or (image_size, image_size))
-    fused = {"auto": None, "fused": True, "dali": False}.get(executor)
+    if executor not in ("auto", "fused", "dali"):
+        raise ValueError(f"executor must be 'auto', 'fused' or 'dali', got {executor!r}")
+    fused = {"auto": None, "fused": True, "dali": False}[executor]  # for the no-mixing path
     decoder, dev_id = _device_args(device, device_id)
     fmix_bank = None
     clock = BatchClock()
