@@ -108,8 +108,8 @@ class Encoder:
         self.executor = executor
         self.geo = geo
         self.out_geo = geo if normalize is None else Geometry("CHW", geo.height, geo.width, geo.channels)
-        self.std = np.ones(geo.channels, np.float32) if normalize is None else \
-            np.broadcast_to(np.asarray(normalize.std, np.float32), (geo.channels,)).copy()
+        self.std = np.asarray(per_channel(1.0 if normalize is None else normalize.std, geo.channels),
+                              np.float32)
         names = planner.recipe.candidates
         self.paste = any(m in names for m in ("cutmix", "fmix"))
         self.resize = "resizemix" in names
@@ -295,21 +295,30 @@ def _stack_runs(sample, y, x, w):
 @do_not_convert  # the check must stay plain Python in pipelines with conditionals (AutoGraph)
 def check_images(p: dict, images, geo: Geometry) -> dict:
     """The plan's outputs `p`, with the ones the first pixel operators read ("perm",
-    "paste_ids", "std_a", and the erasing rectangles) passed through a per-batch check that every image has `geo`'s layout
-    and shape (the plan is drawn for that size): a mismatch raises ValueError naming the
-    expected and the actual value. Every operator that moves pixels depends on one of them
-    (`dali_pixels`), so none runs before the check has passed, and the check cannot be pruned."""
+    "paste_ids", "std_a", and the erasing rectangles) passed through a per-batch check that
+    every image has `geo`'s layout and shape (the plan is drawn for that size): a mismatch
+    raises ValueError naming the expected and the actual value. Every operator that moves
+    pixels depends on one of them (`dali_pixels`), so none runs before the check has passed,
+    and the check cannot be pruned. The check runs on the CPU: for GPU images it reads their
+    shape (a CPU value), not their layout (a GPU value), and names the layout the shape has."""
     expected_shape = geo.shape
+    other = "CHW" if geo.layout == "HWC" else "HWC"
+    other_shape = Geometry(other, geo.height, geo.width, geo.channels).shape
+    read_layout = images.device != "gpu"
 
-    def check(shapes, layouts, *plan):
+    def check(shapes, *rest):
+        layouts, plan = (rest[0], rest[1:]) if read_layout else ([None] * len(shapes), rest)
         for i, (shape, layout) in enumerate(zip(shapes, layouts)):
-            layout = bytes(np.asarray(layout, np.uint8)).decode() or "(none)"
-            if layout != geo.layout:
+            shape = tuple(int(v) for v in shape)
+            if layout is not None:
+                layout = bytes(np.asarray(layout, np.uint8)).decode() or "(none)"
+            elif shape == other_shape:
+                layout = other
+            if layout is not None and layout != geo.layout:
                 raise ValueError(
                     f"random_mix: the images have layout {layout} but the recipe says "
                     f"{geo.layout} (MixRecipe.layout; decoders and fn.resize give HWC, "
                     f"fn.crop_mirror_normalize gives CHW)")
-            shape = tuple(int(v) for v in shape)
             if shape != expected_shape:
                 raise ValueError(
                     f"random_mix: image {i} has shape {shape} ({geo.layout}) but the plan is "
@@ -319,9 +328,11 @@ def check_images(p: dict, images, geo: Geometry) -> dict:
 
     names = [n for n in ("perm", "paste_ids", "std_a", "cut_anchor", "fill_anchor", "noise_shape")
              if n in p]
-    checked = fn.python_function(images.shape(dtype=types.INT64, device="cpu"),
-                                 fn.get_property(images, key="layout"), *[p[n] for n in names],
-                                 function=check, batch_processing=True, num_outputs=len(names))
+    inputs = [images.shape(dtype=types.INT64, device="cpu")]
+    if read_layout:
+        inputs.append(fn.get_property(images, key="layout"))
+    checked = fn.python_function(*inputs, *[p[n] for n in names], function=check,
+                                 batch_processing=True, num_outputs=len(names))
     return {**p, **dict(zip(names, checked if len(names) > 1 else [checked]))}
 
 
@@ -343,7 +354,7 @@ def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
                         out_anchors=p["patch_out"], shapes=p["patch_shape"])
     if not enc.blend:
         return canvas if normalize is None else _normalize(canvas, geo, normalize)
-    mean = [0.0] * geo.channels if normalize is None else [float(m) for m in normalize.mean]
+    mean = per_channel(0.0 if normalize is None else normalize.mean, geo.channels)
     common = dict(mean=mean, dtype=types.FLOAT,
                   output_layout="CHW" if normalize is not None else geo.layout,
                   mirror=0 if normalize is None else normalize.mirror)
@@ -364,30 +375,35 @@ def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None)
                       p["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width), **kw)
 
 
-def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, pixel_units: bool):
+def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, values_like):
     """Cutout holes (fill 0: the mean colour once normalised) and Random Erasing (constant
-    `erasing_fill`, or random values: N(0, 1) on normalised images, uniform pixel values 0-255
-    when `pixel_units`, i.e. HWC images without `normalize`) over the mixed images of layout
-    `enc.out_geo.layout`, cast like them."""
+    `erasing_fill`, or random values) over the mixed images of layout `enc.out_geo.layout`.
+    Random values follow the dtype of `values_like` (the input images without `normalize`, the
+    output with it): uniform pixel values 0-255 for integer images, N(0, 1) for float
+    (normalised) ones; cast like `images`."""
     out_geo = enc.out_geo
     if enc.erase_cut:
         images = fn.erase(images, anchor=p["cut_anchor"], shape=p["cut_shape"], axis_names="HW",
                           fill_value=0.0)
     if enc.erase_fill:
         images = fn.erase(images, anchor=p["fill_anchor"], shape=p["fill_shape"],
-                              axis_names="HW", fill_value=float(recipe.erasing_fill))
+                          axis_names="HW", fill_value=float(recipe.erasing_fill))
     if enc.erase_random:
-        if pixel_units:
-            noise = fn.random.uniform(range=[-0.5, 255.5], shape=p["noise_shape"])
-        else:
-            noise = fn.random.normal(shape=p["noise_shape"])
-        noise = fn.reshape(noise, layout="HWC")
+        normal = fn.random.normal(shape=p["noise_shape"])
+        uniform = fn.random.uniform(range=[-0.5, 255.5], shape=p["noise_shape"])
         if images.device == "gpu":
-            noise = noise.gpu()
-        noise = fn.cast_like(noise, images)
-        images = _paste(images, out_geo, [noise] * _copies(out_geo), in_anchors=p["noise_in"],
-                        out_anchors=p["noise_out"], shapes=p["noise_size"])
+            normal, uniform = normal.gpu(), uniform.gpu()
+        # 0.5 cast like an integer image rounds to 1, like a float image stays 0.5: pixel = 1 / 0
+        pixel = fn.cast(fn.cast_like(normal * 0.0 + 0.5, values_like), dtype=types.FLOAT) * 2.0 - 1.0
+        noise = fn.reshape(pixel * uniform + (1.0 - pixel) * normal, layout="HWC")
+        images = _paste(images, out_geo, [fn.cast_like(noise, images)] * _copies(out_geo),
+                        in_anchors=p["noise_in"], out_anchors=p["noise_out"], shapes=p["noise_size"])
     return images
+
+
+def per_channel(values, channels: int) -> list[float]:
+    """One value or one per channel -> a list of `channels` floats (a mean or std)."""
+    return [float(v) for v in np.broadcast_to(np.atleast_1d(np.asarray(values, np.float64)), (channels,))]
 
 
 def _copies(geo: Geometry) -> int:
@@ -416,6 +432,6 @@ def _paste(canvas, geo: Geometry, sources: list, **rows):
 
 def _normalize(images, geo: Geometry, norm: Normalization):
     """Images of `geo.layout` -> normalised, flipped CHW float32."""
-    return fn.crop_mirror_normalize(images, mean=[float(m) for m in norm.mean],
-                                    std=[float(s) for s in norm.std], mirror=norm.mirror,
+    return fn.crop_mirror_normalize(images, mean=per_channel(norm.mean, geo.channels),
+                                    std=per_channel(norm.std, geo.channels), mirror=norm.mirror,
                                     dtype=types.FLOAT, output_layout="CHW")

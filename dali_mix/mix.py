@@ -95,6 +95,11 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     Returns:
         `MixResult`; `.outputs()` gives (images, targets) for a dense recipe, targets (N, C)
         float32 on the images' device.
+
+    Every batch must be full (the pipeline's batch size), as DALI's readers give them: the plan
+    is drawn for that many samples, and DALI refuses a shorter batch ("Batch size clash").
+    Without `normalize`, Random Erasing's random fill is uniform 0-255 on integer images and
+    N(0, 1) on float (normalised) ones; with it, N(0, 1).
     """
     if isinstance(enabled, DataNode):
         raise ValueError("enabled must be a callable batch_info -> (N,) bool (such as "
@@ -131,8 +136,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         mixed = execute.dali_pixels(images, p, enc, normalize)
     else:
         mixed = execute.fused_pixels(images, p, enc, normalize)
-    pixel_units = normalize is None and recipe.layout == "HWC"
-    mixed = execute.erase(mixed, p, enc, recipe, pixel_units)
+    mixed = execute.erase(mixed, p, enc, recipe, images if normalize is None else mixed)
     if normalize is None and kind == "dali" and enc.blend:
         mixed = fn.cast_like(mixed, images)  # Mixup on DALI's operators computes in float32
     elif normalize is not None and normalize.dtype != types.FLOAT:
@@ -152,8 +156,8 @@ def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | Non
         images = native.normalize(images, mean=normalize.mean, std=normalize.std,
                                   mirror=normalize.mirror, dtype=normalize.dtype)
     elif normalize is not None:
-        images = fn.crop_mirror_normalize(images, mean=[float(m) for m in normalize.mean],
-                                          std=[float(s) for s in normalize.std],
+        images = fn.crop_mirror_normalize(images, mean=execute.per_channel(normalize.mean, recipe.channels),
+                                          std=execute.per_channel(normalize.std, recipe.channels),
                                           mirror=normalize.mirror, dtype=normalize.dtype,
                                           output_layout="CHW")
     targets = None

@@ -121,3 +121,35 @@ def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
     assert not any((tmp_path / "empty").glob("*.so*"))  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("executor", ["fused", "dali"])
+@pytest.mark.parametrize("layout", ["HWC", "CHW"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_random_erasing_values_follow_the_images_dtype(executor, layout, dtype):
+    """Random Erasing's random fill: uniform pixel values 0-255 on integer images, N(0, 1) on
+    float (normalised) images, whatever the layout, on both executors."""
+    native.load()
+    n, s = 16, 32
+    value = 7 if dtype == np.uint8 else 0.25
+    shape = (s, s, 3) if layout == "HWC" else (3, s, s)
+    images = [np.full(shape, value, dtype) for _ in range(n)]
+    recipe = dm.MixRecipe(methods=["random_erasing"], num_classes=n, erasing_prob=1.0, layout=layout)
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=3)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout=layout)
+        y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
+        return dm.random_mix(x, y, recipe, image_size=s, executor=executor).images
+
+    p = pipe()
+    p.build()
+    out, = p.run()
+    x = np.stack([np.asarray(out[i]) for i in range(n)])
+    assert x.dtype == dtype
+    noise = x[x != value].astype(np.float64)
+    assert noise.size > 1000
+    if dtype == np.uint8:  # uniform over 0..255: mean 127.5, sd 73.9
+        assert abs(noise.mean() - 127.5) < 5 and abs(noise.std() - 73.9) < 4 and noise.max() > 250
+    else:
+        assert abs(noise.mean()) < 0.05 and abs(noise.std() - 1.0) < 0.05
