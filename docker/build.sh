@@ -36,26 +36,8 @@ step() { step_start=$SECONDS; log "$*"; }
 step_done() { log "done in $((SECONDS - step_start)) s"; }
 
 # --- engine ------------------------------------------------------------------------------
-engine="${ENGINE:-}"
-if [ -z "$engine" ]; then
-    if command -v podman >/dev/null 2>&1; then engine=podman
-    elif command -v docker >/dev/null 2>&1; then engine=docker
-    else die "neither podman nor docker found (Debian: apt-get install podman runc)"; fi
-fi
-engine_args=()
-if [ "$engine" = podman ]; then
-    cache_conf="${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dali-mix/docker}"
-    if [ -z "${CONTAINERS_CONF:-}" ]; then
-        mkdir -p "$cache_conf"
-        export CONTAINERS_CONF="$cache_conf/containers.conf"
-        printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n' \
-            >"$CONTAINERS_CONF"
-    fi
-    # Debian's podman defaults to crun; use runc when that is the runtime installed
-    if ! command -v crun >/dev/null 2>&1 && [ -x /usr/sbin/runc ]; then
-        engine_args+=(--runtime /usr/sbin/runc)
-    fi
-fi
+# shellcheck source=engine.sh
+source "$here/docker/engine.sh"
 eng() { "$engine" "${engine_args[@]}" "$@"; }
 
 image="${IMAGE:-dali-mix:latest}"

@@ -17,25 +17,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-engine="${ENGINE:-}"
-if [ -z "$engine" ]; then
-    if command -v podman >/dev/null 2>&1; then engine=podman
-    elif command -v docker >/dev/null 2>&1; then engine=docker
-    else echo "smoke.sh: neither podman nor docker found" >&2; exit 2; fi
-fi
-engine_args=()
-if [ "$engine" = podman ]; then
-    if [ -z "${CONTAINERS_CONF:-}" ]; then
-        conf_dir="${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dali-mix/docker}"
-        mkdir -p "$conf_dir"
-        export CONTAINERS_CONF="$conf_dir/containers.conf"
-        printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n' \
-            >"$CONTAINERS_CONF"
-    fi
-    if ! command -v crun >/dev/null 2>&1 && [ -x /usr/sbin/runc ]; then
-        engine_args+=(--runtime /usr/sbin/runc)
-    fi
-fi
+# shellcheck source=engine.sh
+source "$here/docker/engine.sh"
 image="${IMAGE:-dali-mix:latest}"
 limit="${LIMIT:-1000}"
 epochs="${EPOCHS:-1}"
