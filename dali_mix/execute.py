@@ -159,6 +159,8 @@ class Encoder:
         return out
 
     def _fused(self, plan: Plan) -> dict:
+        """The fused operator's plan inputs (see `dali_mix.native.mix`): the FMix samples get
+        their bank rank image (a view) and (k, flip_y, flip_x); the rest an empty mask."""
         B = len(plan.perm)
         masks = [np.zeros((0, 0, 1), np.uint16)] * B
         params = np.zeros((B, 3), np.int32)
@@ -272,7 +274,7 @@ def fmix_runs(planner: MixPlanner, plan: Plan) -> list:
     y = np.where(flips[j, 0], H - y - h, y)
     x = np.where(flips[j, 1], W - x - w, x)
     rects = np.stack([y, x, h, w], 1).astype(np.int32)
-    for jj, part in zip(range(idx.size), np.split(rects, np.cumsum(np.bincount(j, minlength=idx.size))[:-1])):
+    for jj, part in enumerate(np.split(rects, np.cumsum(np.bincount(j, minlength=idx.size))[:-1])):
         out[idx[jj]] = part
     return out
 
@@ -338,8 +340,8 @@ def check_images(p: dict, images, geo: Geometry) -> dict:
 
 def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
     """The plan on DALI's operators: see the module docstring. Returns the mixed images:
-    normalised CHW float32 with `normalize`, else the input's layout and dtype (Mixup on uint8
-    rounded to the nearest value)."""
+    normalised CHW float32 with `normalize`, else the input's layout and dtype, but float32
+    when Mixup is a candidate (`random_mix` casts it back, rounding uint8 to the nearest)."""
     geo = enc.geo
     canvas = images
     if enc.paste:
