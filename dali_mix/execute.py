@@ -355,7 +355,8 @@ def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
         canvas = _paste(canvas, geo, [_view(shrunk, geo)] * _copies(geo), in_anchors=p["patch_in"],
                         out_anchors=p["patch_out"], shapes=p["patch_shape"])
     if not enc.blend:
-        return canvas if normalize is None else _normalize(canvas, geo, normalize)
+        return canvas if normalize is None else normalize_only(canvas, normalize, "dali", layout=geo.layout,
+                                                                  channels=geo.channels)
     mean = per_channel(0.0 if normalize is None else normalize.mean, geo.channels)
     common = dict(mean=mean, dtype=types.FLOAT,
                   output_layout="CHW" if normalize is not None else geo.layout,
@@ -432,8 +433,14 @@ def _paste(canvas, geo: Geometry, sources: list, **rows):
     return fn.reshape(out, shape=list(geo.shape), layout="CHW")
 
 
-def _normalize(images, geo: Geometry, norm: Normalization):
-    """Images of `geo.layout` -> normalised, flipped CHW float32."""
-    return fn.crop_mirror_normalize(images, mean=per_channel(norm.mean, geo.channels),
-                                    std=per_channel(norm.std, geo.channels), mirror=norm.mirror,
-                                    dtype=types.FLOAT, output_layout="CHW")
+def normalize_only(images, norm: Normalization, executor: str, *, layout: str, channels: int,
+                   dtype=types.FLOAT):
+    """Images of `layout` with `channels` channels (any size) -> normalised, flipped CHW
+    `dtype`, without a plan: the fused operator (which checks the images' layout against
+    `layout`) or `fn.crop_mirror_normalize`."""
+    if executor == "fused":
+        return native.normalize(images, mean=norm.mean, std=norm.std, mirror=norm.mirror,
+                                dtype=dtype, layout=layout)
+    return fn.crop_mirror_normalize(images, mean=per_channel(norm.mean, channels),
+                                    std=per_channel(norm.std, channels), mirror=norm.mirror,
+                                    dtype=dtype, output_layout="CHW")

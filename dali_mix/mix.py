@@ -16,7 +16,7 @@ from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
-from dali_mix import execute, native
+from dali_mix import execute
 from dali_mix.config import MixRecipe
 from dali_mix.execute import Encoder, Geometry, Normalization
 from dali_mix.labels import dense_targets, scalar_labels
@@ -152,14 +152,9 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
 def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str) -> MixResult:
     """A recipe that never mixes: images only normalised (when asked), one-hot targets."""
     lam = fn.cast(labels_a * 0 + 1, dtype=types.FLOAT)
-    if normalize is not None and kind == "fused":
-        images = native.normalize(images, mean=normalize.mean, std=normalize.std,
-                                  mirror=normalize.mirror, dtype=normalize.dtype)
-    elif normalize is not None:
-        images = fn.crop_mirror_normalize(images, mean=execute.per_channel(normalize.mean, recipe.channels),
-                                          std=execute.per_channel(normalize.std, recipe.channels),
-                                          mirror=normalize.mirror, dtype=normalize.dtype,
-                                          output_layout="CHW")
+    if normalize is not None:
+        images = execute.normalize_only(images, normalize, kind, layout=recipe.layout,
+                                        channels=recipe.channels, dtype=normalize.dtype)
     targets = None
     if recipe.target == "dense":
         targets = _on(dense_targets(labels_a, labels_a, lam, recipe.num_classes,

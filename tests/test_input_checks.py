@@ -92,3 +92,12 @@ def test_pair_mode_needs_an_even_batch():
     recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, mode="pair")
     with pytest.raises(ValueError, match="even batch size"):
         dm.MixPlanner(recipe, 5, 8)
+
+
+def test_a_recipe_that_never_mixes_still_checks_the_layout_on_the_fused_operator():
+    """prob=0 (or no candidates) only normalises; the fused operator still refuses images whose
+    layout is not the recipe's instead of normalising already-normalised CHW images again."""
+    native.load()
+    recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, prob=0.0)  # layout HWC
+    with pytest.raises(RuntimeError, match=r"layout CHW but the recipe says HWC"):
+        run_once(chw(8, 8), "CHW", recipe, normalize=IDENTITY, executor="fused")
