@@ -121,6 +121,15 @@ def fmix_thresholds(rng: np.random.Generator, n: int, pixels: int, alpha: float 
     return np.clip(np.floor(lam0 * pixels + rng.uniform(size=n)), 0, pixels).astype(np.int64)
 
 
+def fmix_masks(rng: np.random.Generator, n: int, pixels: int, bank_size: int,
+               alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FMix masks from a bank of `bank_size` rank images: (n,) int64 k (`fmix_thresholds`),
+    (n,) int64 bank entries uniform in [0, bank_size), (n, 2) int64 vertical / horizontal flips
+    (0 or 1, each with probability 1/2; a flipped low-frequency mask is one too)."""
+    k = fmix_thresholds(rng, n, pixels, alpha)
+    return k, rng.integers(0, bank_size, size=n), rng.integers(0, 2, size=(n, 2))
+
+
 def cutout_boxes(rng: np.random.Generator, n: int, H: int, W: int, holes: int = 1,
                  length: int = 16) -> Boxes:
     """Cutout holes (uoguelph-mlrg/Cutout `Cutout.__call__`): `holes` squares of side `length`

@@ -148,9 +148,8 @@ class MixPlanner:
             patch[sel] = np.stack([y, x, h, w], 1)[sel]
         if "fmix" in self.ids:
             sel = method == self.ids["fmix"]
-            k = draws.fmix_thresholds(rng, B, H * W, r.fmix_alpha)[leader]
-            entry = rng.integers(0, self.fmix_bank.bank_size, size=B)[leader]
-            flips = rng.integers(0, 2, size=(B, 2))[leader]
+            k, entry, flips = (a[leader] for a in draws.fmix_masks(rng, B, H * W, self.fmix_bank.bank_size,
+                                                                  r.fmix_alpha))
             fmix[sel] = np.column_stack([entry, k, flips])[sel]
             lam[sel] = k[sel] / float(H * W)
         for name in ("cutout", "random_erasing"):
