@@ -21,7 +21,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
 from dali_mix import native
-from dali_mix.mix import Normalization
+from dali_mix.execute import Normalization, normalize_only
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.sources import Source, read, resolve_source
 
@@ -86,13 +86,13 @@ def _normalise(images, *, mirror, dtype, crop=None, fused: bool | None = False):
     built) uses dali-mix's fused operator, the same values in less CPU time than DALI's
     `crop_mirror_normalize` (the one the mixing pipelines use, so that "with" and "without
     mixing" differ only by the mixing)."""
-    if crop is None and native.use(fused, images):
-        return native.normalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD, mirror=mirror,
-                                dtype=_dtype(dtype))
-    kw = {} if crop is None else {"crop": (crop, crop)}
+    if crop is None:
+        executor = "fused" if native.use(fused, images) else "dali"
+        return normalize_only(images, Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=mirror),
+                              executor, layout="HWC", channels=3, dtype=_dtype(dtype))
     return fn.crop_mirror_normalize(
-        images, dtype=_dtype(dtype), output_layout="CHW",
-        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mirror=mirror, **kw)
+        images, dtype=_dtype(dtype), output_layout="CHW", crop=(crop, crop),
+        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mirror=mirror)
 
 
 def _check_train_augment(crop, dtype, scale, ratio) -> None:
