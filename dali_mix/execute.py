@@ -70,14 +70,14 @@ class Geometry:
     def planes(self, boxes: np.ndarray, src_height: int | None = None) -> np.ndarray:
         """Rectangles (n, 4) (y, x, h, w) in pixels -> the int32 rows that paste them in this
         layout's paste view: (n, 4) as they are for HWC; for CHW (C * n, 4), C rows each in
-        channel-major order, plane c offset by c * H (c * src_height for a source of another
-        height)."""
+        channel-major order, plane c offset by c * H (c * src_height, a number or (n,) per
+        rectangle, for a source of another height)."""
         boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
         if self.layout == "HWC":
             return boxes
         c = np.arange(self.channels, dtype=np.int32)[:, None, None]
         out = np.broadcast_to(boxes, (self.channels,) + boxes.shape).copy()
-        out[..., 0] += c[..., 0] * (self.height if src_height is None else src_height)
+        out[..., 0] += c[..., 0] * np.asarray(self.height if src_height is None else src_height, np.int32)
         return out.reshape(-1, 4)
 
 
@@ -173,39 +173,31 @@ class Encoder:
         return {"blend": plan.blend, "boxes": plan.boxes, "patch": plan.patch, "mask": masks,
                 "mask_params": params}
 
-    def _full(self, geo: Geometry | None = None) -> np.ndarray:
-        """The row that copies a whole image: (1, 4) int32 (0, 0, rows, W) of the paste view."""
-        geo = geo or self.geo
-        rows = geo.height if geo.layout == "HWC" else geo.channels * geo.height
-        return np.array([[0, 0, rows, geo.width]], np.int32)
-
     def _paste_rows(self, plan: Plan) -> dict:
         """Per sample: row 0 copies the sample itself, then its CutMix box and FMix runs from the
         partner: ids (R,) int32, in/out anchors (R, 2) int32, shapes (R, 2) int32."""
-        runs = fmix_runs(self.planner, plan)
-        ids, anchors, shapes = [], [], []
-        for i, perm in enumerate(plan.perm):
-            rects = self.geo.planes(np.concatenate([plan.boxes[i], runs[i]]))
-            rows = np.concatenate([self._full(), rects])
-            ids.append(np.concatenate([[i], np.full(len(rects), perm)]).astype(np.int32))
-            anchors.append(rows[:, :2].copy())
-            shapes.append(rows[:, 2:].copy())
-        return {"paste_ids": ids, "paste_in": anchors, "paste_out": anchors, "paste_shape": shapes}
+        B = len(plan.perm)
+        fmix_owner, fmix_rects = fmix_runs(self.planner, plan, per_sample=False)
+        box_owner = np.repeat(np.arange(B), [len(b) for b in plan.boxes])
+        owner, rows, pasted = paste_rows(self.geo, np.concatenate([box_owner, fmix_owner]),
+                                         np.concatenate(list(plan.boxes) + [fmix_rects]), B)
+        split = _splitter(owner, B)
+        anchors = split(rows[:, :2])
+        return {"paste_ids": split(np.where(pasted, plan.perm[owner], owner).astype(np.int32)),
+                "paste_in": anchors, "paste_out": anchors, "paste_shape": split(rows[:, 2:])}
 
     def _patch_rows(self, plan: Plan) -> dict:
         """ResizeMix: the partner's target size (B, 2) float32 ((1, 1) unused) and per sample
         the rows pasting the canvas, then the shrunk partner at its corner."""
-        size = np.ones((len(plan.perm), 2), np.float32)
-        ins, outs, shapes = [], [], []
-        for i, (y, x, h, w) in enumerate(plan.patch):
-            if h > 0:
-                size[i] = h, w
-            dst = np.concatenate([self._full(), self.geo.planes([[y, x, h, w]])])
-            src = np.concatenate([self._full(), self.geo.planes([[0, 0, h, w]], src_height=max(h, 1))])
-            ins.append(src[:, :2].copy())
-            outs.append(dst[:, :2].copy())
-            shapes.append(dst[:, 2:].copy())
-        return {"patch_size": size, "patch_in": ins, "patch_out": outs, "patch_shape": shapes}
+        B = len(plan.perm)
+        h, w = plan.patch[:, 2], plan.patch[:, 3]
+        size = np.where((h > 0)[:, None], plan.patch[:, 2:], 1).astype(np.float32)
+        corner = np.stack([np.zeros_like(h), np.zeros_like(w), h, w], 1)
+        owner, dst, _ = paste_rows(self.geo, np.arange(B), plan.patch, B)
+        _, src, _ = paste_rows(self.geo, np.arange(B), corner, B, src_height=np.maximum(h, 1))
+        split = _splitter(owner, B)
+        return {"patch_size": size, "patch_in": split(src[:, :2]), "patch_out": split(dst[:, :2]),
+                "patch_shape": split(dst[:, 2:])}
 
     def _blend(self, plan: Plan) -> dict:
         """Mixup as two normalisations: std / w on the own image, std / (1 - w) on the partner.
@@ -235,33 +227,61 @@ class Encoder:
         shape ((1, 1) when unused) and the rows pasting it over the output (row 0: the output
         itself; then the noise, C rows for CHW)."""
         geo = self.out_geo
-        shapes, ins, outs, sizes = [], [], [], []
-        full = self._full(geo)
-        for e in plan.erase:
+        B = len(plan.perm)
+        rect = np.zeros((B, 4), np.int32)
+        for i, e in enumerate(plan.erase):
             rnd = e[e[:, 4] == RANDOM_ERASING]
-            y, x, h, w = (int(v) for v in rnd[0, :4]) if len(rnd) else (0, 0, 0, 0)
-            nh, nw = max(h, 1), max(w, 1)
-            shapes.append(np.array([nh, nw, geo.channels] if geo.layout == "HWC"
-                                   else [geo.channels * nh, nw, 1], np.int32))
-            dst = np.concatenate([full, geo.planes([[y, x, h, w]])])
-            src = np.concatenate([full, geo.planes([[0, 0, h, w]], src_height=nh)])
-            ins.append(src[:, :2].copy())
-            outs.append(dst[:, :2].copy())
-            sizes.append(dst[:, 2:].copy())
-        return {"noise_shape": shapes, "noise_in": ins, "noise_out": outs, "noise_size": sizes}
+            if len(rnd):
+                rect[i] = rnd[0, :4]
+        nh, nw = np.maximum(rect[:, 2], 1), np.maximum(rect[:, 3], 1)
+        C = np.full(B, geo.channels)
+        shapes = (np.stack([nh, nw, C], 1) if geo.layout == "HWC"
+                  else np.stack([C * nh, nw, np.ones(B, np.int64)], 1)).astype(np.int32)
+        corner = np.stack([np.zeros(B, np.int32), np.zeros(B, np.int32), rect[:, 2], rect[:, 3]], 1)
+        owner, dst, _ = paste_rows(geo, np.arange(B), rect, B)
+        _, src, _ = paste_rows(geo, np.arange(B), corner, B, src_height=nh)
+        split = _splitter(owner, B)
+        return {"noise_shape": list(shapes), "noise_in": split(src[:, :2]),
+                "noise_out": split(dst[:, :2]), "noise_size": split(dst[:, 2:])}
 
 
-def fmix_runs(planner: MixPlanner, plan: Plan) -> list:
+def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
+               src_height: np.ndarray | None = None):
+    """The `fn.multi_paste` rows of a batch of `batch` samples of geometry `geo`: per sample a
+    row copying the whole image (of the paste view), then its rectangles (n, 4) (y, x, h, w)
+    in pixels, owned by samples `owner` (n,), in the paste view (C rows each for CHW, plane c
+    offset by c * H, or c * `src_height` (n,) for a source of another height). Returns, sorted
+    by sample (a stable sort: every sample's rectangles keep their order after its whole-image
+    row): owner (m,) int64, rows (m, 4) int32, pasted (m,) bool (False for the whole-image row)."""
+    rects = geo.planes(rects, src_height)
+    full_rows = geo.height if geo.layout == "HWC" else geo.channels * geo.height
+    full = np.broadcast_to(np.array([0, 0, full_rows, geo.width], np.int32), (batch, 4))
+    owner = np.concatenate([np.arange(batch), np.tile(np.asarray(owner, np.int64), _copies(geo))])
+    rows = np.concatenate([full, rects])
+    pasted = np.arange(len(rows)) >= batch
+    order = np.argsort(owner, kind="stable")
+    return owner[order], rows[order], pasted[order]
+
+
+def _splitter(owner: np.ndarray, batch: int):
+    """A function splitting an array whose rows follow `owner` (sorted sample indices) into
+    the `batch` per-sample arrays (contiguous) the external source returns."""
+    cuts = np.cumsum(np.bincount(owner, minlength=batch))[:-1]
+    return lambda a: np.split(np.ascontiguousarray(a), cuts)
+
+
+def fmix_runs(planner: MixPlanner, plan: Plan, per_sample: bool = True):
     """The partner pixels of every FMix sample's mask as rectangles: B arrays (R_i, 4) int32
-    (y, x, h, w), (0, 4) without FMix. Each row of the mask is split into horizontal runs of
+    (y, x, h, w), (0, 4) without FMix; with `per_sample=False` one array (R, 4) int32 and its
+    owners (R,) int64, sorted by sample. Each row of the mask is split into horizontal runs of
     partner pixels, and a run repeated in the next rows is stacked into one taller rectangle
     (about half as many rectangles as runs). The mask keeps the own pixel where the bank's rank
     image is below k (mask mean exactly k / N), flipped as planned."""
     B, H, W = len(plan.perm), planner.height, planner.width
-    out = [np.zeros((0, 4), np.int32)] * B
     idx = np.flatnonzero(plan.fmix[:, 0] >= 0)
     if not idx.size:
-        return out
+        rects = np.zeros((0, 4), np.int32)
+        return [rects] * B if per_sample else (np.zeros(0, np.int64), rects)
     entry, k, flips = plan.fmix[idx, 0], plan.fmix[idx, 1], plan.fmix[idx, 2:].astype(bool)
     ranks = planner.fmix_bank.bank(plan.epoch)[entry, :, :, 0]
     padded = np.ones((idx.size, H, W + 2), bool)  # own pixels, with an own pixel on both sides
@@ -270,23 +290,23 @@ def fmix_runs(planner: MixPlanner, plan: Plan) -> list:
     start, end = edges[0::2], edges[1::2]  # partner runs open and close in pairs per row
     j, rest = np.divmod(start, H * (W + 1))
     y, x = np.divmod(rest, W + 1)
-    j, y, x, h, w = _stack_runs(j, y, x, end - start)
+    j, y, x, h, w = _stack_runs(j, y, x, end - start, H, W)
     y = np.where(flips[j, 0], H - y - h, y)
     x = np.where(flips[j, 1], W - x - w, x)
     rects = np.stack([y, x, h, w], 1).astype(np.int32)
-    for jj, part in enumerate(np.split(rects, np.cumsum(np.bincount(j, minlength=idx.size))[:-1])):
-        out[idx[jj]] = part
-    return out
+    owner = idx[j].astype(np.int64)
+    return _splitter(owner, B)(rects) if per_sample else (owner, rects)
 
 
-def _stack_runs(sample, y, x, w):
-    """Merge runs (sample, row y, column x, width w) that repeat in consecutive rows into
-    rectangles: (sample, y, x, h, w) arrays, sorted by sample."""
-    order = np.lexsort((y, w, x, sample))
+def _stack_runs(sample, y, x, w, height: int, width: int):
+    """Merge runs (sample, row y, column x, width w) that repeat in consecutive rows of images
+    `height` x `width` into rectangles: (sample, y, x, h, w) arrays, sorted by sample."""
+    # one sortable key in (sample, x, w, y) order; y + 1 never reaches the next (x, w)
+    key = ((sample * (width + 1) + x) * (width + 1) + w) * (height + 1) + y
+    order = np.argsort(key, kind="stable")
     sample, y, x, w = sample[order], y[order], x[order], w[order]
     new = np.ones(sample.size, bool)
-    new[1:] = ((sample[1:] != sample[:-1]) | (x[1:] != x[:-1]) | (w[1:] != w[:-1])
-               | (y[1:] != y[:-1] + 1))
+    new[1:] = np.diff(key[order]) != 1  # not the same run one row further down
     first = np.flatnonzero(new)
     h = np.diff(np.append(first, sample.size))
     return sample[first], y[first], x[first], h, w[first]

@@ -207,3 +207,16 @@ def test_a_bank_of_another_size_is_refused():
     recipe = dm.MixRecipe(methods=["fmix"], num_classes=3)
     with pytest.raises(ValueError, match=r"FMix bank makes \(4, 4\) masks but image_size is \(8, 8\)"):
         MixPlanner(recipe, 4, 8, fmix_bank=FMixMaskBank((4, 4), 4, bank_size=2))
+
+
+def test_stacked_runs_merge_only_the_same_run_in_consecutive_rows():
+    from dali_mix.execute import _stack_runs
+
+    H, W = 5, 8
+    # sample, y, x, w: a run repeated in rows 0-1, the last row's run next to a wider run of
+    # row 0 in the same column, and the same run in another sample
+    runs = np.array([[0, 0, 2, 3], [0, 1, 2, 3], [0, H - 1, 2, 3], [0, 0, 2, 4], [1, 2, 2, 3]])
+    got = np.stack(_stack_runs(*runs.T, H, W), 1)
+    expected = {(0, 0, 2, 2, 3), (0, H - 1, 2, 1, 3), (0, 0, 2, 1, 4), (1, 2, 2, 1, 3)}
+    assert {tuple(r) for r in got.tolist()} == expected
+    assert list(got[:, 0]) == sorted(got[:, 0])
