@@ -319,25 +319,24 @@ def _stack_runs(sample, y, x, w, height: int, width: int):
 # ---- the graphs -------------------------------------------------------------------------------
 
 @do_not_convert  # the check must stay plain Python in pipelines with conditionals (AutoGraph)
-def check_images(p: dict, images, geo: Geometry) -> dict:
-    """The plan's outputs `p`, with the ones the first pixel operators read ("perm",
-    "paste_ids", "std_a", and the erasing rectangles) passed through a per-batch check that
-    every image has `geo`'s layout and shape (the plan is drawn for that size): a mismatch
-    raises ValueError naming the expected and the actual value. Every operator that moves
-    pixels depends on one of them (`dali_pixels`), so none runs before the check has passed,
-    and the check cannot be pruned. The check runs on the CPU: for GPU images it reads their
-    shape (a CPU value), not their layout (a GPU value), and names the layout the shape has."""
+def check_images(images, geo: Geometry):
+    """`images` after a per-batch check that every image has `geo`'s layout and shape (the plan
+    is drawn for that size): a mismatch raises ValueError naming the expected and the actual
+    value. The images come back through `fn.reshape` to the shapes the check returns (no copy),
+    so every operator that moves pixels depends on the check: none runs before it has passed,
+    and it cannot be pruned. The check runs on the CPU: for GPU images it reads their shape (a
+    CPU value), not their layout (a GPU value), and names the layout the shape has."""
     expected_shape = geo.shape
     other = "CHW" if geo.layout == "HWC" else "HWC"
     other_shape = Geometry(other, geo.height, geo.width, geo.channels).shape
     read_layout = images.device != "gpu"
 
-    def check(shapes, *rest):
-        layouts, plan = (rest[0], rest[1:]) if read_layout else ([None] * len(shapes), rest)
-        for i, (shape, layout) in enumerate(zip(shapes, layouts)):
+    def check(shapes, layouts=None):
+        for i, shape in enumerate(shapes):
             shape = tuple(int(v) for v in shape)
-            if layout is not None:
-                layout = bytes(np.asarray(layout, np.uint8)).decode() or "(none)"
+            layout = None
+            if layouts is not None:
+                layout = bytes(np.asarray(layouts[i], np.uint8)).decode() or "(none)"
             elif shape == other_shape:
                 layout = other
             if layout is not None and layout != geo.layout:
@@ -350,16 +349,13 @@ def check_images(p: dict, images, geo: Geometry) -> dict:
                     f"random_mix: image {i} has shape {shape} ({geo.layout}) but the plan is "
                     f"drawn for {expected_shape}: image_size=({geo.height}, {geo.width}) and "
                     f"MixRecipe.channels={geo.channels} must match every image")
-        return plan
+        return shapes
 
-    names = [n for n in ("perm", "paste_ids", "std_a", "cut_anchor", "fill_anchor", "noise_shape")
-             if n in p]
     inputs = [images.shape(dtype=types.INT64, device="cpu")]
     if read_layout:
         inputs.append(fn.get_property(images, key="layout"))
-    checked = fn.python_function(*inputs, *[p[n] for n in names], function=check,
-                                 batch_processing=True, num_outputs=len(names))
-    return {**p, **dict(zip(names, checked if len(names) > 1 else [checked]))}
+    shapes = fn.python_function(*inputs, function=check, batch_processing=True, num_outputs=1)
+    return fn.reshape(images, shape=shapes)
 
 
 def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):

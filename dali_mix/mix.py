@@ -132,8 +132,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     p = dict(zip(enc.names, fn.external_source(source=enc, num_outputs=len(enc.names), batch=True,
                                                batch_info=True)))
     if kind == "dali":
-        p = execute.check_images(p, images, geo)
-        mixed = execute.dali_pixels(images, p, enc, normalize)
+        mixed = execute.dali_pixels(execute.check_images(images, geo), p, enc, normalize)
     else:
         mixed = execute.fused_pixels(images, p, enc, normalize)
     mixed = execute.erase(mixed, p, enc, recipe, images if normalize is None else mixed)
