@@ -22,6 +22,7 @@ becomes C rectangles, one per channel plane), since `fn.multi_paste` takes HWC o
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -81,6 +82,21 @@ class Geometry:
         return out.reshape(-1, 4)
 
 
+class _Run(NamedTuple):
+    """A batch_info for a run DALI has not asked for yet."""
+
+    iteration: int
+    epoch_idx: int = 0
+
+
+def _next_run(batch_info):
+    """The batch_info of the run after `batch_info` (a DALI batch_info or a run number; None
+    for anything else)."""
+    if hasattr(batch_info, "iteration"):
+        return _Run(int(batch_info.iteration) + 1, int(getattr(batch_info, "epoch_idx", 0)))
+    return int(batch_info) + 1 if np.isscalar(batch_info) else None
+
+
 def resolve_executor(executor: str, images) -> str:
     """"fused" or "dali" for `executor` ("auto": fused for CPU images when the operator can be
     built, else DALI's operators, with one warning naming the cause)."""
@@ -135,11 +151,39 @@ class Encoder:
             self.names += ["fill_anchor", "fill_shape"]
         if self.erase_random:
             self.names += ["noise_shape", "noise_in", "noise_out", "noise_size"]
+        self._ahead = None  # (key, Future) of the next run's outputs
+        self._pool = None
 
     def __call__(self, batch_info) -> tuple:
-        plan = self.planner(batch_info)
-        out = self.encode(plan)
+        """The outputs of the run `batch_info`. The next run's are drawn meanwhile in a
+        background thread (when `MixPlanner.predictable`), off the thread that feeds DALI; a
+        plan is a pure function of its inputs, so a batch drawn ahead is used only when its
+        inputs are this run's, and drawn here otherwise."""
+        inputs = self.planner.inputs(batch_info)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == self._key(inputs):
+            out = ahead[1].result()
+        else:
+            out = self.outputs(inputs)
+        nxt = _next_run(batch_info)
+        if nxt is not None and self.planner.predictable():
+            following = self.planner.inputs(nxt)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-mix-plan")
+            self._ahead = (self._key(following), self._pool.submit(self.outputs, following))
+        return out
+
+    def outputs(self, inputs: tuple) -> tuple:
+        """The outputs named by `names` for the plan of `inputs` (`MixPlanner.inputs`)."""
+        out = self.encode(self.planner.plan(*inputs))
         return tuple(out[n] for n in self.names)
+
+    def _key(self, inputs: tuple) -> tuple:
+        """What identifies a run's outputs: its inputs, and the epoch length the FMix bank's
+        period is read from."""
+        epoch, step, enabled = inputs
+        return (epoch, step, None if enabled is None else enabled.tobytes(),
+                self.planner.clock.runs_per_epoch)
 
     def encode(self, plan: Plan) -> dict:
         out = {"method": plan.method, "perm": plan.perm, "lam": plan.lam}

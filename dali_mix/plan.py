@@ -22,7 +22,7 @@ import numpy as np
 from dali_mix import draws
 from dali_mix.config import MixRecipe
 from dali_mix.masks import FMixMaskBank
-from dali_mix.schedule import BatchClock
+from dali_mix.schedule import BatchClock, MixOffSchedule
 
 _SALT = 0x6D6978  # separates the plan's random stream from the FMix bank's index stream
 
@@ -105,9 +105,19 @@ class MixPlanner:
         return np.random.default_rng([self.seed, int(epoch), int(step), _SALT])
 
     def __call__(self, batch_info) -> Plan:
+        return self.plan(*self.inputs(batch_info))
+
+    def inputs(self, batch_info) -> tuple:
+        """(epoch, step, enabled) of the run `batch_info`: with the seed and the recipe, all
+        that its plan depends on (`enabled`: (B,) bool or None)."""
         epoch, step = self.clock.epoch_step(batch_info)
-        enabled = None if self.enabled is None else self.enabled(batch_info)
-        return self.plan(epoch, step, enabled)
+        enabled = None if self.enabled is None else np.asarray(self.enabled(batch_info), bool)
+        return epoch, step, enabled
+
+    def predictable(self) -> bool:
+        """Whether the inputs of a run may be read before DALI asks for it: `enabled` is None
+        or a `MixOffSchedule` (a function of the epoch), not an arbitrary callable."""
+        return self.enabled is None or isinstance(self.enabled, MixOffSchedule)
 
     def plan(self, epoch: int, step: int, enabled=None) -> Plan:
         """The plan of batch `step` of `epoch`; `enabled`: optional (B,) bool, False = untouched."""

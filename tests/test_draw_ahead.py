@@ -1,0 +1,100 @@
+"""dali_mix.execute.Encoder draws the next run's plan in a background thread: whatever order
+the runs come in, and whatever happens to the clock in between, every run gets the outputs of
+its own plan, and an arbitrary `enabled` callable is never called ahead."""
+from __future__ import annotations
+
+import numpy as np
+
+import dali_mix as dm
+from dali_mix.execute import Encoder, Geometry
+from dali_mix.masks import FMixMaskBank
+from dali_mix.plan import MixPlanner
+from dali_mix.schedule import BatchClock, MixOffSchedule
+
+H, W, B = 24, 20, 8
+METHODS = {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0}
+
+
+class Info:
+    """DALI's batch_info: the pipeline's run counter."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+        self.epoch_idx = 0
+
+
+def encoder(executor, *, enabled=None, clock=None, min_refresh_batches=0):
+    recipe = dm.MixRecipe(methods=METHODS, num_classes=10, fmix_size=(H, W),
+                          after=("random_erasing",))
+    clock = clock or BatchClock(runs_per_epoch=5)
+    bank = FMixMaskBank((H, W), B, bank_size=16, seed=3, clock=clock,
+                        min_refresh_batches=min_refresh_batches)
+    planner = MixPlanner(recipe, B, (H, W), seed=7, clock=clock, fmix_bank=bank, enabled=enabled)
+    return Encoder(planner, executor, Geometry("HWC", H, W, 3), None)
+
+
+def expected(enc, info):
+    """The outputs of run `info` drawn on their own, by a fresh encoder of the same pipeline."""
+    fresh = Encoder(enc.planner, enc.executor, enc.geo, None)
+    return fresh.outputs(enc.planner.inputs(info))
+
+
+def same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if isinstance(x, list):
+            assert len(x) == len(y) and all(np.array_equal(u, v) for u, v in zip(x, y))
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+def test_every_run_gets_its_own_plan_in_order_skipped_repeated_and_after_a_clock_change():
+    for executor in ("fused", "dali"):
+        enc = encoder(executor)
+        for it in (0, 1, 2, 3, 9, 10, 10, 4, 5):  # in order (drawn ahead), skips, repeats
+            same(enc(Info(it)), expected(enc, Info(it)))
+        enc.planner.clock.run_offset = 12  # a resume: the run drawn ahead is another batch now
+        same(enc(Info(6)), expected(enc, Info(6)))
+        enc.planner.clock.runs_per_epoch = 3  # another epoch length: other epochs, other banks
+        same(enc(Info(7)), expected(enc, Info(7)))
+        # and the outputs differ from run to run (the comparisons above are not vacuous)
+        assert not np.array_equal(enc(Info(20))[1], enc(Info(21))[1])
+
+
+def test_the_same_batch_under_another_epoch_length_takes_its_own_fmix_bank():
+    # banks serve ceil(10 / runs_per_epoch) epochs: epoch 2 is in bank 1 with 5 runs per epoch
+    # and in bank 0 with 4; the run drawn ahead (epoch 2, step 0 with 5 runs per epoch) is the
+    # same (epoch, step) as the run asked for after the clock changed
+    enc = encoder("fused", clock=BatchClock(runs_per_epoch=5, run_offset=2), min_refresh_batches=10)
+    enc(Info(7))  # run 9; draws run 10 = (2, 0) ahead
+    enc._ahead[1].result()  # drawn under the old clock
+    enc.planner.clock.run_offset, enc.planner.clock.runs_per_epoch = 0, 4
+    assert enc.planner.inputs(Info(8))[:2] == (2, 0)
+    got = enc(Info(8))
+    same(got, expected(enc, Info(8)))
+    stale = Encoder(enc.planner, "fused", enc.geo, None)
+    enc.planner.clock.runs_per_epoch = 5
+    masks = stale.names.index("mask")
+    assert any(not np.array_equal(a, b) for a, b in zip(got[masks], stale.outputs((2, 0, None))[masks]))
+
+
+def test_mix_off_schedule_is_drawn_ahead_but_an_arbitrary_callable_is_not_called_ahead():
+    clock = BatchClock(runs_per_epoch=5)
+    enc = encoder("fused", enabled=MixOffSchedule(B, 1, clock), clock=clock)
+    for it in range(8):  # crosses the epoch where mixing stops
+        out = enc(Info(it))
+        same(out, expected(enc, Info(it)))
+        lam = out[2]
+        assert np.all(lam == 1.0) == (it >= 5)
+    assert enc._ahead is not None
+
+    seen = []
+
+    def enabled(info):
+        seen.append(info.iteration)
+        return np.ones(B, bool)
+
+    enc = encoder("dali", enabled=enabled)
+    for it in range(4):
+        enc(Info(it))
+    assert seen == [0, 1, 2, 3] and enc._ahead is None
