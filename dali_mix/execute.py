@@ -33,6 +33,7 @@ from nvidia.dali.pipeline import do_not_convert
 
 from dali_mix import native
 from dali_mix.config import MixRecipe
+from dali_mix.labels import target_weights
 from dali_mix.plan import CUTOUT, RANDOM_ERASING, MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
@@ -112,7 +113,8 @@ def resolve_executor(executor: str, images) -> str:
 class Encoder:
     """The external source of `random_mix`: called with DALI's batch_info, it draws the batch's
     `Plan` and returns the outputs named by `names` (numpy, CPU, per sample), what the executor
-    reads: always "method", "perm", "lam"; for "fused" the operator's plan inputs (blend, boxes,
+    reads: always "method", "perm", "lam", and for dense targets their label "weights"
+    (`dali_mix.labels.target_weights`); for "fused" the operator's plan inputs (blend, boxes,
     patch, mask, mask_params); for "dali" the paste rows of CutMix/FMix ("paste_*"), the
     ResizeMix sizes and rows ("patch_*"), Mixup's per-sample std and partner crop ("std_a",
     "std_b", "crop_h", "crop_w"); for both, the erasing rectangles ("cut_*", "fill_*",
@@ -136,6 +138,8 @@ class Encoder:
         self.erase_cut = "cutout" in erasing
         self.erase_fill = "random_erasing" in erasing and not random_fill
         self.names = ["method", "perm", "lam"]
+        if planner.recipe.target == "dense":
+            self.names.append("weights")
         if executor == "fused":
             self.names += ["blend", "boxes", "patch", "mask", "mask_params"]
         else:
@@ -187,6 +191,8 @@ class Encoder:
 
     def encode(self, plan: Plan) -> dict:
         out = {"method": plan.method, "perm": plan.perm, "lam": plan.lam}
+        if "weights" in self.names:
+            out["weights"] = target_weights(plan.lam, self.planner.recipe.label_smoothing)
         if self.executor == "fused":
             out.update(self._fused(plan))
         else:

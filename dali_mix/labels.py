@@ -12,6 +12,8 @@ validate labels against the class count when they are built.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from nvidia.dali import fn, types
 
 
@@ -20,26 +22,35 @@ def scalar_labels(labels):
     return fn.cast(fn.reshape(labels, shape=[]), dtype=types.INT64)
 
 
-def dense_targets(labels_a, labels_b, lam, num_classes: int, smoothing: float = 0.0):
-    """(N, num_classes) float32 soft targets, see the module docstring: `weighted_targets` with
-    the weights lam * (1 - eps) and (1 - lam) * (1 - eps). All inputs on the CPU; lam a float32
-    scalar per sample (a DataNode) or a number."""
+def target_weights(lam: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+    """The weights of the own and the partner label: (N,) lam -> (N, 2, 1) float32
+    (lam * (1 - eps), (1 - lam) * (1 - eps)), computed in float32, for `dense_targets`."""
     check_smoothing(smoothing)
-    on = 1.0 - float(smoothing)
-    return weighted_targets(labels_a, labels_b, lam * on, (1.0 - lam) * on, num_classes,
-                            float(smoothing) / num_classes)
+    lam = np.asarray(lam, np.float32)
+    on = np.float32(1.0 - float(smoothing))
+    return np.stack([lam * on, (np.float32(1.0) - lam) * on], 1)[:, :, None]
+
+
+def dense_targets(labels_a, labels_b, weights, num_classes: int, smoothing: float = 0.0):
+    """(N, num_classes) float32 soft targets, see the module docstring, from int64 scalar
+    labels and `target_weights` (a (2, 1) float32 DataNode per sample), all on the CPU: the
+    one-hot rows of (y_a, y_b) weighted and summed (four operators)."""
+    check_smoothing(smoothing)
+    hot = fn.one_hot(fn.stack(labels_a, labels_b), num_classes=int(num_classes), dtype=types.FLOAT)
+    targets = fn.reductions.sum(hot * weights, axes=0)
+    return targets + float(smoothing) / num_classes if smoothing else targets
+
+
+def onehot_targets(labels, num_classes: int, smoothing: float = 0.0):
+    """(N, num_classes) float32 targets of unmixed samples (lam = 1): (1 - eps) * onehot(y) +
+    eps / C, from int64 scalar labels on the CPU."""
+    check_smoothing(smoothing)
+    hot = fn.one_hot(labels, num_classes=int(num_classes), dtype=types.FLOAT)
+    if not smoothing:
+        return hot
+    return hot * (1.0 - float(smoothing)) + float(smoothing) / num_classes
 
 
 def check_smoothing(smoothing: float) -> None:
     if not 0.0 <= float(smoothing) < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
-
-
-def weighted_targets(labels_a, labels_b, w_a, w_b, num_classes: int, off: float = 0.0):
-    """(N, num_classes) float32 targets w_a * onehot(y_a) + w_b * onehot(y_b) + off, with the
-    weights given per sample (float32 CPU scalars, e.g. lam * (1 - eps) and (1 - lam) * (1 - eps)
-    from a `dali_mix.plan.MixPlanner`) and off = eps / C: the same rows as `dense_targets`,
-    with three or four operators instead of eight."""
-    a = fn.one_hot(labels_a, num_classes=int(num_classes), dtype=types.FLOAT) * w_a
-    b = fn.one_hot(labels_b, num_classes=int(num_classes), dtype=types.FLOAT) * w_b
-    return a + b + float(off) if off else a + b

@@ -19,7 +19,7 @@ from nvidia.dali.pipeline import Pipeline
 from dali_mix import execute
 from dali_mix.config import MixRecipe
 from dali_mix.execute import Encoder, Geometry, Normalization
-from dali_mix.labels import dense_targets, scalar_labels
+from dali_mix.labels import dense_targets, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.plan import MixPlanner
@@ -143,7 +143,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     labels_b = fn.permute_batch(labels_a, indices=p["perm"])
     targets = None
     if recipe.target == "dense":
-        targets = _on(dense_targets(labels_a, labels_b, p["lam"], recipe.num_classes,
+        targets = _on(dense_targets(labels_a, labels_b, p["weights"], recipe.num_classes,
                                     recipe.label_smoothing), images)
     return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
 
@@ -156,8 +156,7 @@ def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | Non
                                         channels=recipe.channels, dtype=normalize.dtype)
     targets = None
     if recipe.target == "dense":
-        targets = _on(dense_targets(labels_a, labels_a, lam, recipe.num_classes,
-                                    recipe.label_smoothing), images)
+        targets = _on(onehot_targets(labels_a, recipe.num_classes, recipe.label_smoothing), images)
     method = fn.cast(labels_a * 0 + len(recipe.candidates), dtype=types.INT32)
     return MixResult(images, targets, labels_a, labels_a, lam, method, recipe)
 

@@ -83,7 +83,7 @@ import nvidia.dali.math as dmath
 
 from dali_mix import draws
 from dali_mix._graph import check_layout, clamp, floor_int, image_hw, to_float
-from dali_mix.labels import check_smoothing, dense_targets, scalar_labels
+from dali_mix.labels import check_smoothing, onehot_targets, scalar_labels
 from dali_mix.schedule import BatchClock
 
 BOXES = ("official", "inside")
@@ -161,7 +161,7 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
         batch_repetition: b >= 1; see the module docstring (drops (b-1)/b of the input batch).
         layout: "CHW" or "HWC".
         num_classes: if given, targets are dense (num_classes,) float32 rows with `smoothing`
-            (`dali_mix.dense_targets` with lam = 1); else the int64 labels.
+            (`dali_mix.labels.onehot_targets`); else the int64 labels.
         smoothing: label smoothing eps in [0, 1) (target = (1-eps) * onehot + eps / C).
         repeat: with b >= 2, True repeats the batch here (pixel-identical copies); False means
             the batch is already laid out by `repeat_batch(..., batch_repetition=b)`.
@@ -223,8 +223,8 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     kappa = kappa_cut * cut + kappa_drawn * (1.0 - cut)  # exact: one term is x*1, the other 0
 
     if num_classes is not None:
-        targets0 = dense_targets(labels0, labels0, 1.0, num_classes, smoothing)
-        targets1 = dense_targets(labels1, labels1, 1.0, num_classes, smoothing)
+        targets0 = onehot_targets(labels0, num_classes, smoothing)
+        targets1 = onehot_targets(labels1, num_classes, smoothing)
     else:
         targets0, targets1 = labels0, labels1
     return MixMoBatch(images0, images1, labels0, labels1, targets0, targets1, kappa, mask,
