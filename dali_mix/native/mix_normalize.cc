@@ -189,29 +189,26 @@ inline bool RowTouched(int y, const SampleArgs &s, const PatchMap &pm) {
   return pm.h && y >= pm.y0 && y < pm.y0 + pm.h;
 }
 
-// FMix: the partner's pixels of row y where the rank (at the flipped position) is >= k.
+// FMix: the partner's pixels of row y where the rank (at the flipped position) is >= k. FMix
+// masks are smooth (a few runs per row), so the row is scanned for runs of partner pixels and
+// each run is copied as one contiguous span.
 template <int CI, typename Rank, typename T, typename In>
 inline void MaskRow(T *__restrict buf, const In *__restrict partner, int H, int W, int y,
                     const SampleArgs &s) {
   const Rank *r = static_cast<const Rank *>(s.mask) +
                   static_cast<int64_t>(s.mask_params[1] ? H - 1 - y : y) * W;
   const int32_t k = s.mask_params[0];  // ranks compared in int32 (uint16 ones widened)
-  // a select, not a branch: FMix masks can be as irregular as the ranks are
-  if (s.mask_params[2]) {
-    for (int x = 0; x < W; x++) {
-      const bool take = static_cast<int32_t>(r[W - 1 - x]) >= k;
-      for (int c = 0; c < CI; c++) {  // both loaded: a select the compiler vectorises
-        const T theirs = static_cast<T>(partner[x * CI + c]), ours = buf[x * CI + c];
-        buf[x * CI + c] = take ? theirs : ours;
-      }
-    }
-  } else {
-    for (int x = 0; x < W; x++) {
-      const bool take = static_cast<int32_t>(r[x]) >= k;
-      for (int c = 0; c < CI; c++) {  // both loaded: a select the compiler vectorises
-        const T theirs = static_cast<T>(partner[x * CI + c]), ours = buf[x * CI + c];
-        buf[x * CI + c] = take ? theirs : ours;
-      }
+  const bool flip_x = s.mask_params[2] != 0;
+  auto take = [&](int x) { return static_cast<int32_t>(r[flip_x ? W - 1 - x : x]) >= k; };
+  for (int x = 0; x < W;) {
+    while (x < W && !take(x)) x++;
+    const int start = x;
+    while (x < W && take(x)) x++;
+    const int64_t from = static_cast<int64_t>(start) * CI, to = static_cast<int64_t>(x) * CI;
+    if constexpr (std::is_same_v<T, In>) {
+      if (to > from) std::memcpy(buf + from, partner + from, static_cast<size_t>(to - from) * sizeof(T));
+    } else {
+      for (int64_t i = from; i < to; i++) buf[i] = static_cast<T>(partner[i]);
     }
   }
 }
