@@ -209,9 +209,14 @@ class Encoder:
         return out
 
     def _fused(self, plan: Plan) -> dict:
-        """The fused operator's plan inputs (see `dali_mix.native.mix`): the FMix samples get
-        their bank rank image (a view) and (k, flip_y, flip_x); the rest an empty mask."""
+        """The fused operator's plan inputs (see `dali_mix.native.mix`): the CutMix boxes as one
+        (B, R, 4) array (samples with fewer boxes padded with empty ones, which paste nothing);
+        the FMix samples get their bank rank image (a view) and (k, flip_y, flip_x), the rest an
+        empty mask."""
         B = len(plan.perm)
+        boxes = np.zeros((B, max(len(b) for b in plan.boxes), 4), np.int32)
+        for i, b in enumerate(plan.boxes):
+            boxes[i, :len(b)] = b
         masks = [np.zeros((0, 0, 1), np.uint16)] * B
         params = np.zeros((B, 3), np.int32)
         used = np.flatnonzero(plan.fmix[:, 0] >= 0)
@@ -220,7 +225,7 @@ class Encoder:
             for i in used:
                 masks[i] = bank[plan.fmix[i, 0]]
             params[used] = plan.fmix[used, 1:]
-        return {"blend": plan.blend, "boxes": plan.boxes, "patch": plan.patch, "mask": masks,
+        return {"blend": plan.blend, "boxes": boxes, "patch": plan.patch, "mask": masks,
                 "mask_params": params}
 
     def _paste_rows(self, plan: Plan) -> dict:
