@@ -444,13 +444,14 @@ def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
 
 def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
     """The plan on the fused CPU operator (`dali_mix.native.mix`), which checks the images'
-    layout and size itself: normalised CHW float32 with `normalize`, else the input's layout
+    layout, size and channels itself: normalised CHW float32 with `normalize`, else the input's layout
     and dtype."""
     geo = enc.geo
     kw = {} if normalize is None else dict(mean=normalize.mean, std=normalize.std,
                                            mirror=normalize.mirror, dtype=types.FLOAT)
     return native.mix(images, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
-                      p["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width), **kw)
+                      p["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width),
+                      channels=geo.channels, **kw)
 
 
 def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, values_like):
@@ -515,7 +516,7 @@ def normalize_only(images, norm: Normalization, executor: str, *, layout: str, c
     `layout`) or `fn.crop_mirror_normalize`."""
     if executor == "fused":
         return native.normalize(images, mean=norm.mean, std=norm.std, mirror=norm.mirror,
-                                dtype=dtype, layout=layout)
+                                dtype=dtype, layout=layout, channels=channels)
     return fn.crop_mirror_normalize(images, mean=per_channel(norm.mean, channels),
                                     std=per_channel(norm.std, channels), mirror=norm.mirror,
                                     dtype=dtype, output_layout="CHW")

@@ -1,5 +1,6 @@
-"""random_mix refuses inputs it would mix wrongly: layout, image size, missing image_size, a
-normalisation of images already normalised; each error names the expected and the actual value.
+"""random_mix refuses inputs it would mix wrongly: layout, image size, channel count, missing
+image_size, a normalisation of images already normalised; each error names the expected and the
+actual value.
 Run on both executors (the fused operator checks the data itself, DALI's graph through a
 per-batch check)."""
 from __future__ import annotations
@@ -68,6 +69,16 @@ def test_wrong_image_size_names_expected_and_actual(executor, methods):
     kw = dict(image_size=(8, 8), normalize=IDENTITY, **executor)
     with pytest.raises(RuntimeError, match=r"image 0 .*\(6, 8, 3\).*\(8, 8, 3\)|image 0 is 6x8 \(HxW\) but image_size is 8x8"):
         run_once(hwc(6, 8), "HWC", recipe, **kw)
+
+
+@pytest.mark.parametrize("methods", [["cutmix", "fmix"], ["mixup"]])
+def test_wrong_channel_count_names_expected_and_actual(executor, methods):
+    """Grey images (one channel) for a recipe of three: refused before anything is mixed."""
+    recipe = dm.MixRecipe(methods=methods, num_classes=B)  # channels 3
+    grey = [np.full((8, 8, 1), 10 * i, np.uint8) for i in range(B)]
+    with pytest.raises(RuntimeError, match=r"image 0 has shape \(8, 8, 1\).*MixRecipe.channels=3"
+                                           r"|image 0 has 1 channels \(layout HWC\) but MixRecipe.channels is 3"):
+        run_once(grey, "HWC", recipe, image_size=8, **executor)
 
 
 def test_missing_image_size_is_refused_when_building():

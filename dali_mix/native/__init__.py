@@ -209,7 +209,8 @@ def _floats(values) -> list[float]:
     return [float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64))]
 
 
-def _args(mean, std, mirror, dtype, layout, image_size, output_layout, normalize) -> dict:
+def _args(mean, std, mirror, dtype, layout, image_size, output_layout, normalize,
+          channels=None) -> dict:
     """The operator's keyword arguments; anything left at None is not passed (the operator's
     defaults then follow the data, see `mix`)."""
     if normalize is None:
@@ -235,11 +236,15 @@ def _args(mean, std, mirror, dtype, layout, image_size, output_layout, normalize
             raise ValueError(f"image_size must be one or two positive ints (H, W), got "
                              f"{image_size!r}")
         kw["image_size"] = size
+    if channels is not None:
+        if isinstance(channels, bool) or int(channels) != channels or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        kw["channels"] = int(channels)
     return kw
 
 
 def normalize(images, *, mean=None, std=None, mirror=0, dtype=None, layout=None,
-              image_size=None, output_layout=None, normalize=None):
+              image_size=None, output_layout=None, normalize=None, channels=None):
     """The operator without a plan (every image may have its own size). With mean and std it
     is `fn.crop_mirror_normalize(images, mean=mean, std=std, mirror=mirror, dtype=dtype,
     output_layout="CHW")` (no crop) for uint8 or float32, HWC or CHW CPU images of 1-4
@@ -248,11 +253,13 @@ def normalize(images, *, mean=None, std=None, mirror=0, dtype=None, layout=None,
     load()
     from nvidia.dali import fn
     return fn.dali_mix.mix_normalize(images, **_args(mean, std, mirror, dtype, layout,
-                                                     image_size, output_layout, normalize))
+                                                     image_size, output_layout, normalize,
+                                                     channels))
 
 
 def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=None, mirror=0,
-        dtype=None, layout=None, image_size=None, output_layout=None, normalize=None):
+        dtype=None, layout=None, image_size=None, output_layout=None, normalize=None,
+        channels=None):
     """Mix a batch as planned (see the module docstring), and normalise it if asked, on the CPU.
 
     Args (DataNodes, CPU, one sample per image):
@@ -280,6 +287,8 @@ def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=
             recipe says HWC (MixRecipe.layout)".
         image_size: (H, W) or one int, the size the plan was drawn for: every image must have
             it, else "random_mix: image 3 is 200x180 (HxW) but image_size is 224x224".
+        channels: the channels every image must have (MixRecipe.channels), else "random_mix:
+            image 0 has 1 channels (layout HWC) but MixRecipe.channels is 3"; None: any.
         output_layout: "CHW" or "HWC"; None: CHW when normalising, else the images' layout.
     Returns: one DataNode, (C, H, W) or (H, W, C) per sample as above. Errors in the data
     (layout, sizes, plan values) are raised when the pipeline runs (RuntimeError).
@@ -288,7 +297,7 @@ def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=
     from nvidia.dali import fn
     return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch, mask, mask_params,
                                      **_args(mean, std, mirror, dtype, layout, image_size,
-                                             output_layout, normalize))
+                                             output_layout, normalize, channels))
 
 
 mix_normalize = mix  # the name random_mix has always called

@@ -347,7 +347,8 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
         std_(spec.GetRepeatedArgument<float>("std")),
         layout_(spec.GetArgument<std::string>("layout")),
         output_layout_(spec.GetArgument<std::string>("output_layout")),
-        image_size_(spec.GetRepeatedArgument<int>("image_size")) {
+        image_size_(spec.GetRepeatedArgument<int>("image_size")),
+        channels_(spec.GetArgument<int>("channels")) {
     normalize_ = spec.HasArgument("normalize") ? spec.GetArgument<bool>("normalize")
                                                : !(mean_.empty() && std_.empty());
     DALI_ENFORCE(!normalize_ || (!mean_.empty() && !std_.empty()),
@@ -368,6 +369,7 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     DALI_ENFORCE(image_size_.empty() ||
                  (image_size_.size() == 2 && image_size_[0] > 0 && image_size_[1] > 0),
                  "MixNormalize: image_size must be two positive values (H, W)");
+    DALI_ENFORCE(channels_ >= 0, "MixNormalize: channels must be >= 0 (0: any)");
   }
 
  protected:
@@ -427,6 +429,10 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                      SampleName(i) + " differs from sample 0: " + Dims(g) + " vs " + Dims(g0) +
                      " (HxWxC)");
       }
+      DALI_ENFORCE(channels_ == 0 || g.C == channels_,
+                   "random_mix: image " + std::to_string(i) + " has " + std::to_string(g.C) +
+                   " channels (layout " + layout + ") but MixRecipe.channels is " +
+                   std::to_string(channels_));
       DALI_ENFORCE(g.C >= 1 && g.C <= kMaxChannels,
                    "MixNormalize: 1 to 4 channels; " + SampleName(i) + " has " +
                    std::to_string(g.C) + " (layout " + layout + ")");
@@ -579,6 +585,7 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
   std::vector<float> mean_, std_;
   std::string layout_, output_layout_;
   std::vector<int> image_size_;
+  int channels_;
   bool normalize_ = true;
   bool has_dtype_ = false;
   DALIDataType dtype_ = DALI_FLOAT;
@@ -633,4 +640,5 @@ horizontally where `mirror`.)")
     .AddOptionalArg("output_layout", "CHW or HWC; default CHW when normalising, else the "
                     "images' layout", "")
     .AddOptionalArg("image_size", "(H, W) every image must have (checked), or empty",
-                    std::vector<int>{});
+                    std::vector<int>{})
+    .AddOptionalArg("channels", "the channels every image must have (checked), or 0 for any", 0);
