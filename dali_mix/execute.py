@@ -30,6 +30,7 @@ import numpy as np
 
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import do_not_convert
+from nvidia.dali.types import BatchInfo
 
 from dali_mix import native
 from dali_mix.config import MixRecipe
@@ -83,18 +84,11 @@ class Geometry:
         return out.reshape(-1, 4)
 
 
-class _Run(NamedTuple):
-    """A batch_info for a run DALI has not asked for yet."""
-
-    iteration: int
-    epoch_idx: int = 0
-
-
 def _next_run(batch_info):
     """The batch_info of the run after `batch_info` (a DALI batch_info or a run number; None
     for anything else)."""
     if hasattr(batch_info, "iteration"):
-        return _Run(int(batch_info.iteration) + 1, int(getattr(batch_info, "epoch_idx", 0)))
+        return BatchInfo(int(batch_info.iteration) + 1, int(getattr(batch_info, "epoch_idx", 0)))
     return int(batch_info) + 1 if np.isscalar(batch_info) else None
 
 
@@ -244,14 +238,9 @@ class Encoder:
     def _patch_rows(self, plan: Plan) -> dict:
         """ResizeMix: the partner's target size (B, 2) float32 ((1, 1) unused) and per sample
         the rows pasting the canvas, then the shrunk partner at its corner."""
-        B = len(plan.perm)
-        h, w = plan.patch[:, 2], plan.patch[:, 3]
-        size = np.where((h > 0)[:, None], plan.patch[:, 2:], 1).astype(np.float32)
-        corner = np.stack([np.zeros_like(h), np.zeros_like(w), h, w], 1)
-        _, dst, _ = paste_rows(self.geo, np.arange(B), plan.patch, B)
-        _, src, _ = paste_rows(self.geo, np.arange(B), corner, B, src_height=np.maximum(h, 1))
-        return {"patch_size": size, "patch_in": _per_sample(src[:, :2], B),
-                "patch_out": _per_sample(dst[:, :2], B), "patch_shape": _per_sample(dst[:, 2:], B)}
+        size = np.where((plan.patch[:, 2] > 0)[:, None], plan.patch[:, 2:], 1).astype(np.float32)
+        ins, outs, shapes = _pasted_whole(self.geo, plan.patch)
+        return {"patch_size": size, "patch_in": ins, "patch_out": outs, "patch_shape": shapes}
 
     def _blend(self, plan: Plan) -> dict:
         """Mixup as two normalisations: std / w on the own image, std / (1 - w) on the partner.
@@ -291,11 +280,8 @@ class Encoder:
         C = np.full(B, geo.channels)
         shapes = (np.stack([nh, nw, C], 1) if geo.layout == "HWC"
                   else np.stack([C * nh, nw, np.ones(B, np.int64)], 1)).astype(np.int32)
-        corner = np.stack([np.zeros(B, np.int32), np.zeros(B, np.int32), rect[:, 2], rect[:, 3]], 1)
-        _, dst, _ = paste_rows(geo, np.arange(B), rect, B)
-        _, src, _ = paste_rows(geo, np.arange(B), corner, B, src_height=nh)
-        return {"noise_shape": shapes, "noise_in": _per_sample(src[:, :2], B),
-                "noise_out": _per_sample(dst[:, :2], B), "noise_size": _per_sample(dst[:, 2:], B)}
+        ins, outs, sizes = _pasted_whole(geo, rect)
+        return {"noise_shape": shapes, "noise_in": ins, "noise_out": outs, "noise_size": sizes}
 
 
 def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
@@ -314,6 +300,18 @@ def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
     pasted = np.arange(len(rows)) >= batch
     order = np.argsort(owner, kind="stable")
     return owner[order], rows[order], pasted[order]
+
+
+def _pasted_whole(geo: Geometry, rects: np.ndarray) -> tuple:
+    """The rows pasting, over each sample's canvas, a whole second image of the size of its
+    rectangle (B, 4) (y, x, h, w) at (y, x) (h = 0 or w = 0: nothing; that image is then 1x1):
+    in anchors, out anchors and shapes, (B, R, 2) int32 each (R = 1 + C for CHW, 2 for HWC)."""
+    B = len(rects)
+    h, w = rects[:, 2], rects[:, 3]
+    corner = np.stack([np.zeros_like(h), np.zeros_like(w), h, w], 1)
+    _, dst, _ = paste_rows(geo, np.arange(B), rects, B)
+    _, src, _ = paste_rows(geo, np.arange(B), corner, B, src_height=np.maximum(h, 1))
+    return _per_sample(src[:, :2], B), _per_sample(dst[:, :2], B), _per_sample(dst[:, 2:], B)
 
 
 def _per_sample(rows: np.ndarray, batch: int) -> np.ndarray:

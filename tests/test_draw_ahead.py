@@ -4,6 +4,7 @@ its own plan, and an arbitrary `enabled` callable is never called ahead."""
 from __future__ import annotations
 
 import numpy as np
+from nvidia.dali.types import BatchInfo
 
 import dali_mix as dm
 from dali_mix.execute import Encoder, Geometry
@@ -15,12 +16,9 @@ H, W, B = 24, 20, 8
 METHODS = {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0}
 
 
-class Info:
-    """DALI's batch_info: the pipeline's run counter."""
-
-    def __init__(self, iteration):
-        self.iteration = iteration
-        self.epoch_idx = 0
+def Info(iteration):
+    """DALI's batch_info of the pipeline's run `iteration`."""
+    return BatchInfo(iteration, 0)
 
 
 def encoder(executor, *, enabled=None, clock=None, min_refresh_batches=0):
