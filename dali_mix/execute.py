@@ -57,11 +57,12 @@ class Normalization(NamedTuple):
 
 @dataclass(frozen=True)
 class Geometry:
-    """What the graph is built for: layout ("HWC" or "CHW"), H, W, C of every image."""
+    """What the graph is built for: layout ("HWC" or "CHW"), H, W, C of every image (H and W
+    None where any size is allowed: `check_images` of a recipe that never mixes)."""
 
     layout: str
-    height: int
-    width: int
+    height: int | None
+    width: int | None
     channels: int
 
     @property
@@ -374,8 +375,8 @@ def _stack_runs(sample, y, x, w, height: int, width: int):
 @do_not_convert  # the check must stay plain Python in pipelines with conditionals (AutoGraph)
 def check_images(images, geo: Geometry):
     """`images` after a per-batch check that every image has `geo`'s layout and shape (the plan
-    is drawn for that size): a mismatch raises ValueError naming the expected and the actual
-    value. The images come back through `fn.reshape` to the shapes the check returns (no copy),
+    is drawn for that size; any H and W where `geo` has None): a mismatch raises ValueError
+    naming the expected and the actual value. The images come back through `fn.reshape` to the shapes the check returns (no copy),
     so every operator that moves pixels depends on the check: none runs before it has passed,
     and it cannot be pruned. The check runs on the CPU: for GPU images it reads their shape (a
     CPU value), not their layout (a GPU value), and names the layout the shape has."""
@@ -384,20 +385,27 @@ def check_images(images, geo: Geometry):
     other_shape = Geometry(other, geo.height, geo.width, geo.channels).shape
     read_layout = images.device != "gpu"
 
+    def fits(shape, expected):
+        return len(shape) == len(expected) and all(e is None or v == e for v, e in zip(shape, expected))
+
     def check(shapes, layouts=None):
         for i, shape in enumerate(shapes):
             shape = tuple(int(v) for v in shape)
             layout = None
             if layouts is not None:
                 layout = bytes(np.asarray(layouts[i], np.uint8)).decode() or "(none)"
-            elif shape == other_shape:
+            elif fits(shape, other_shape) and not fits(shape, expected_shape):
                 layout = other
             if layout is not None and layout != geo.layout:
                 raise ValueError(
                     f"random_mix: the images have layout {layout} but the recipe says "
                     f"{geo.layout} (MixRecipe.layout; decoders and fn.resize give HWC, "
                     f"fn.crop_mirror_normalize gives CHW)")
-            if shape != expected_shape:
+            if not fits(shape, expected_shape):
+                if geo.height is None:
+                    raise ValueError(
+                        f"random_mix: image {i} has shape {shape} ({geo.layout}) but "
+                        f"MixRecipe.channels is {geo.channels}")
                 raise ValueError(
                     f"random_mix: image {i} has shape {shape} ({geo.layout}) but the plan is "
                     f"drawn for {expected_shape}: image_size=({geo.height}, {geo.width}) and "
@@ -442,8 +450,8 @@ def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
 
 def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
     """The plan on the fused CPU operator (`dali_mix.native.mix`), which checks the images'
-    layout, size and channels itself: normalised CHW float32 with `normalize`, else the input's layout
-    and dtype."""
+    layout, size and channels itself: normalised CHW float32 with `normalize`, else the
+    input's layout and dtype."""
     geo = enc.geo
     kw = {} if normalize is None else dict(mean=normalize.mean, std=normalize.std,
                                            mirror=normalize.mirror, dtype=types.FLOAT)

@@ -152,6 +152,8 @@ def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | Non
     """A recipe that never mixes: images only normalised (when asked), one-hot targets."""
     lam = fn.cast(labels_a * 0 + 1, dtype=types.FLOAT)
     if normalize is not None:
+        if kind == "dali":  # the fused operator checks the layout itself
+            images = execute.check_images(images, Geometry(recipe.layout, None, None, recipe.channels))
         images = execute.normalize_only(images, normalize, kind, layout=recipe.layout,
                                         channels=recipe.channels, dtype=normalize.dtype)
     targets = None

@@ -105,10 +105,18 @@ def test_pair_mode_needs_an_even_batch():
         dm.MixPlanner(recipe, 5, 8)
 
 
-def test_a_recipe_that_never_mixes_still_checks_the_layout_on_the_fused_operator():
-    """prob=0 (or no candidates) only normalises; the fused operator still refuses images whose
-    layout is not the recipe's instead of normalising already-normalised CHW images again."""
-    native.load()
+def test_a_recipe_that_never_mixes_still_checks_the_layout(executor):
+    """prob=0 (or no candidates) only normalises; both executors still refuse images whose
+    layout is not the recipe's instead of normalising already-normalised CHW images again
+    (DALI's operators did so without a word), and images of another channel count."""
     recipe = dm.MixRecipe(methods=["cutmix"], num_classes=B, prob=0.0)  # layout HWC
     with pytest.raises(RuntimeError, match=r"layout CHW but the recipe says HWC"):
-        run_once(chw(8, 8), "CHW", recipe, normalize=IDENTITY, executor="fused")
+        run_once(chw(8, 8), "CHW", recipe, normalize=IDENTITY, **executor)
+    grey = [np.full((8, 6, 1), 10 * i, np.uint8) for i in range(B)]
+    with pytest.raises(RuntimeError, match=r"image 0 has shape \(8, 6, 1\) \(HWC\) but MixRecipe.channels is 3"
+                                           r"|image 0 has 1 channels \(layout HWC\) but MixRecipe.channels is 3"):
+        run_once(grey, "HWC", recipe, normalize=IDENTITY, **executor)
+    out = run_once(hwc(8, 6), "HWC", recipe, normalize=IDENTITY, **executor)  # any size passes
+    images = np.asarray(out[0].as_cpu().as_array() if executor.get("gpu") else out[0].as_array())
+    np.testing.assert_array_equal(images, np.stack([np.full((3, 8, 6), 10.0 * i, np.float32)
+                                                    for i in range(B)]))
