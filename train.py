@@ -46,10 +46,15 @@ from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
+from dali_mix.training.cifar_models import CIFAR_MODELS
 from dali_mix.training.bad_data import clean_source, named_errors
+from dali_mix.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
+                                        evaluate_in_memory, robustness_from_args, write_json)
+from dali_mix.training.evaluate import val_loader as build_val_loader
+from dali_mix.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
 from dali_mix.training.resume import incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
-from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task
+from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task, TimmMixupTask
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
 DEFAULT_OUTPUT = "runs/latest"
@@ -98,6 +103,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default 0; 1 on Fashion-MNIST)")
     m.add_argument("--recipe", default=None, help="YAML/JSON MixRecipe file (overrides the mixing flags)")
     m.add_argument("--targets", choices=("dense", "sparse"), default="dense")
+    m.add_argument("--timm-peer", action="store_true", help="mix on the torch side with timm's own Mixup "
+                   "(same --mix mixup/cutmix/randommix, alphas, --mixup-prob, --mixup-switch-prob, "
+                   "--mixup-mode, --smoothing) instead of in the pipeline: the parity peer (needs timm)")
+    d.add_argument("--label-noise", type=float, default=0.0, metavar="P",
+                   help="give a fraction P of the train labels a different class, the same samples for the "
+                   "same --seed (recorded in OUTPUT/label_noise.json); val labels are never changed")
     x = p.add_argument_group("MixMo (two inputs, two encoders, two heads; replaces --mix)")
     x.add_argument("--mixmo", choices=("linear", "cut"), default=None,
                    help="train a MixMo model: Linear-MixMo, or Cut-MixMo (patch with prob --mixmo-p)")
@@ -107,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument("--mixmo-b", type=int, default=1, help="batch repetition: each image b times per batch")
     x.add_argument("--mixmo-alpha", type=float, default=2.0, help="kappa ~ Beta(alpha, alpha)")
     t = p.add_argument_group("model and optimisation")
-    t.add_argument("--model", default="resnet18", help="any torchvision classification model")
+    t.add_argument("--model", default="resnet18", help="any torchvision classification model, or preact_resnet18 / wide_resnet28_10 (CIFAR)")
     t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST)")
     t.add_argument("--batch-size", type=int, default=None, help="per process (default 256, 128 on "
                    "Fashion-MNIST)")
@@ -130,8 +141,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--stop-after-steps", type=int, default=0, help="stop (as if killed) after N steps "
                    "in total, after saving a checkpoint: for testing resume")
     o.add_argument("--no-progress", action="store_true")
-    o.add_argument("--evaluate", action="store_true", help="only evaluate the --resume checkpoint on the "
-                   "val data and print top-1/top-5")
+    o.add_argument("--evaluate", nargs="?", const="clean", choices=("clean", "robustness"), default=None,
+                   help="evaluate the final model as `dali-mix evaluate` does (clean: top-1/top-5/NLL/ECE; "
+                   "robustness: also FGSM, noise, occlusion) into OUTPUT/evaluation.json; with --resume "
+                   "CHECKPOINT: only evaluate that checkpoint, no training")
+    add_robustness_flags(o)
     o.add_argument("--step-log", default=None, help="append one JSON line per training step (loss, lr, "
                    "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
@@ -146,9 +160,9 @@ def validate_args(args, parser) -> None:
     def fail(msg):
         parser.error(msg)
 
-    if args.model not in torchvision.models.list_models(module=torchvision.models):
-        fail(f"--model {args.model!r} is not a torchvision classification model "
-             f"(e.g. resnet18, resnet50, efficientnet_b0; see torchvision.models.list_models())")
+    if args.model not in torchvision.models.list_models(module=torchvision.models) and args.model not in CIFAR_MODELS:
+        fail(f"--model {args.model!r} is neither a torchvision classification model (e.g. resnet18, resnet50, "
+             f"efficientnet_b0; see torchvision.models.list_models()) nor one of {', '.join(CIFAR_MODELS)}")
     for flag in ("lr", "wd", "momentum", "warmup_epochs", "mixup", "cutmix", "fmix_decay", "fmix_alpha"):
         v = getattr(args, flag)
         if v is not None and (not math.isfinite(v) or v < 0):
@@ -163,19 +177,27 @@ def validate_args(args, parser) -> None:
         if not (args.mixmo_r > 0 and 0 <= args.mixmo_p <= 1 and args.mixmo_b >= 1 and args.mixmo_alpha > 0):
             fail(f"MixMo flags: need --mixmo-r > 0, 0 <= --mixmo-p <= 1, --mixmo-b >= 1, --mixmo-alpha > 0; "
                  f"got {args.mixmo_r}, {args.mixmo_p}, {args.mixmo_b}, {args.mixmo_alpha}")
-        if not args.model.startswith(("resnet", "wide_resnet", "resnext")):
+        if not args.model.startswith(("resnet", "wide_resnet", "resnext", "preact_resnet")):
             fail(f"--mixmo needs a ResNet-family --model (resnet*, wide_resnet*, resnext*), got {args.model!r}")
         if args.targets != "dense":
             fail("--mixmo uses dense targets: drop --targets sparse")
-    if args.batch_size == 1 and not args.evaluate:
+    if args.batch_size == 1 and not evaluate_only(args):
         fail("--batch-size 1: mixing pairs each sample with another sample of its batch (with one it is "
              "paired with itself) and BatchNorm needs 2+ samples per batch; use --batch-size 2 or more")
     if args.overwrite and args.resume:
         fail("--overwrite starts a fresh run: drop --resume, or drop --overwrite to continue the run")
     if args.mix_off_epochs is not None and args.mix_off_epochs < 0:
         fail(f"--mix-off-epochs must be >= 0, got {args.mix_off_epochs}")
-    if args.evaluate and not args.resume:
-        fail("--evaluate needs --resume CHECKPOINT")
+    if not (math.isfinite(args.label_noise) and 0 <= args.label_noise < 1):
+        fail(f"--label-noise must be a fraction in [0, 1), got {args.label_noise}")
+    if args.timm_peer and (args.mixmo or args.mix not in ("mixup", "cutmix", "randommix") or args.recipe):
+        fail("--timm-peer mixes with timm's Mixup: use it with --mix mixup, cutmix or randommix (Mixup and "
+             "CutMix), without --mixmo or --recipe")
+    if args.evaluate == "robustness":
+        try:
+            robustness_from_args(args)
+        except SystemExit as exc:
+            fail(str(exc).removeprefix("error: "))
     if args.recipe is not None and not Path(args.recipe).is_file():
         fail(f"--recipe {args.recipe!r} does not exist")
     if args.data is not None and not Path(args.data).exists() and not any(c in args.data for c in "*?["):
@@ -189,6 +211,11 @@ def validate_args(args, parser) -> None:
         recipe_from_args(args, num_classes=2)
     except ValueError as exc:
         fail(f"mixing flags: {exc}")
+
+
+def evaluate_only(args) -> bool:
+    """--evaluate with --resume CHECKPOINT (a path): evaluate that checkpoint, train nothing."""
+    return bool(args.evaluate) and args.resume not in (None, "auto")
 
 
 def mix_weights(text: str) -> dict[str, float]:
@@ -208,6 +235,15 @@ def mix_weights(text: str) -> dict[str, float]:
     return {k: float(v) for k, v in zip(PAIR_METHODS, parts)}
 
 
+def timm_mixup_args(args, num_classes: int) -> dict:
+    """The keyword arguments of `timm.data.Mixup` that the timm-style flags describe."""
+    return dict(mixup_alpha=0.0 if args.mix == "cutmix" else args.mixup,
+                cutmix_alpha=0.0 if args.mix == "mixup" else args.cutmix,
+                cutmix_minmax=tuple(args.cutmix_minmax) if args.cutmix_minmax and args.mix != "mixup" else None,
+                prob=args.mixup_prob, switch_prob=0.5 if args.mixup_switch_prob is None else args.mixup_switch_prob,
+                mode=args.mixup_mode or "batch", label_smoothing=args.smoothing, num_classes=num_classes)
+
+
 def recipe_from_timm_flags(args, num_classes: int) -> dm.MixRecipe | None:
     """timm's Mixup (`--mixup-mode` or `--mixup-switch-prob` given), through
     `MixRecipe.from_timm`; None when neither is given."""
@@ -216,14 +252,7 @@ def recipe_from_timm_flags(args, num_classes: int) -> dm.MixRecipe | None:
     if args.mix not in ("randommix", "mixup", "cutmix"):
         raise ValueError(f"--mixup-mode / --mixup-switch-prob are timm's Mixup/CutMix flags: "
                          f"they do not combine with --mix {args.mix}")
-    recipe = dm.MixRecipe.from_timm(
-        mixup_alpha=0.0 if args.mix == "cutmix" else args.mixup,
-        cutmix_alpha=0.0 if args.mix == "mixup" else args.cutmix,
-        cutmix_minmax=tuple(args.cutmix_minmax) if args.cutmix_minmax and args.mix != "mixup" else None,
-        prob=args.mixup_prob,
-        switch_prob=0.5 if args.mixup_switch_prob is None else args.mixup_switch_prob,
-        mode=args.mixup_mode or "batch", label_smoothing=args.smoothing,
-        num_classes=num_classes, target=args.targets, seed=args.seed)
+    recipe = dm.MixRecipe.from_timm(**timm_mixup_args(args, num_classes), target=args.targets, seed=args.seed)
     return _with_reprob(recipe, args)
 
 
@@ -335,6 +364,8 @@ class Data:
     val: Source
     num_classes: int
     small_default: bool  # the embedded Fashion-MNIST (28 px defaults)
+    val_spec: str = ""  # absolute where it is a path (recorded in checkpoints for `dali-mix evaluate`)
+    label_noise: LabelNoise | None = None  # --label-noise: the corrupted train samples
 
 
 def open_data(args, rt: Runtime) -> Data:
@@ -352,10 +383,20 @@ def open_data(args, rt: Runtime) -> Data:
     why = class_mismatch(train, val, num_classes)
     if why:
         raise SystemExit(f"error: {why}")
-    if args.check_data and not args.evaluate:
+    if args.check_data and not evaluate_only(args):
         train = clean_source(train, Path(args.output), rt.env.rank, rt.log)
-    spec = train_spec if any(c in train_spec for c in "*?[{") else os.path.abspath(train_spec)
-    return Data(spec, train, val, num_classes, small)
+    noise = None
+    if args.label_noise:
+        try:
+            train, noise = corrupt_labels(train, args.label_noise, args.seed)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    return Data(absolute_spec(train_spec), train, val, num_classes, small, absolute_spec(val_spec), noise)
+
+
+def absolute_spec(spec: str) -> str:
+    """A source spec as an absolute path (globs and brace ranges as given)."""
+    return spec if any(c in spec for c in "*?[{") else os.path.abspath(spec)
 
 
 @dataclass(frozen=True)
@@ -389,7 +430,10 @@ class Settings:
 
 
 def make_task(args, data: Data, s: Settings) -> Task:
-    """The Task the flags ask for: MixMo, or classification with the recipe of the flags."""
+    """The Task the flags ask for: MixMo, timm's Mixup (--timm-peer), or classification with the
+    recipe of the flags."""
+    if args.timm_peer:
+        return TimmMixupTask(data.num_classes, mixup_args=timm_mixup_args(args, data.num_classes))
     if args.mixmo:
         return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p, b=args.mixmo_b,
                          alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
@@ -405,7 +449,8 @@ def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dic
     return {"world_size": rt.env.world_size, "batch_size": s.batch_size, "data": data.train_spec,
             "train_samples": data.train.num_samples, "num_classes": data.num_classes, "model": args.model,
             "image_size": s.image_size, "crop": s.crop, "epochs": s.epochs, "mix_off_epochs": s.mix_off_epochs,
-            "seed": args.seed, **task.signature()}
+            "seed": args.seed, **({"label_noise": args.label_noise} if args.label_noise else {}),
+            **task.signature()}
 
 
 def load_resume(args, out_dir: Path, signature: dict) -> tuple[str | None, dict | None]:
@@ -446,28 +491,32 @@ def restore_best(run: RunDir | None, resume: str | None, state: dict | None) -> 
         copy_atomic(resume, best)
 
 
-def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
-    """--evaluate: top-1/top-5 of the --resume checkpoint on the val data."""
+def evaluate_only_checkpoint(args, rt: Runtime) -> int:
+    """--evaluate --resume CHECKPOINT: `dali-mix evaluate` on that checkpoint; the val data is
+    --val-data / --data when given, else the checkpoint's."""
+    data = None
+    if args.data is not None or args.val_data is not None:
+        data = resolve_data(args, rt.env.rank)[1]
     try:
-        state = ckpt.load(args.resume)
-    except (FileNotFoundError, ValueError) as exc:
+        doc = evaluate_checkpoint(args.resume, data=data, device=rt.device, workers=args.workers or os.cpu_count() or 2,
+                                  robustness=robustness_from_args(args) if args.evaluate == "robustness" else None,
+                                  rank=rt.env.rank, world_size=rt.env.world_size, progress=not args.no_progress)
+    except EvaluationError as exc:
         raise SystemExit(f"error: --resume {args.resume}: {exc}") from None
-    task: Task = (MixMoTask(data.num_classes) if state.get("mixmo") else ClassificationTask(data.num_classes))
-    model = task.model(state.get("model_name", args.model), small_images=s.image_size <= 64)
-    model.load_state_dict(state["model"])
-    model.to(rt.device)
-    top1, top5, n_val, _ = task.metrics(model, model, val_loader(rt, data, s), rt.device, world_size=rt.env.world_size)
-    rt.log(f"evaluate {args.resume}: val top-1 {top1:.2f}% top-5 {top5:.2f}% ({n_val} imgs)")
+    log_evaluation(rt, doc)
     return 0
 
 
-def val_loader(rt: Runtime, data: Data, s: Settings) -> Loader:
-    from pipelines.classification import val_pipeline
+def log_evaluation(rt: Runtime, doc: dict) -> None:
+    from dali_mix.evaluation import format_table
 
-    built = val_pipeline(data.val, batch_size=s.batch_size, image_size=s.image_size, num_threads=s.workers,
-                         num_classes=data.num_classes, crop="none" if s.crop == "pad" else "center",
-                         **rt.shard_args())
-    return Loader(built.pipe, built.output_map, built.reader_name, train=False, num_classes=data.num_classes)
+    rt.log(f"evaluate {doc['checkpoint']} on {doc['data']} ({doc['samples']} imgs):\n{format_table(doc)}")
+
+
+def val_loader(rt: Runtime, data: Data | object, s: Settings, source: Source | None = None) -> Loader:
+    """The val loader of `dali-mix evaluate` (`source`: another source than the val data)."""
+    return build_val_loader(source or data.val, batch_size=s.batch_size, image_size=s.image_size, crop=s.crop,
+                            workers=s.workers, num_classes=data.num_classes, **rt.shard_args())
 
 
 def claim_output(args, rt: Runtime) -> RunDir:
@@ -492,9 +541,8 @@ def claim_output(args, rt: Runtime) -> RunDir:
 def main(argv=None) -> int:
     args = parse_args(argv)
     rt = start_process(args)
-    if args.evaluate:
-        data = open_data(args, rt)
-        return evaluate_checkpoint(args, rt, data, Settings.resolve(args, data, rt.env))
+    if evaluate_only(args):
+        return evaluate_only_checkpoint(args, rt)
     out_dir = Path(args.output)
     run = claim_output(args, rt) if rt.is_main else None
     if dist.is_initialized():
@@ -568,6 +616,8 @@ class Trainer:
         self.lr, self.ips, self.t0 = s.base_lr, 0.0, time.time()
         if run is not None and state is not None:
             run.write_metrics(self.history)  # drops lines of epochs the checkpoint had not finished
+        if run is not None and data.label_noise is not None:
+            data.label_noise.write(run.path, data.train)
         rt.log(f"dali-mix {dm.__version__} | {args.model} on {rt.device} x{rt.env.world_size} | "
                f"{data.num_classes} classes | train {data.train.num_samples} imgs ({self.steps_per_epoch} "
                f"steps/epoch/process, batch {s.batch_size}) | image {s.image_size}px crop={s.crop} | "
@@ -586,7 +636,42 @@ class Trainer:
                 return 0
             top1 = self.end_epoch(epoch)
         log(f"done: {s.epochs} epochs | final val top-1 {top1:.2f}% | best {self.best:.2f}% | output {self.args.output}")
+        if self.data.label_noise is not None:
+            self.memorisation()
+        if self.args.evaluate:
+            self.final_evaluation()
         return 0
+
+    def final_evaluation(self) -> None:
+        """--evaluate: the final model (= last.pt) as `dali-mix evaluate` scores it, into
+        OUTPUT/evaluation.json."""
+        args, rt = self.args, self.rt
+        robustness = robustness_from_args(args) if args.evaluate == "robustness" else None
+        result = evaluate_in_memory(self.model, isinstance(self.task, MixMoTask), self.val_loader, rt.device,
+                                    robustness=robustness, world_size=rt.env.world_size, rank=rt.env.rank,
+                                    progress=rt.is_main and not args.no_progress)
+        doc = document(Path(args.output) / "last.pt", self.data.val.root, result)
+        log_evaluation(rt, doc)
+        if self.run is not None:
+            write_json(doc, self.run.path / "evaluation.json")
+
+    def memorisation(self) -> None:
+        """--label-noise: top-1 of the final model on the corrupted train samples (val
+        pipeline, no augmentation) against their wrong and their true labels, added to
+        OUTPUT/label_noise.json."""
+        rt, noise = self.rt, self.data.label_noise
+        scores = {}
+        for key, noisy in (("noisy_label_top1", True), ("true_label_top1", False)):
+            loader = val_loader(rt, self.data, self.s, corrupted_subset(self.data.train, noise, noisy=noisy))
+            result = evaluate_in_memory(self.model, isinstance(self.task, MixMoTask), loader, rt.device,
+                                        robustness=None, world_size=rt.env.world_size, rank=rt.env.rank,
+                                        progress=False)
+            scores[key] = result["clean"]["top1"]
+        rt.log(f"label noise {noise.fraction:g}: the final model gives {scores['noisy_label_top1']:.2f}% of the "
+               f"{len(noise.indices)} corrupted train samples their wrong label (memorised), "
+               f"{scores['true_label_top1']:.2f}% their true one")
+        if self.run is not None:
+            noise.write(self.run.path, self.data.train, memorisation=scores)
 
     def train_epoch(self, epoch: int, first: int, step_log) -> bool:
         """Train from step `first` to the end of the epoch; False when --stop-after-steps hit."""
@@ -674,6 +759,7 @@ class Trainer:
                           "args": {k: v for k, v in vars(self.args).items()
                                    if isinstance(v, (int, float, str, bool, type(None)))},
                           "num_classes": self.data.num_classes, "model_name": self.args.model,
+                          "val_data": self.data.val_spec,
                           "mixmo": isinstance(self.task, MixMoTask)},
                          self.run.path / name)
 

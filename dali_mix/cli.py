@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     "data": "dali_mix.data.cli",
     "check-data": "dali_mix.data.check",
     "preview": "dali_mix.preview",
+    "evaluate": "dali_mix.training.evaluate",
+    "plot": "dali_mix.plot",
     "bench": "benchmarks.throughput",
 }
 

@@ -45,12 +45,17 @@ def distributed_env(environ=None) -> DistributedEnv:
 
 
 def build_model(name: str, num_classes: int, small_images: bool = False) -> nn.Module:
-    """A torchvision classification model with `num_classes` outputs, randomly initialised.
+    """A torchvision classification model, or a CIFAR model of `dali_mix.training.cifar_models`
+    ("preact_resnet18", "wide_resnet28_10"), with `num_classes` outputs, randomly initialised.
 
     small_images (inputs <= 64 px, e.g. 28x28 Fashion-MNIST): a ResNet-family 7x7 stride-2 stem
     becomes a 3x3 stride-2 convolution (still followed by max-pooling: 28 -> 7 px), which keeps
     the 2-core CPU demo at about 800 images/s; a stride-1 stem would cost 3.5x more.
     """
+    from dali_mix.training.cifar_models import CIFAR_MODELS
+
+    if name in CIFAR_MODELS:  # already made for 32x32 images: no stem change
+        return CIFAR_MODELS[name](num_classes)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if small_images and isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool"):
         out = model.conv1.out_channels

@@ -4,6 +4,7 @@
 
     dali-mix data fashion-mnist [--root DIR] [--idx-dir DIR] [--limit N] [--samples-per-shard N]
     dali-mix data imagenet-like [--root DIR] [--num-images N] [--num-classes N] [--seed S]
+    dali-mix data cifar --bin-dir DIR [--root DIR]   # CIFAR-10/100 binary version -> ImageFolder
 
 Both are cached: running a command again prints the same paths at once.
 """
@@ -49,6 +50,21 @@ def _imagenet_like(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cifar(args: argparse.Namespace) -> int:
+    from dali_mix.data.cifar import CifarFormatError, prepare_cifar
+
+    started = time.perf_counter()
+    try:
+        root = prepare_cifar(args.bin_dir, root=args.root, progress=not args.no_progress)
+    except CifarFormatError as exc:
+        print(f"dali-mix data cifar: {exc}", file=sys.stderr)
+        return 2
+    print(f"root        {root}  (train/ and val/: the test split)")
+    print(f"train with  python train.py --data {root} --image-size 32 --crop pad")
+    print(f"ready in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -88,4 +104,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     inl.add_argument("--seed", type=int, default=0)
     inl.add_argument("--quality", type=_positive_int, default=90, help="JPEG quality (default 90)")
     inl.set_defaults(func=_imagenet_like)
+
+    cf = sub.add_parser("cifar", help="CIFAR-10/100 binary distribution -> ImageFolder (never unpickles)")
+    cf.add_argument("--bin-dir", required=True, help="the unpacked cifar-10-batches-bin or cifar-100-binary folder")
+    cf.add_argument("--root", default=None, help="output folder (default $DALI_MIX_DATA/cifar10 or cifar100)")
+    cf.add_argument("--no-progress", action="store_true")
+    cf.set_defaults(func=_cifar)
     return parser

@@ -6,6 +6,8 @@ The trainer's loop, checkpoints and output directory are the same for every task
 
 - `ClassificationTask`: one model on images mixed in the pipeline by a `MixRecipe` (or
   unmixed: `recipe` None, integer labels).
+- `TimmMixupTask`: the parity peer of `benchmarks/accuracy.py`: unmixed batches from the
+  pipeline, mixed on the torch side by timm's own `timm.data.Mixup` (the `bench` extra).
 - `MixMoTask`: a `MixMoNet` (two inputs, two encoders, two heads) fed the MixMo pipeline's two
   images; features are mixed in the model.
 
@@ -106,6 +108,52 @@ class ClassificationTask(Task):
 
     def mixing(self, epoch: int) -> bool:
         return self.recipe is not None and (self.mix_off_from is None or epoch < self.mix_off_from)
+
+
+@dataclass
+class TimmMixupTask(Task):
+    """timm's `Mixup(**mixup_args)` applied in the training loop to the pipeline's unmixed
+    batches (integer labels), against `SoftTargetCrossEntropy`: what a user replacing timm had.
+    `mixup_args`: timm's keyword arguments (mixup_alpha, cutmix_alpha, cutmix_minmax, prob,
+    switch_prob, mode, label_smoothing, num_classes)."""
+
+    mixup_args: dict | None = None
+
+    name = "timm_mixup"
+
+    def __post_init__(self):
+        try:
+            from timm.data import Mixup
+        except ImportError:
+            raise SystemExit("error: --timm-peer needs timm (pip install timm, or the bench extra: "
+                             "EXTRAS=dev,bench bash scripts/install.sh)") from None
+        self.mixer = Mixup(**self.mixup_args)
+
+    def signature(self) -> dict:
+        return {"task": self.name, "timm_mixup": dict(self.mixup_args)}
+
+    def describe(self) -> str:
+        a = self.mixup_args
+        return (f"timm Mixup on the torch side (mixup_alpha {a['mixup_alpha']:g}, cutmix_alpha "
+                f"{a['cutmix_alpha']:g}, prob {a['prob']:g}, switch_prob {a['switch_prob']:g}, mode {a['mode']}, "
+                f"smoothing {a['label_smoothing']:g})")
+
+    def train_pipeline(self, source, **common):
+        from pipelines.classification import train_pipeline
+
+        return train_pipeline(source, recipe=None, **common)
+
+    def forward(self, model, images, batch, device):
+        labels = batch[1].to(device).reshape(-1).long()
+        mixed, targets = self.mixer(images, labels)
+        return model(mixed), targets
+
+    def loss(self, output, batch, output_map, device):
+        logits, targets = output
+        return soft_target_cross_entropy(logits.float(), targets.float())
+
+    def mixing(self, epoch: int) -> bool:
+        return True
 
 
 @dataclass
