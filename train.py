@@ -40,15 +40,15 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
-from dali_mix.atomic import copy_atomic
 from dali_mix.config import METHODS, PAIR_METHODS
 from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
-from dali_mix.training.bad_data import clean_source, named_errors
-from dali_mix.training.resume import incompatibilities
-from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
+from dali_mix.training.bad_data import clean_source, left_out, named_errors
+from dali_mix.training.classes import recipe_classes_mismatch, resolve_num_classes
+from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
+from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
 from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
@@ -107,7 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument("--mixmo-b", type=int, default=1, help="batch repetition: each image b times per batch")
     x.add_argument("--mixmo-alpha", type=float, default=2.0, help="kappa ~ Beta(alpha, alpha)")
     t = p.add_argument_group("model and optimisation")
-    t.add_argument("--model", default="resnet18", help="any torchvision classification model")
+    t.add_argument("--model", default=None, help="any torchvision classification model (default resnet18; "
+                   "with --evaluate: the checkpoint's)")
     t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST)")
     t.add_argument("--batch-size", type=int, default=None, help="per process (default 256, 128 on "
                    "Fashion-MNIST)")
@@ -135,6 +136,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--step-log", default=None, help="append one JSON line per training step (loss, lr, "
                    "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
+    args.model_given = args.model is not None
+    args.model = args.model or "resnet18"
     validate_args(args, p)
     args.output_given = args.output is not None
     args.output = args.output or DEFAULT_OUTPUT
@@ -345,13 +348,17 @@ def open_data(args, rt: Runtime) -> Data:
         train, val = resolve_source(train_spec), resolve_source(val_spec)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    num_classes = args.num_classes or train.num_classes
-    if not num_classes:
-        raise SystemExit(f"error: the train source {train_spec} does not name its classes (no classes.txt): "
-                         "pass --num-classes")
+    try:
+        num_classes, warning = resolve_num_classes(args.num_classes, train, train_spec)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if warning:
+        rt.log(warning)
     why = class_mismatch(train, val, num_classes)
     if why:
         raise SystemExit(f"error: {why}")
+    for line in left_out(train, "train") + left_out(val, "val"):
+        rt.log(line)
     if args.check_data and not args.evaluate:
         train = clean_source(train, Path(args.output), rt.env.rank, rt.log)
     spec = train_spec if any(c in train_spec for c in "*?[{") else os.path.abspath(train_spec)
@@ -393,7 +400,13 @@ def make_task(args, data: Data, s: Settings) -> Task:
     if args.mixmo:
         return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p, b=args.mixmo_b,
                          alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
-    recipe = recipe_from_args(args, data.num_classes, s.image_size)
+    try:
+        why = recipe_classes_mismatch(args.recipe, data.num_classes) if args.recipe else None
+        if why:
+            raise ValueError(why)
+        recipe = recipe_from_args(args, data.num_classes, s.image_size)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
     return ClassificationTask(data.num_classes, recipe=recipe,
@@ -443,7 +456,7 @@ def restore_best(run: RunDir | None, resume: str | None, state: dict | None) -> 
     except ValueError:
         best_epoch = None
     if best_epoch != state["epoch"]:
-        copy_atomic(resume, best)
+        run.copy(resume, "best.pt")
 
 
 def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
@@ -452,8 +465,9 @@ def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
         state = ckpt.load(args.resume)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: --resume {args.resume}: {exc}") from None
+    model_name = check_evaluation(state, args.resume, data.num_classes, args.model if args.model_given else None)
     task: Task = (MixMoTask(data.num_classes) if state.get("mixmo") else ClassificationTask(data.num_classes))
-    model = task.model(state.get("model_name", args.model), small_images=s.image_size <= 64)
+    model = task.model(model_name, small_images=s.image_size <= 64)
     model.load_state_dict(state["model"])
     model.to(rt.device)
     top1, top5, n_val, _ = task.metrics(model, model, val_loader(rt, data, s), rt.device, world_size=rt.env.world_size)
@@ -499,7 +513,7 @@ def main(argv=None) -> int:
     run = claim_output(args, rt) if rt.is_main else None
     if dist.is_initialized():
         dist.barrier()  # the other ranks write into --output only once rank 0 owns it
-    with run or RunDir(out_dir):
+    with run or RunDir(out_dir), output_errors():
         data = open_data(args, rt)
         s = Settings.resolve(args, data, rt.env)
         task = make_task(args, data, s)
@@ -575,7 +589,13 @@ class Trainer:
 
     def fit(self) -> int:
         s, log = self.s, self.rt.log
-        step_log = open(f"{self.args.step_log}.rank{self.rt.env.rank}", "a") if self.args.step_log else None
+        if self.start_epoch >= s.epochs:
+            log(finished_run(self.history, s.epochs, self.best, self.args.output))
+            return 0
+        step_log = None
+        if self.args.step_log:
+            with writing(f"{self.args.step_log}.rank{self.rt.env.rank}"):
+                step_log = open(f"{self.args.step_log}.rank{self.rt.env.rank}", "a")
         top1 = float("nan")
         for epoch in range(self.start_epoch, s.epochs):
             first = self.start_step if epoch == self.start_epoch else 0
@@ -653,7 +673,7 @@ class Trainer:
         if self.run is not None:
             self.run.write_metrics(self.history)
             if top1 >= self.best:
-                copy_atomic(self.run.path / "last.pt", self.run.path / "best.pt")
+                self.run.copy(self.run.path / "last.pt", "best.pt")
         return top1
 
     def save(self, name: str, epoch: int, step: int) -> None:
@@ -666,7 +686,7 @@ class Trainer:
         if self.run is None:
             return
         dali_states, rngs, loss_sums = (list(x) for x in zip(*gathered))
-        ckpt.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        self.run.save_checkpoint(name, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                           "epoch": epoch, "step_in_epoch": step, "best_top1": self.best,
                           "dali": dali_states, "rng": rngs, "loss_sums": loss_sums if step else None,
                           "history": self.history, "world_size": self.rt.env.world_size,
@@ -674,8 +694,7 @@ class Trainer:
                           "args": {k: v for k, v in vars(self.args).items()
                                    if isinstance(v, (int, float, str, bool, type(None)))},
                           "num_classes": self.data.num_classes, "model_name": self.args.model,
-                          "mixmo": isinstance(self.task, MixMoTask)},
-                         self.run.path / name)
+                          "mixmo": isinstance(self.task, MixMoTask)})
 
 
 def target_checksum(rest) -> float:

@@ -164,27 +164,9 @@ class MixRecipe:
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "MixRecipe":
-        """Read a YAML (.yaml/.yml) or JSON file holding the fields as a mapping."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"recipe file not found: {path}")
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:  # malformed YAML: name the file and the line
-                mark = getattr(exc, "problem_mark", None)
-                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-                raise ValueError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-        else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(data, Mapping):
-            raise ValueError(f"recipe file {path} must hold a mapping of fields, got {type(data).__name__}")
+        """Read a YAML (.yaml/.yml) or JSON file holding the fields as a mapping
+        (`read_recipe_file`); `overrides` replace the file's fields."""
+        data = read_recipe_file(path)
         try:
             return cls.from_dict(data, **overrides)
         except ValueError as exc:
@@ -238,6 +220,32 @@ class MixRecipe:
         d = asdict(self)
         d["methods"] = dict(self.methods)
         return d
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The fields a YAML (.yaml/.yml) or JSON recipe file holds, as written (not validated);
+    ValueError naming the file (and line) when it is missing, malformed or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe file not found: {path}")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:  # malformed YAML: name the file and the line
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ValueError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"recipe file {path} must hold a mapping of fields, got {type(data).__name__}")
+    return dict(data)
 
 
 def _normalise_methods(methods) -> dict[str, float]:

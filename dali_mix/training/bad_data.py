@@ -1,5 +1,6 @@
-"""Unreadable training data, named: the trainer's `--check-data` and its error for files the
-DALI reader or decoder fails on, both built on `dali-mix check-data` (dali_mix.data.check)."""
+"""Training data it does not use, named: the trainer's `--check-data` and its error for files
+the DALI reader or decoder fails on, both built on `dali-mix check-data` (dali_mix.data.check),
+and the warning naming the entries of an ImageFolder that are not samples (`left_out`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,20 @@ def named_errors(loader, source):
         if hint is None:
             raise
         raise SystemExit(hint) from None
+
+
+def left_out(source: Source, split: str, limit: int = 20) -> list[str]:
+    """Warning lines naming every entry of `source` (an ImageFolder) that is not a sample, with
+    the rule that leaves it out (`dali_mix.sources.skip_reason`), the first `limit` of them and
+    a count of the rest: the files in the folders explain the image count the run reports."""
+    if not source.skipped:
+        return []
+    lines = [f"warning: {split} data {source.root}: {len(source.skipped)} entr{'y is' if len(source.skipped) == 1 else 'ies are'} "
+             f"not samples and left out ({source.num_samples} images used):"]
+    lines += [f"  {path}: {reason}" for path, reason in source.skipped[:limit]]
+    if len(source.skipped) > limit:
+        lines.append(f"  ... and {len(source.skipped) - limit} more ('dali-mix check-data {source.root}' lists them all)")
+    return lines
 
 
 def check_report(source: Source):
@@ -40,9 +55,12 @@ def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., No
         return source
     for path, reason in report.bad:
         log(f"--check-data: leaving out {path}: {reason}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from dali_mix.training.run_dir import writing
+
     clean = out_dir / f"clean-list.rank{rank}.txt"
-    n = write_clean_list(report, clean, absolute=True)
+    with writing(clean):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n = write_clean_list(report, clean, absolute=True)
     return Source("file_list", "/", (str(clean),), (), source.classes, num_samples=n,
                   extra={"max_label": max(g.label for g in report.good)}, named_classes=source.named_classes)
 
