@@ -40,7 +40,8 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
-from dali_mix.config import METHODS, PAIR_METHODS
+from dali_mix.config import METHODS, PAIR_METHODS, warn_once
+from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
@@ -395,22 +396,43 @@ class Settings:
                    workers=args.workers or max(1, (os.cpu_count() or 2) // max(1, env.local_world_size)))
 
 
-def make_task(args, data: Data, s: Settings) -> Task:
-    """The Task the flags ask for: MixMo, or classification with the recipe of the flags."""
-    if args.mixmo:
-        return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p, b=args.mixmo_b,
-                         alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
+def make_task(args, data: Data, s: Settings, log: Callable[..., None] = print) -> Task:
+    """The Task the flags ask for: MixMo, or classification with the recipe of the flags. Its
+    settings are checked against the images first (`pipelines.classification.train_problems`):
+    one that cannot work stops the run naming it, a degenerate one is a warning (via `log`)."""
+    from pipelines.classification import crop_problem, train_problems
+
     try:
+        if args.mixmo:
+            check_mixmo_args(batch_repetition=args.mixmo_b, batch_size=s.batch_size)
+            crop_error = crop_problem(s.crop, s.image_size)
+            if crop_error:
+                raise ValueError(crop_error)
+            return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p,
+                             b=args.mixmo_b, alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
         why = recipe_classes_mismatch(args.recipe, data.num_classes) if args.recipe else None
         if why:
             raise ValueError(why)
         recipe = recipe_from_args(args, data.num_classes, s.image_size)
+        warn_once(train_problems(recipe, image_size=s.image_size, crop=s.crop), log=log)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"error: {flag_names(exc, args, s)}") from None
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
     return ClassificationTask(data.num_classes, recipe=recipe,
                               mix_off_from=s.epochs - s.mix_off_epochs if s.mix_off_epochs else None)
+
+
+def flag_names(exc: ValueError, args, s: Settings) -> str:
+    """A pipeline or recipe error in the trainer's terms: the flags behind the value named."""
+    text = str(exc)
+    if text.startswith("image_size "):
+        return f"--image-size {s.image_size} (--crop {s.crop}): {text}"
+    if text.startswith("batch_repetition="):
+        return f"--mixmo-b {args.mixmo_b} with --batch-size {s.batch_size}: {text}"
+    if args.recipe and not text.startswith(("--recipe", str(args.recipe))):
+        return f"--recipe {args.recipe}: {text}"
+    return text
 
 
 def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dict:
@@ -516,7 +538,7 @@ def main(argv=None) -> int:
     with run or RunDir(out_dir), output_errors():
         data = open_data(args, rt)
         s = Settings.resolve(args, data, rt.env)
-        task = make_task(args, data, s)
+        task = make_task(args, data, s, rt.log)
         signature = run_signature(args, rt, data, s, task)
         resume, state = load_resume(args, out_dir, signature)
         restore_best(run, resume, state)
