@@ -543,7 +543,7 @@ def main(argv=None) -> int:
         resume, state = load_resume(args, out_dir, signature)
         restore_best(run, resume, state)
         trainer = Trainer(args, rt, data, s, task, run, state, signature)
-        if state:
+        if state and trainer.start_epoch < s.epochs:  # a finished run says so in fit()
             rt.log(f"resumed from {resume} at epoch {trainer.start_epoch + 1}, step {trainer.start_step}")
         status = trainer.fit()
     if dist.is_initialized():

@@ -66,9 +66,10 @@ def check_evaluation(state: dict, path, num_classes: int, model: str | None) -> 
     would be evaluated under the wrong name)."""
     saved_classes = state.get("num_classes")
     if saved_classes is not None and saved_classes != num_classes:
+        subset = (f", or pass --num-classes {saved_classes} when the data's {num_classes} classes are the first "
+                  f"{num_classes} of the checkpoint's" if saved_classes > num_classes else "")
         raise SystemExit(f"error: --resume {path}: the checkpoint's model has {saved_classes} classes but the "
-                         f"data has {num_classes}; evaluate it on data with its {saved_classes} classes "
-                         f"(or --num-classes {saved_classes} when the data's labels are a subset)")
+                         f"data has {num_classes}; evaluate it on data with its {saved_classes} classes{subset}")
     saved_model = state.get("model_name")
     if model is not None and saved_model is not None and model != saved_model:
         raise SystemExit(f"error: --resume {path}: the checkpoint holds a {saved_model}, not the --model {model} "
