@@ -46,7 +46,7 @@ from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
-from dali_mix.training.bad_data import clean_source, left_out, named_errors
+from dali_mix.training.bad_data import NamingErrors, clean_source, left_out, named_errors
 from dali_mix.training.classes import recipe_classes_mismatch, resolve_num_classes
 from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
@@ -497,13 +497,14 @@ def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
     return 0
 
 
-def val_loader(rt: Runtime, data: Data, s: Settings) -> Loader:
+def val_loader(rt: Runtime, data: Data, s: Settings) -> NamingErrors:
     from pipelines.classification import val_pipeline
 
     built = val_pipeline(data.val, batch_size=s.batch_size, image_size=s.image_size, num_threads=s.workers,
                          num_classes=data.num_classes, crop="none" if s.crop == "pad" else "center",
                          **rt.shard_args())
-    return Loader(built.pipe, built.output_map, built.reader_name, train=False, num_classes=data.num_classes)
+    return NamingErrors(Loader(built.pipe, built.output_map, built.reader_name, train=False,
+                               num_classes=data.num_classes), data.val, "val")
 
 
 def claim_output(args, rt: Runtime) -> RunDir:

@@ -115,10 +115,11 @@ _WARNED: set[str] = set()
 
 
 def image_problems(recipe: "MixRecipe", height: int, width: int,
-                   value_range: tuple[float, float] | None = None) -> list[str]:
+                   value_range: tuple[float, float] | None = None,
+                   units: str = "normalised units, (pixel - mean) / std") -> list[str]:
     """`recipe` against the images it will meet: `height` x `width` px, whose values lie in
-    `value_range` (lo, hi) when known (the normalised range, with a normalisation; None:
-    unknown). A value that cannot work raises ValueError naming the field, its value and the
+    `value_range` (lo, hi) when known (the normalised range with a normalisation, 0-255 for
+    uint8 pixels; None: unknown), in `units` (for the message). A value that cannot work raises ValueError naming the field, its value and the
     valid range for these images; a legal but degenerate one is returned as a warning line
     (`warn_once` says each once). Runs when the pipeline is built (`random_mix`)."""
     H, W = int(height), int(width)
@@ -141,7 +142,7 @@ def image_problems(recipe: "MixRecipe", height: int, width: int,
         lo, hi = value_range
         if not lo <= recipe.erasing_fill <= hi:
             raise ValueError(f"erasing_fill {recipe.erasing_fill:g} is outside the values the images take: "
-                             f"valid range [{lo:.4g}, {hi:.4g}] (normalised units, (pixel - mean) / std)")
+                             f"valid range [{lo:.4g}, {hi:.4g}] ({units})")
     return warnings_
 
 

@@ -97,7 +97,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         float32 on the images' device.
 
     The recipe is checked against the images when the graph is built (`image_size`, and the
-    normalised value range with `normalize`: `dali_mix.config.image_problems`): a value that
+    value range: normalised with `normalize`, 0-255 for HWC images without it, unknown for CHW
+    images without it; `dali_mix.config.image_problems`): a value that
     cannot work on them raises ValueError naming the field, its value and the valid range; a
     degenerate one (a Cutout hole that can cover the whole image) is a warning, once.
 
@@ -121,8 +122,14 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         raise ValueError("random_mix needs image_size=(H, W): the plan's boxes are drawn for it "
                          "before the images exist (it is checked against every image at run time)")
     height, width = size_hw(image_size)
-    warn_once(image_problems(recipe, height, width,
-                             None if normalize is None else normalize.value_range(recipe.channels)))
+    if normalize is not None:
+        values = dict(value_range=normalize.value_range(recipe.channels))
+    elif recipe.layout == "HWC":  # decoded pixels: a fill outside 0-255 would wrap around in uint8
+        values = dict(value_range=(0.0, 255.0), units="pixel values: HWC images without normalize are "
+                      "decoded uint8 pixels")
+    else:
+        values = {}  # CHW images normalised by the caller: their range is not known here
+    warn_once(image_problems(recipe, height, width, **values))
     if "fmix" in recipe.candidates and recipe.fmix_size is None:
         recipe = recipe.with_(fmix_size=(height, width))
     pipe = _current_pipeline()

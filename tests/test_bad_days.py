@@ -64,13 +64,36 @@ def add_strays(root: Path) -> list[str]:
     return [".ipynb_checkpoints/", "README", "ant/nested/", "ant/notes.txt", "bee/.DS_Store"]
 
 
+def make_shard(path: Path, labels) -> Path:
+    """A webdataset shard (no classes.txt beside it) of 32x32 PNGs with these labels."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for i, label in enumerate(labels):
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(png, format="PNG")
+            for ext, data in (("png", png.getvalue()), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{i:04d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
+    """Data-set name -> the train.py arguments that name it."""
     base = tmp_path_factory.mktemp("bad-days")
     strays = make_tree(base / "strays")
     add_strays(strays)
-    return {"tree3": make_tree(base / "tree3"), "tree4": make_tree(base / "tree4", ("a", "b", "c", "d")),
-            "strays": strays}
+    labels = [i % 4 for i in range(16)]
+    return {"tree3": ["--data", make_tree(base / "tree3")],
+            "tree4": ["--data", make_tree(base / "tree4", ("a", "b", "c", "d"))],
+            "strays": ["--data", strays],
+            "shards4": ["--data", make_shard(base / "wds" / "train" / "train-0.tar", labels),
+                        "--val-data", make_shard(base / "wds" / "val" / "val-0.tar", labels)]}
 
 
 def run_main(argv) -> tuple[int, str]:
@@ -99,7 +122,7 @@ def run_main(argv) -> tuple[int, str]:
 def finished(trees, tmp_path_factory):
     """A finished one-epoch --mix none run on tree3 (its output directory)."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    status, text = run_main(["--data", trees["tree3"], *FAST, "--mix", "none", "--output", out])
+    status, text = run_main([*trees["tree3"], *FAST, "--mix", "none", "--output", out])
     assert status == 0, text
     return out
 
@@ -256,6 +279,13 @@ CASES = [
     Case("checkpoint-num-classes-disagrees", ["--output", "{out}", "--resume", "{finished}/last.pt", "--mix", "none",
                                               "--num-classes", "5"],
          ("--num-classes / the classes of the data: saved 3, now 5",)),
+    # data that names no classes (webdataset shards, no classes.txt): --num-classes is the number
+    Case("shards-with-labels-above-num-classes", ["--output", "{out}", "--num-classes", "2", "--mix", "none",
+                                                  "--smoothing", "0"],
+         ("has a label outside the run's classes (the data's, or --num-classes)", "outside [0, 2)"),
+         data="shards4"),
+    Case("shards-without-num-classes", ["--output", "{out}"],
+         ("does not name its classes (no classes.txt): pass --num-classes",), data="shards4"),
     # 4. every entry the reader leaves out is named, with its rule
     Case("entries-that-are-not-samples", ["--output", "{out}", *STOP],
          ("5 entries are not samples and left out (24 images used)",
@@ -287,7 +317,7 @@ def test_bad_day(case: Case, trees, finished, tmp_path, monkeypatch):
     if case.recipe is not None:
         (tmp_path / "recipe.yaml").write_text(case.recipe)
     fill = dict(out=tmp_path / "run", tmp=tmp_path, finished=finished)
-    argv = ["--data", trees[case.data], *FAST, *(str(a).format(**fill) for a in case.args)]
+    argv = [*trees[case.data], *FAST, *(str(a).format(**fill) for a in case.args)]
     if case.fault is not None:
         case.fault(monkeypatch, tmp_path)
     status, text = run_main(argv)
@@ -306,23 +336,85 @@ def test_bad_day(case: Case, trees, finished, tmp_path, monkeypatch):
 
 def test_disk_full_under_resume_auto_says_the_same_and_keeps_the_checkpoint(trees, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    status, text = run_main(["--data", trees["tree3"], *FAST, "--output", out, "--stop-after-steps", "2"])
+    status, text = run_main([*trees["tree3"], *FAST, "--output", out, "--stop-after-steps", "2"])
     assert status == 0, text
     disk_full_after(0)(monkeypatch, tmp_path)
-    status, text = run_main(["--data", trees["tree3"], *FAST, "--output", out, "--resume", "auto",
+    status, text = run_main([*trees["tree3"], *FAST, "--output", out, "--resume", "auto",
                              "--save-every", "2"])
     monkeypatch.undo()
     assert status == 1 and f"cannot write {out}/last.pt: No space left on device (errno 28, ENOSPC); " \
                            f"{out}/last.pt still holds the last complete checkpoint" in text, text
     last_checkpoint_intact(2)(tmp_path, text)
-    status, text = run_main(["--data", trees["tree3"], *FAST, "--output", out, "--resume", "auto"])
+    status, text = run_main([*trees["tree3"], *FAST, "--output", out, "--resume", "auto"])
     assert status == 0 and "done: 1 epochs" in text, text  # space again: the run completes
 
 
 def test_messages_reach_the_user_in_one_line(trees, tmp_path):
     """As a user runs it: exit status 1, one "error:" line on stderr, no traceback."""
     (tmp_path / "run").write_text("a file")
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(trees["tree3"]), *FAST,
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, trees["tree3"]), *FAST,
                            "--output", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr == f"error: cannot write {tmp_path / 'run'}: it is a file, not a directory (errno 20, ENOTDIR)\n"
+
+
+# --------------------------------------------------------------------------- the library's own checks
+def _erase_batch(recipe, image_size=16, batch=4):
+    """One batch of `random_mix` on uint8 HWC images of value 100, without normalize."""
+    from nvidia.dali import fn, pipeline_def
+
+    import dali_mix as dm
+
+    images = [np.full((image_size, image_size, 3), 100, np.uint8) for _ in range(batch)]
+    labels = [np.array([i % 2], np.int32) for i in range(batch)]
+
+    @pipeline_def(batch_size=batch, num_threads=1, device_id=None, seed=1)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+        y = fn.external_source(source=lambda: labels, batch=True)
+        return dm.random_mix(x, y, recipe, image_size=image_size).outputs()
+
+    p = pipe()
+    p.build()
+    return np.array(p.run()[0].as_tensor())
+
+
+LIBRARY_CASES = [
+    # (recipe fields, image side, fragment of the ValueError, or None: builds and runs)
+    (dict(methods=["random_erasing"], erasing_prob=1.0, erasing_fill=1000.0), 16,
+     "erasing_fill 1000 is outside the values the images take: valid range [0, 255]"),
+    (dict(methods=["random_erasing"], erasing_prob=1.0, erasing_fill=-5.0), 16, "valid range [0, 255]"),
+    (dict(methods=["cutout"], cutout_length=16), 8, "cutout_length 16 on 8x8 images: every hole covers the whole "
+                                                   "image; valid range for these images [2, 15]"),
+    (dict(methods=["cutmix"]), 1, "need images of at least 2x2 px"),
+    (dict(methods=["random_erasing"], erasing_prob=1.0, erasing_fill=200.0), 16, None),
+]
+
+
+@pytest.mark.parametrize("fields, side, fragment", LIBRARY_CASES)
+def test_random_mix_checks_the_recipe_against_its_images(fields, side, fragment):
+    """A uint8 fill outside 0-255 wrapped around without a word (1000 became 232): refused
+    now when the graph is built; a fill inside the range fills exactly that value."""
+    import dali_mix as dm
+
+    recipe = dm.MixRecipe(num_classes=2, **fields)
+    if fragment is None:
+        out = _erase_batch(recipe, side)
+        assert set(np.unique(out)) <= {100, int(fields["erasing_fill"])} and (out == fields["erasing_fill"]).any()
+        return
+    with pytest.raises(ValueError) as exc:
+        _erase_batch(recipe, side)
+    assert fragment in str(exc.value)
+
+
+def test_a_hole_that_can_cover_the_image_is_a_warning_said_once():
+    import dali_mix as dm
+    from dali_mix import config
+
+    config._WARNED.clear()
+    recipe = dm.MixRecipe(num_classes=2, methods=["cutout"], cutout_length=9)  # 8x8: c = 4 covers it all
+    with pytest.warns(UserWarning, match="cutout_length 9 on 8x8 images: a hole centred near the middle") as seen:
+        out = _erase_batch(recipe, 8)
+        _erase_batch(recipe, 8)
+    assert len([w for w in seen if "cutout_length 9" in str(w.message)]) == 1
+    assert (out == 0).any() and (out == 100).any()  # holes of zeros, the rest untouched

@@ -9,15 +9,38 @@ from typing import Callable
 from dali_mix.sources import Source
 
 
-def named_errors(loader, source):
-    """Iterate `loader`; a DALI reading or decoding failure becomes an error naming the files."""
+def named_errors(loader, source, split: str = "train"):
+    """Iterate `loader`; a DALI reading or decoding failure becomes an error naming the files,
+    a label outside the classes (`dali_mix.torch.loader.LabelError`) one naming the data."""
+    from dali_mix.torch.loader import LabelError
+
     try:
         yield from loader
+    except LabelError as exc:
+        raise SystemExit(f"error: the {split} data {source.root} has a label outside the run's classes "
+                         f"(the data's, or --num-classes): {exc}") from None
     except RuntimeError as exc:
-        hint = decode_error_hint(exc, source)
+        hint = decode_error_hint(exc, source, split)
         if hint is None:
             raise
         raise SystemExit(hint) from None
+
+
+class NamingErrors:
+    """A loader whose iteration goes through `named_errors` (for loops that iterate a loader
+    themselves, such as the evaluation); other attributes are the loader's."""
+
+    def __init__(self, loader, source: Source, split: str):
+        self.loader, self.source, self.split = loader, source, split
+
+    def __iter__(self):
+        return named_errors(self.loader, self.source, self.split)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
 
 
 def left_out(source: Source, split: str, limit: int = 20) -> list[str]:
@@ -65,7 +88,7 @@ def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., No
                   extra={"max_label": max(g.label for g in report.good)}, named_classes=source.named_classes)
 
 
-def decode_error_hint(exc: BaseException, source: Source) -> str | None:
+def decode_error_hint(exc: BaseException, source: Source, split: str = "train") -> str | None:
     """When DALI fails to read or decode, name the files at fault (DALI's own message does not)."""
     text = str(exc)
     words = ("decoders", "nvImageCodec", "decode", "webdataset", ".tar")
@@ -76,5 +99,5 @@ def decode_error_hint(exc: BaseException, source: Source) -> str | None:
         return None
     listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
     more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-    return (f"error: the train data has {len(bad)} file(s) the reader or decoder cannot read:\n{listing}{more}\n"
+    return (f"error: the {split} data has {len(bad)} file(s) the reader or decoder cannot read:\n{listing}{more}\n"
             "Remove or fix them, or rerun with --check-data to train on the readable files only.")
