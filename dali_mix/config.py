@@ -119,9 +119,10 @@ def image_problems(recipe: "MixRecipe", height: int, width: int,
                    units: str = "normalised units, (pixel - mean) / std") -> list[str]:
     """`recipe` against the images it will meet: `height` x `width` px, whose values lie in
     `value_range` (lo, hi) when known (the normalised range with a normalisation, 0-255 for
-    uint8 pixels; None: unknown), in `units` (for the message). A value that cannot work raises ValueError naming the field, its value and the
-    valid range for these images; a legal but degenerate one is returned as a warning line
-    (`warn_once` says each once). Runs when the pipeline is built (`random_mix`)."""
+    uint8 pixels; None: unknown), in `units` (for the message). A value that cannot work
+    raises ValueError naming the field, its value and the valid range for these images; a legal
+    but degenerate one is returned as a warning line (`warn_once` says each once). Runs when
+    the pipeline is built (`random_mix`)."""
     H, W = int(height), int(width)
     used = set(recipe.candidates) | set(recipe.after) if recipe.mixes else set()
     warnings_: list[str] = []

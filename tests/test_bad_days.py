@@ -49,7 +49,8 @@ def make_tree(root: Path, classes=("ant", "bee", "cat"), n: int = 8) -> Path:
         for c in classes:
             (root / split / c).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+                pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
     return root
 
 
@@ -254,7 +255,8 @@ CASES = [
          status=0, recipe="methods: [cutout]\ncutout_length: 40\n",
          check=said_once("a hole centred near the middle")),
     Case("cutout-length-1-erases-nothing", ["--output", "{out}", "--recipe", "{tmp}/recipe.yaml"],
-         ("cutout_length must be an integer >= 2, got 1",), status=2, recipe="methods: [cutout]\ncutout_length: 1\n"),
+         ("cutout_length must be an integer >= 2, got 1",), status=2,
+         recipe="methods: [cutout]\ncutout_length: 1\n"),
     Case("erasing-fill-far-outside-the-pixels", ["--output", "{out}", "--recipe", "{tmp}/recipe.yaml"],
          ("erasing_fill 1e+06 is outside the values the images take: valid range [-2.118, 2.64]",),
          recipe="methods: [random_erasing]\nerasing_fill: 1.0e+6\n"),
@@ -355,7 +357,8 @@ def test_messages_reach_the_user_in_one_line(trees, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, trees["tree3"]), *FAST,
                            "--output", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr == f"error: cannot write {tmp_path / 'run'}: it is a file, not a directory (errno 20, ENOTDIR)\n"
+    assert proc.stderr == (f"error: cannot write {tmp_path / 'run'}: it is a file, not a directory "
+                           "(errno 20, ENOTDIR)\n")
 
 
 # --------------------------------------------------------------------------- the library's own checks

@@ -245,5 +245,6 @@ def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
         bad = (sums - 1.0).abs() > atol
         if bool(bad.any()):
             rows = torch.nonzero(bad).reshape(-1).tolist()[:10]
-            raise LabelError(f"{name} rows {rows} sum to {[round(v, 4) for v in sums[bad].tolist()[:10]]} instead of 1: a "
+            shown = [round(v, 4) for v in sums[bad].tolist()[:10]]
+            raise LabelError(f"{name} rows {rows} sum to {shown} instead of 1: a "
                              f"label >= num_classes ({num_classes}) gave an all-zero one-hot row")

@@ -49,11 +49,13 @@ def left_out(source: Source, split: str, limit: int = 20) -> list[str]:
     a count of the rest: the files in the folders explain the image count the run reports."""
     if not source.skipped:
         return []
-    lines = [f"warning: {split} data {source.root}: {len(source.skipped)} entr{'y is' if len(source.skipped) == 1 else 'ies are'} "
-             f"not samples and left out ({source.num_samples} images used):"]
+    n = len(source.skipped)
+    entries = "1 entry is" if n == 1 else f"{n} entries are"
+    lines = [f"warning: {split} data {source.root}: {entries} not samples and left out "
+             f"({source.num_samples} images used):"]
     lines += [f"  {path}: {reason}" for path, reason in source.skipped[:limit]]
-    if len(source.skipped) > limit:
-        lines.append(f"  ... and {len(source.skipped) - limit} more ('dali-mix check-data {source.root}' lists them all)")
+    if n > limit:
+        lines.append(f"  ... and {n - limit} more ('dali-mix check-data {source.root}' lists them all)")
     return lines
 
 
