@@ -17,8 +17,45 @@ from dali_mix.atomic import write_atomic
 
 
 def save_atomic(obj, path: str | Path) -> Path:
-    """Serialise `obj` with torch.save to `path` atomically (`dali_mix.atomic`); returns the path."""
-    return write_atomic(path, lambda f: torch.save(obj, f))
+    """Serialise `obj` with torch.save to `path` atomically (`dali_mix.atomic`); returns the path.
+
+    A write that fails (a full disk) raises the OSError the file raised: torch's zip writer
+    reports it only as a RuntimeError about a file position ("unexpected pos"), which names
+    no cause."""
+    def write(f) -> None:
+        recording = _FirstWriteError(f)
+        try:
+            torch.save(obj, recording)
+        except Exception:
+            if recording.error is not None:
+                raise recording.error from None
+            raise
+
+    return write_atomic(path, write)
+
+
+class _FirstWriteError:
+    """A binary file whose `write` remembers the first OSError it raised (`error`)."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 def load(path: str | Path, map_location="cpu"):

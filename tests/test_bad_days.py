@@ -152,19 +152,44 @@ def read_only(monkeypatch, target: Path) -> None:
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
 
 
+class FullDisk:
+    """A binary file on a disk that fills after `room` bytes: writes then fail with ENOSPC."""
+
+    def __init__(self, f, room: int = 4096):
+        self._f, self._room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
 def disk_full_after(saves: int):
-    """A fault: the checkpoint writes after the first `saves` fail half-way with ENOSPC."""
+    """A fault: the disk fills during every checkpoint write after the first `saves` (the
+    temporary file's writes fail with ENOSPC; torch.save itself turns that into a RuntimeError
+    about a file position, as on a real full disk)."""
     def install(monkeypatch, tmp_path):
-        real_save, count = torch.save, [0]
+        real_fdopen, count = os.fdopen, [0]
 
-        def save(obj, f, *a, **k):
-            count[0] += 1
-            if count[0] > saves:
-                f.write(b"half a checkpoint")
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_save(obj, f, *a, **k)
+        def fdopen(fd, mode="r", *a, **k):
+            f = real_fdopen(fd, mode, *a, **k)
+            if mode == "wb" and "/.last.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+                count[0] += 1
+                if count[0] > saves:
+                    return FullDisk(f)
+            return f
 
-        monkeypatch.setattr(torch, "save", save)
+        monkeypatch.setattr(os, "fdopen", fdopen)
     return install
 
 
