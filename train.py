@@ -709,15 +709,16 @@ class Trainer:
         if self.run is None:
             return
         dali_states, rngs, loss_sums = (list(x) for x in zip(*gathered))
-        self.run.save_checkpoint(name, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                          "epoch": epoch, "step_in_epoch": step, "best_top1": self.best,
-                          "dali": dali_states, "rng": rngs, "loss_sums": loss_sums if step else None,
-                          "history": self.history, "world_size": self.rt.env.world_size,
-                          "signature": self.signature,
-                          "args": {k: v for k, v in vars(self.args).items()
-                                   if isinstance(v, (int, float, str, bool, type(None)))},
-                          "num_classes": self.data.num_classes, "model_name": self.args.model,
-                          "mixmo": isinstance(self.task, MixMoTask)})
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": epoch, "step_in_epoch": step, "best_top1": self.best,
+                 "dali": dali_states, "rng": rngs, "loss_sums": loss_sums if step else None,
+                 "history": self.history, "world_size": self.rt.env.world_size,
+                 "signature": self.signature,
+                 "args": {k: v for k, v in vars(self.args).items()
+                          if isinstance(v, (int, float, str, bool, type(None)))},
+                 "num_classes": self.data.num_classes, "model_name": self.args.model,
+                 "mixmo": isinstance(self.task, MixMoTask)}
+        self.run.save_checkpoint(name, state)  # a failed write (full disk) keeps the earlier one
 
 
 def target_checksum(rest) -> float:

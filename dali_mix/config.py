@@ -2,7 +2,10 @@
 
 Every field has the default of its paper / official code. CLI flags (train.py) and YAML/JSON
 files map onto it (`MixRecipe.from_dict`, `MixRecipe.from_file`). Every bad value raises a
-`ValueError` naming the field when the recipe is built, never when the pipeline runs.
+`ValueError` naming the field, the value and the valid range when the recipe is built, never
+when the pipeline runs: each numeric field's range is stated once, in `FIELD_RANGES`, and
+checked by `check_field`. What needs the images (their size, their value range) is checked by
+`image_problems` when the pipeline is built (`random_mix`), warnings said once (`warn_once`).
 """
 from __future__ import annotations
 
