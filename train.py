@@ -40,20 +40,21 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
-from dali_mix.atomic import copy_atomic
-from dali_mix.config import METHODS, PAIR_METHODS
+from dali_mix.config import METHODS, PAIR_METHODS, warn_once
+from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
+from dali_mix.training.bad_data import NamingErrors, clean_source, left_out, named_errors
 from dali_mix.training.cifar_models import CIFAR_MODELS
-from dali_mix.training.bad_data import clean_source, named_errors
+from dali_mix.training.classes import recipe_classes_mismatch, resolve_num_classes
 from dali_mix.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
-                                        evaluate_in_memory, robustness_from_args, write_json)
+                                        evaluate_in_memory, load_checkpoint, robustness_from_args, write_json)
 from dali_mix.training.evaluate import val_loader as build_val_loader
 from dali_mix.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
-from dali_mix.training.resume import incompatibilities
-from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
+from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
+from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
 from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task, TimmMixupTask
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
@@ -118,7 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument("--mixmo-b", type=int, default=1, help="batch repetition: each image b times per batch")
     x.add_argument("--mixmo-alpha", type=float, default=2.0, help="kappa ~ Beta(alpha, alpha)")
     t = p.add_argument_group("model and optimisation")
-    t.add_argument("--model", default="resnet18", help="any torchvision classification model, or preact_resnet18 / wide_resnet28_10 (CIFAR)")
+    t.add_argument("--model", default=None, help="any torchvision classification model, or preact_resnet18 / "
+                   "wide_resnet28_10 (CIFAR) (default resnet18; with --evaluate: the checkpoint's)")
     t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST)")
     t.add_argument("--batch-size", type=int, default=None, help="per process (default 256, 128 on "
                    "Fashion-MNIST)")
@@ -149,6 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--step-log", default=None, help="append one JSON line per training step (loss, lr, "
                    "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
+    args.model_given = args.model is not None
+    args.model = args.model or "resnet18"
     validate_args(args, p)
     args.output_given = args.output is not None
     args.output = args.output or DEFAULT_OUTPUT
@@ -376,13 +380,17 @@ def open_data(args, rt: Runtime) -> Data:
         train, val = resolve_source(train_spec), resolve_source(val_spec)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    num_classes = args.num_classes or train.num_classes
-    if not num_classes:
-        raise SystemExit(f"error: the train source {train_spec} does not name its classes (no classes.txt): "
-                         "pass --num-classes")
+    try:
+        num_classes, warning = resolve_num_classes(args.num_classes, train, train_spec)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if warning:
+        rt.log(warning)
     why = class_mismatch(train, val, num_classes)
     if why:
         raise SystemExit(f"error: {why}")
+    for line in left_out(train, "train") + left_out(val, "val"):
+        rt.log(line)
     if args.check_data and not evaluate_only(args):
         train = clean_source(train, Path(args.output), rt.env.rank, rt.log)
     noise = None
@@ -429,19 +437,46 @@ class Settings:
                    workers=args.workers or max(1, (os.cpu_count() or 2) // max(1, env.local_world_size)))
 
 
-def make_task(args, data: Data, s: Settings) -> Task:
+def make_task(args, data: Data, s: Settings, log: Callable[..., None] = print) -> Task:
     """The Task the flags ask for: MixMo, timm's Mixup (--timm-peer), or classification with the
-    recipe of the flags."""
+    recipe of the flags. Its settings are checked against the images first
+    (`pipelines.classification.train_problems`): one that cannot work stops the run naming it, a
+    degenerate one is a warning (via `log`)."""
+    from pipelines.classification import crop_problem, train_problems
+
     if args.timm_peer:
         return TimmMixupTask(data.num_classes, mixup_args=timm_mixup_args(args, data.num_classes))
-    if args.mixmo:
-        return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p, b=args.mixmo_b,
-                         alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
-    recipe = recipe_from_args(args, data.num_classes, s.image_size)
+    try:
+        if args.mixmo:
+            check_mixmo_args(batch_repetition=args.mixmo_b, batch_size=s.batch_size)
+            crop_error = crop_problem(s.crop, s.image_size)
+            if crop_error:
+                raise ValueError(crop_error)
+            return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p,
+                             b=args.mixmo_b, alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
+        why = recipe_classes_mismatch(args.recipe, data.num_classes) if args.recipe else None
+        if why:
+            raise ValueError(why)
+        recipe = recipe_from_args(args, data.num_classes, s.image_size)
+        warn_once(train_problems(recipe, image_size=s.image_size, crop=s.crop), log=log)
+    except ValueError as exc:
+        raise SystemExit(f"error: {flag_names(exc, args, s)}") from None
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
     return ClassificationTask(data.num_classes, recipe=recipe,
                               mix_off_from=s.epochs - s.mix_off_epochs if s.mix_off_epochs else None)
+
+
+def flag_names(exc: ValueError, args, s: Settings) -> str:
+    """A pipeline or recipe error in the trainer's terms: the flags behind the value named."""
+    text = str(exc)
+    if text.startswith("image_size "):
+        return f"--image-size {s.image_size} (--crop {s.crop}): {text}"
+    if text.startswith("batch_repetition="):
+        return f"--mixmo-b {args.mixmo_b} with --batch-size {s.batch_size}: {text}"
+    if args.recipe and not text.startswith(("--recipe", str(args.recipe))):
+        return f"--recipe {args.recipe}: {text}"
+    return text
 
 
 def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dict:
@@ -488,7 +523,7 @@ def restore_best(run: RunDir | None, resume: str | None, state: dict | None) -> 
     except ValueError:
         best_epoch = None
     if best_epoch != state["epoch"]:
-        copy_atomic(resume, best)
+        run.copy(resume, "best.pt")
 
 
 def evaluate_only_checkpoint(args, rt: Runtime) -> int:
@@ -497,6 +532,11 @@ def evaluate_only_checkpoint(args, rt: Runtime) -> int:
     data = None
     if args.data is not None or args.val_data is not None:
         data = resolve_data(args, rt.env.rank)[1]
+    try:
+        state = load_checkpoint(args.resume)
+    except EvaluationError as exc:
+        raise SystemExit(f"error: --resume {args.resume}: {exc}") from None
+    check_evaluation(state, args.resume, state["num_classes"], args.model if args.model_given else None)
     try:
         doc = evaluate_checkpoint(args.resume, data=data, device=rt.device, workers=args.workers or os.cpu_count() or 2,
                                   robustness=robustness_from_args(args) if args.evaluate == "robustness" else None,
@@ -510,10 +550,12 @@ def evaluate_only_checkpoint(args, rt: Runtime) -> int:
 def log_evaluation(rt: Runtime, doc: dict) -> None:
     from dali_mix.evaluation import format_table
 
-    rt.log(f"evaluate {doc['checkpoint']} on {doc['data']} ({doc['samples']} imgs):\n{format_table(doc)}")
+    c = doc["clean"]
+    rt.log(f"evaluate {doc['checkpoint']} on {doc['data']}: val top-1 {c['top1']:.2f}% top-5 {c['top5']:.2f}% "
+           f"({doc['samples']} imgs)\n{format_table(doc)}")
 
 
-def val_loader(rt: Runtime, data: Data | object, s: Settings, source: Source | None = None) -> Loader:
+def val_loader(rt: Runtime, data: Data, s: Settings, source: Source | None = None) -> NamingErrors:
     """The val loader of `dali-mix evaluate` (`source`: another source than the val data)."""
     return build_val_loader(source or data.val, batch_size=s.batch_size, image_size=s.image_size, crop=s.crop,
                             workers=s.workers, num_classes=data.num_classes, **rt.shard_args())
@@ -547,15 +589,15 @@ def main(argv=None) -> int:
     run = claim_output(args, rt) if rt.is_main else None
     if dist.is_initialized():
         dist.barrier()  # the other ranks write into --output only once rank 0 owns it
-    with run or RunDir(out_dir):
+    with run or RunDir(out_dir), output_errors():
         data = open_data(args, rt)
         s = Settings.resolve(args, data, rt.env)
-        task = make_task(args, data, s)
+        task = make_task(args, data, s, rt.log)
         signature = run_signature(args, rt, data, s, task)
         resume, state = load_resume(args, out_dir, signature)
         restore_best(run, resume, state)
         trainer = Trainer(args, rt, data, s, task, run, state, signature)
-        if state:
+        if state and trainer.start_epoch < s.epochs:  # a finished run says so in fit()
             rt.log(f"resumed from {resume} at epoch {trainer.start_epoch + 1}, step {trainer.start_step}")
         status = trainer.fit()
     if dist.is_initialized():
@@ -625,7 +667,15 @@ class Trainer:
 
     def fit(self) -> int:
         s, log = self.s, self.rt.log
-        step_log = open(f"{self.args.step_log}.rank{self.rt.env.rank}", "a") if self.args.step_log else None
+        if self.start_epoch >= s.epochs:
+            log(finished_run(self.history, s.epochs, self.best, self.args.output))
+            if self.args.evaluate:  # a finished run can still be scored: --resume auto --evaluate
+                self.final_evaluation()
+            return 0
+        step_log = None
+        if self.args.step_log:
+            with writing(f"{self.args.step_log}.rank{self.rt.env.rank}"):
+                step_log = open(f"{self.args.step_log}.rank{self.rt.env.rank}", "a")
         top1 = float("nan")
         for epoch in range(self.start_epoch, s.epochs):
             first = self.start_step if epoch == self.start_epoch else 0
@@ -738,7 +788,7 @@ class Trainer:
         if self.run is not None:
             self.run.write_metrics(self.history)
             if top1 >= self.best:
-                copy_atomic(self.run.path / "last.pt", self.run.path / "best.pt")
+                self.run.copy(self.run.path / "last.pt", "best.pt")
         return top1
 
     def save(self, name: str, epoch: int, step: int) -> None:
@@ -751,17 +801,16 @@ class Trainer:
         if self.run is None:
             return
         dali_states, rngs, loss_sums = (list(x) for x in zip(*gathered))
-        ckpt.save_atomic({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                          "epoch": epoch, "step_in_epoch": step, "best_top1": self.best,
-                          "dali": dali_states, "rng": rngs, "loss_sums": loss_sums if step else None,
-                          "history": self.history, "world_size": self.rt.env.world_size,
-                          "signature": self.signature,
-                          "args": {k: v for k, v in vars(self.args).items()
-                                   if isinstance(v, (int, float, str, bool, type(None)))},
-                          "num_classes": self.data.num_classes, "model_name": self.args.model,
-                          "val_data": self.data.val_spec,
-                          "mixmo": isinstance(self.task, MixMoTask)},
-                         self.run.path / name)
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": epoch, "step_in_epoch": step, "best_top1": self.best,
+                 "dali": dali_states, "rng": rngs, "loss_sums": loss_sums if step else None,
+                 "history": self.history, "world_size": self.rt.env.world_size,
+                 "signature": self.signature,
+                 "args": {k: v for k, v in vars(self.args).items()
+                          if isinstance(v, (int, float, str, bool, type(None)))},
+                 "num_classes": self.data.num_classes, "model_name": self.args.model,
+                 "val_data": self.data.val_spec, "mixmo": isinstance(self.task, MixMoTask)}
+        self.run.save_checkpoint(name, state)  # a failed write (full disk) keeps the earlier one
 
 
 def target_checksum(rest) -> float:

@@ -2,12 +2,16 @@
 
 Every field has the default of its paper / official code. CLI flags (train.py) and YAML/JSON
 files map onto it (`MixRecipe.from_dict`, `MixRecipe.from_file`). Every bad value raises a
-`ValueError` naming the field when the recipe is built, never when the pipeline runs.
+`ValueError` naming the field, the value and the valid range when the recipe is built, never
+when the pipeline runs: each numeric field's range is stated once, in `FIELD_RANGES`, and
+checked by `check_field`. What needs the images (their size, their value range) is checked by
+`image_problems` when the pipeline is built (`random_mix`), warnings said once (`warn_once`).
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +21,146 @@ METHODS = ("mixup", "cutmix", "resizemix", "fmix", "cutout", "random_erasing")
 
 PAIR_METHODS = ("mixup", "cutmix", "resizemix", "fmix")
 ERASE_METHODS = ("cutout", "random_erasing")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric recipe field: a number between `lo` and `hi` (each bound
+    included unless `lo_open` / `hi_open`; an infinite bound only says "no bound", the value
+    must be finite), an integer when `integer`; `pair`: a (first, second) pair of such values,
+    first <= second when `ordered`."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+    pair: bool = False
+    ordered: bool = True
+
+    def holds(self, v: float) -> bool:
+        """True when the single value `v` is in the range."""
+        if not math.isfinite(v) or (self.integer and v != int(v)):
+            return False
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = v < self.hi if self.hi_open else v <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        lo = "" if self.lo == -math.inf else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi == math.inf else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        if lo and hi:
+            one = f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        else:
+            one = " ".join(x for x in (kind, lo, hi) if x)
+        if not self.pair:
+            return one
+        return f"a pair (lo, hi), each {one}, with lo <= hi" if self.ordered else f"a pair, each {one}"
+
+
+_UNIT = Range(0.0, 1.0, lo_open=True, pair=True)
+#: The valid range of every numeric MixRecipe field, stated once (checked by `check_field` when
+#: a recipe is built). The checks that need the images (`image_problems`) come on top.
+FIELD_RANGES: dict[str, Range] = {
+    "num_classes": Range(1, integer=True),
+    "prob": Range(0.0, 1.0),
+    "label_smoothing": Range(0.0, 1.0, hi_open=True),
+    "channels": Range(1, integer=True),
+    "mixup_alpha": Range(0.0, lo_open=True),
+    "cutmix_alpha": Range(0.0, lo_open=True),
+    "cutmix_minmax": _UNIT,
+    "resizemix_scale": _UNIT,
+    "fmix_alpha": Range(0.0, lo_open=True),
+    "fmix_decay_power": Range(0.0, lo_open=True),
+    "fmix_size": Range(1, integer=True, pair=True, ordered=False),
+    "fmix_bank_size": Range(1, integer=True),
+    "cutout_holes": Range(1, integer=True),
+    "cutout_length": Range(2, integer=True),  # holes are [c - length//2, c + length//2): 1 is empty
+    "erasing_prob": Range(0.0, 1.0),
+    "erasing_area": _UNIT,
+    "erasing_aspect": Range(0.0, lo_open=True, pair=True),
+    "erasing_fill": Range(),  # or "random"; against the images' values: `image_problems`
+    "seed": Range(0, integer=True),
+}
+
+
+def check_field(name: str, value):
+    """`value` of the numeric field `name` checked against `FIELD_RANGES[name]`: returned as
+    int / float (a tuple for pairs); ValueError naming the field, the value and the range."""
+    rng = FIELD_RANGES[name]
+
+    def one(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (rng.integer and not isinstance(v, int)):
+            return None
+        return v if rng.integer else float(v)
+
+    bad = ValueError(f"{name} must be {rng}, got {value!r}")
+    if rng.pair:
+        try:
+            first, second = value
+        except (TypeError, ValueError):
+            raise bad from None
+        pair = (one(first), one(second))
+        if None in pair or not all(rng.holds(v) for v in pair) or (rng.ordered and pair[0] > pair[1]):
+            raise bad
+        return pair
+    v = one(value)
+    if v is None or not rng.holds(v):
+        raise bad
+    return v
+
+
+BOX_METHODS = ("cutmix", "resizemix", "fmix", "cutout", "random_erasing")
+"""Methods that replace a part of the image (a box, a patch, a mask)."""
+
+_WARNED: set[str] = set()
+
+
+def image_problems(recipe: "MixRecipe", height: int, width: int,
+                   value_range: tuple[float, float] | None = None,
+                   units: str = "normalised units, (pixel - mean) / std") -> list[str]:
+    """`recipe` against the images it will meet: `height` x `width` px, whose values lie in
+    `value_range` (lo, hi) when known (the normalised range with a normalisation, 0-255 for
+    uint8 pixels; None: unknown), in `units` (for the message). A value that cannot work
+    raises ValueError naming the field, its value and the valid range for these images; a legal
+    but degenerate one is returned as a warning line (`warn_once` says each once). Runs when
+    the pipeline is built (`random_mix`)."""
+    H, W = int(height), int(width)
+    used = set(recipe.candidates) | set(recipe.after) if recipe.mixes else set()
+    warnings_: list[str] = []
+    boxes = [m for m in BOX_METHODS if m in used]
+    if boxes and min(H, W) < 2:
+        raise ValueError(f"image_size ({H}, {W}): {', '.join(boxes)} need images of at least 2x2 px "
+                         "(on a 1-px side a box is the whole image or nothing)")
+    if "cutout" in used:
+        length, half = recipe.cutout_length, recipe.cutout_length // 2
+        if half >= H and half >= W:
+            raise ValueError(f"cutout_length {length} on {H}x{W} images: every hole covers the whole image; "
+                             f"valid range for these images [2, {2 * max(H, W) - 1}] (a hole is "
+                             "[c - length//2, c + length//2) around a centre c inside the image)")
+        if 2 * half >= H and 2 * half >= W:
+            warnings_.append(f"cutout_length {length} on {H}x{W} images: a hole centred near the middle covers "
+                             f"the whole image (lengths below {2 * ((max(H, W) + 1) // 2)} never do)")
+    if "random_erasing" in used and recipe.erasing_fill != "random" and value_range is not None:
+        lo, hi = value_range
+        if not lo <= recipe.erasing_fill <= hi:
+            raise ValueError(f"erasing_fill {recipe.erasing_fill:g} is outside the values the images take: "
+                             f"valid range [{lo:.4g}, {hi:.4g}] ({units})")
+    return warnings_
+
+
+def warn_once(lines, log=None) -> None:
+    """Say each warning line once per process: through `log` ("warning: ..." lines) when given,
+    else `warnings.warn`."""
+    for line in lines:
+        if line in _WARNED:
+            continue
+        _WARNED.add(line)
+        if log is not None:
+            log(f"warning: {line}")
+        else:
+            warnings.warn(line, UserWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -88,38 +232,18 @@ class MixRecipe:
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("methods", _normalise_methods(self.methods))
-        _check_int("num_classes", self.num_classes, 1)
-        _check_range("prob", self.prob, 0.0, 1.0)
         _check_choice("mode", self.mode, ("sample", "pair", "batch"))
-        if not 0.0 <= _num("label_smoothing", self.label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         _check_choice("target", self.target, ("dense", "sparse"))
         _check_choice("layout", self.layout, ("CHW", "HWC"))
-        _check_int("channels", self.channels, 1)
-        for name in ("mixup_alpha", "cutmix_alpha", "fmix_alpha", "fmix_decay_power"):
-            if not _num(name, getattr(self, name)) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.cutmix_minmax is not None:
-            set_("cutmix_minmax", _unit_pair("cutmix_minmax", self.cutmix_minmax))
-        set_("resizemix_scale", _unit_pair("resizemix_scale", self.resizemix_scale))
-        if self.fmix_size is not None:
-            size = (self.fmix_size, self.fmix_size) if isinstance(self.fmix_size, int) else self.fmix_size
-            if len(tuple(size)) != 2:
-                raise ValueError(f"fmix_size must be (H, W), got {self.fmix_size!r}")
-            for v in size:
-                _check_int("fmix_size", v, 1)
-            set_("fmix_size", tuple(int(v) for v in size))
-        _check_int("fmix_bank_size", self.fmix_bank_size, 1)
-        _check_int("cutout_holes", self.cutout_holes, 1)
-        _check_int("cutout_length", self.cutout_length, 1)
-        _check_range("erasing_prob", self.erasing_prob, 0.0, 1.0)
-        set_("erasing_area", _unit_pair("erasing_area", self.erasing_area))
-        lo, hi = _pair("erasing_aspect", self.erasing_aspect)
-        if not 0 < lo <= hi:
-            raise ValueError(f"erasing_aspect must satisfy 0 < lo <= hi, got {self.erasing_aspect!r}")
-        set_("erasing_aspect", (lo, hi))
-        if self.erasing_fill != "random" and not isinstance(self.erasing_fill, (int, float)):
-            raise ValueError(f"erasing_fill must be 'random' or a number, got {self.erasing_fill!r}")
+        for name in FIELD_RANGES:  # every numeric field against its stated range
+            value = getattr(self, name)
+            if value is None and name in ("cutmix_minmax", "fmix_size"):
+                continue
+            if name == "erasing_fill" and value == "random":
+                continue
+            if name == "fmix_size" and isinstance(value, int) and not isinstance(value, bool):
+                value = (value, value)
+            set_(name, check_field(name, value))
         if not isinstance(self.erasing_log_aspect, bool):
             raise ValueError(f"erasing_log_aspect must be True or False, got {self.erasing_log_aspect!r}")
         after = (self.after,) if isinstance(self.after, str) else tuple(self.after)
@@ -127,7 +251,6 @@ class MixRecipe:
             _check_choice("after", step, ERASE_METHODS)
         set_("after", after)
         _check_choice("fmix_spectrum", self.fmix_spectrum, ("official", "paper"))
-        _check_int("seed", self.seed, 0)
 
     # ---- derived views -------------------------------------------------------------------
     @property
@@ -164,27 +287,9 @@ class MixRecipe:
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "MixRecipe":
-        """Read a YAML (.yaml/.yml) or JSON file holding the fields as a mapping."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"recipe file not found: {path}")
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:  # malformed YAML: name the file and the line
-                mark = getattr(exc, "problem_mark", None)
-                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-                raise ValueError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-        else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(data, Mapping):
-            raise ValueError(f"recipe file {path} must hold a mapping of fields, got {type(data).__name__}")
+        """Read a YAML (.yaml/.yml) or JSON file holding the fields as a mapping
+        (`read_recipe_file`); `overrides` replace the file's fields."""
+        data = read_recipe_file(path)
         try:
             return cls.from_dict(data, **overrides)
         except ValueError as exc:
@@ -240,6 +345,32 @@ class MixRecipe:
         return d
 
 
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The fields a YAML (.yaml/.yml) or JSON recipe file holds, as written (not validated);
+    ValueError naming the file (and line) when it is missing, malformed or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe file not found: {path}")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:  # malformed YAML: name the file and the line
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ValueError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"recipe file {path} must hold a mapping of fields, got {type(data).__name__}")
+    return dict(data)
+
+
 def _normalise_methods(methods) -> dict[str, float]:
     if isinstance(methods, str):
         methods = [methods]
@@ -268,31 +399,6 @@ def _num(name: str, v) -> float:
     return float(v)
 
 
-def _check_int(name: str, v, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-
-def _check_range(name: str, v, lo: float, hi: float) -> None:
-    if not lo <= _num(name, v) <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-
-
 def _check_choice(name: str, v, choices) -> None:
     if v not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {v!r}")
-
-
-def _pair(name: str, v) -> tuple[float, float]:
-    try:
-        lo, hi = v
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (lo, hi), got {v!r}") from None
-    return _num(name, lo), _num(name, hi)
-
-
-def _unit_pair(name: str, v) -> tuple[float, float]:
-    lo, hi = _pair(name, v)
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"{name} must satisfy 0 < lo <= hi <= 1, got {v!r}")
-    return lo, hi

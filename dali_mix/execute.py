@@ -54,6 +54,12 @@ class Normalization(NamedTuple):
     mirror: object = 0
     dtype: object = types.FLOAT
 
+    def value_range(self, channels: int) -> tuple[float, float]:
+        """(lowest, highest) value the normalised output can hold, over all `channels`, for
+        uint8 input (pixels 0-255): (0 - mean) / std to (255 - mean) / std."""
+        mean, std = per_channel(self.mean, channels), per_channel(self.std, channels)
+        return (min((0.0 - m) / s for m, s in zip(mean, std)), max((255.0 - m) / s for m, s in zip(mean, std)))
+
 
 @dataclass(frozen=True)
 class Geometry:

@@ -17,7 +17,7 @@ from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import execute
-from dali_mix.config import MixRecipe
+from dali_mix.config import MixRecipe, image_problems, warn_once
 from dali_mix.execute import Encoder, Geometry, Normalization
 from dali_mix.labels import dense_targets, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
@@ -96,6 +96,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         `MixResult`; `.outputs()` gives (images, targets) for a dense recipe, targets (N, C)
         float32 on the images' device.
 
+    The recipe is checked against the images when the graph is built (`image_size`, and the
+    value range: normalised with `normalize`, 0-255 for HWC images without it, unknown for CHW
+    images without it; `dali_mix.config.image_problems`): a value that
+    cannot work on them raises ValueError naming the field, its value and the valid range; a
+    degenerate one (a Cutout hole that can cover the whole image) is a warning, once.
+
     Every batch must be full (the pipeline's batch size), as DALI's readers give them: the plan
     is drawn for that many samples, and DALI refuses a shorter batch ("Batch size clash").
     Without `normalize`, Random Erasing's random fill is uniform 0-255 on integer images and
@@ -116,6 +122,14 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         raise ValueError("random_mix needs image_size=(H, W): the plan's boxes are drawn for it "
                          "before the images exist (it is checked against every image at run time)")
     height, width = size_hw(image_size)
+    if normalize is not None:
+        values = dict(value_range=normalize.value_range(recipe.channels))
+    elif recipe.layout == "HWC":  # decoded pixels: a fill outside 0-255 would wrap around in uint8
+        values = dict(value_range=(0.0, 255.0), units="pixel values: HWC images without normalize are "
+                      "decoded uint8 pixels")
+    else:
+        values = {}  # CHW images normalised by the caller: their range is not known here
+    warn_once(image_problems(recipe, height, width, **values))
     if "fmix" in recipe.candidates and recipe.fmix_size is None:
         recipe = recipe.with_(fmix_size=(height, width))
     pipe = _current_pipeline()

@@ -53,7 +53,9 @@ class Source:
     `files`: absolute image paths (folder), the list file (file_list) or tar paths (webdataset);
     `labels`: int label per image (folder only); `classes`: class names, index = label;
     `named_classes`: the names come from the data (folder names or a classes.txt), not made up
-    as "0".."max"; `num_samples`: number of samples when known without reading the shards.
+    as "0".."max"; `num_samples`: number of samples when known without reading the shards;
+    `skipped`: (path, reason) of every entry of an ImageFolder that is not a sample
+    (`skip_reason`), so that the files present explain `num_samples`.
     """
 
     kind: str
@@ -65,6 +67,7 @@ class Source:
     num_samples: int | None = None
     extra: dict = field(default_factory=dict)
     named_classes: bool = False
+    skipped: tuple = ()
 
     @property
     def num_classes(self) -> int:
@@ -119,6 +122,21 @@ def list_image_folder(root: str | Path) -> FolderListing:
             else:
                 out.skipped.append(e.path + ("/" if e.is_dir() else ""))
     return out
+
+
+def skip_reason(path: str, root: str | Path) -> str:
+    """Why the ImageFolder rules leave the entry `path` (of `FolderListing.skipped`: folders end
+    with "/") of the folder `root` out: one reason per rule."""
+    name = os.path.basename(path.rstrip("/"))
+    in_root = os.path.dirname(path.rstrip("/")) == os.fspath(root).rstrip("/")
+    if is_hidden(name):
+        return "hidden (its name starts with '.'), never a class or a sample"
+    if in_root:
+        return "not inside a class folder (samples are files in root/<class>/)"
+    if path.endswith("/"):
+        return "a folder inside a class folder (only the files directly in a class folder are samples)"
+    ext = os.path.splitext(name)[1].lower() or "(none)"
+    return f"extension {ext} is not an image extension ({', '.join(IMAGE_EXTENSIONS)})"
 
 
 def parse_label(text: str) -> tuple[int | None, str | None]:
@@ -283,8 +301,9 @@ def _image_folder(root: Path) -> Source:
         if not n:
             raise ValueError(f"class folder {str(root / name)!r} holds no images "
                              f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
+    skipped = tuple((p, skip_reason(p, root)) for p in listing.skipped)
     return Source("folder", str(root), tuple(listing.files), tuple(listing.labels), tuple(listing.classes),
-                  num_samples=len(listing.files), named_classes=True)
+                  num_samples=len(listing.files), named_classes=True, skipped=skipped)
 
 
 def _file_list(path: Path) -> Source:

@@ -21,6 +21,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
 from dali_mix import native
+from dali_mix.config import image_problems
 from dali_mix.execute import Normalization, normalize_only
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.sources import Source, read, resolve_source
@@ -95,9 +96,37 @@ def _normalise(images, *, mirror, dtype, crop=None, fused: bool | None = False):
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mirror=mirror)
 
 
-def _check_train_augment(crop, dtype, scale, ratio) -> None:
+def crop_problem(crop: str, image_size: int, pad: int = 4) -> str | None:
+    """Why `crop` cannot work on `image_size` px images, or None: crop="pad" shifts the image
+    by up to `pad` px with zero fill, so an image of `pad` px or less is sometimes shifted
+    entirely out of the frame (a blank sample with a label)."""
+    if crop == "pad" and image_size <= pad:
+        return (f"image_size {image_size} with crop 'pad': the random shift of up to {pad} px moves some "
+                f"images entirely out of the frame (blank samples); valid range with crop 'pad': "
+                f"image_size >= {pad + 1}")
+    return None
+
+
+def train_problems(recipe, *, image_size: int, crop: str, pad: int = 4) -> list[str]:
+    """The train pipeline's settings against its images before it is built: ValueError (the
+    field, its value, the valid range) for a crop or recipe value that cannot work on
+    `image_size` px images normalised with ImageNet's mean and std; warning lines for
+    degenerate ones (`dali_mix.config.image_problems`)."""
+    why = crop_problem(crop, image_size, pad)
+    if why:
+        raise ValueError(why)
+    if recipe is None:
+        return []
+    return image_problems(recipe, image_size, image_size,
+                          Normalization(IMAGENET_MEAN, IMAGENET_STD).value_range(recipe.channels))
+
+
+def _check_train_augment(crop, dtype, scale, ratio, image_size=None, pad=4) -> None:
     if crop not in ("random_resized", "pad"):
         raise ValueError(f"crop must be 'random_resized' or 'pad', got {crop!r}")
+    why = crop_problem(crop, image_size, pad) if image_size is not None else None
+    if why:
+        raise ValueError(why)
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     s_lo, s_hi = float(scale[0]), float(scale[1])
@@ -179,7 +208,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
     Returns: a BuiltPipeline (pipe unbuilt; outputs named by `output_map`).
     """
     _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
-    _check_train_augment(crop, dtype, scale, ratio)
+    _check_train_augment(crop, dtype, scale, ratio, image_size, pad)
     source, n_classes = _source(data, num_classes)
     if recipe is not None:
         if recipe.num_classes != n_classes:

@@ -59,7 +59,7 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
         images0, images1, targets0|labels0, targets1|labels1, kappa, mask, use_cut.
     """
     _check_common(batch_size, image_size, device, shard_id, num_shards, num_threads)
-    _check_train_augment(crop, dtype, scale, ratio)
+    _check_train_augment(crop, dtype, scale, ratio, image_size, pad)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     check_mixmo_args(p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,

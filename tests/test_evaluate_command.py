@@ -113,7 +113,7 @@ def test_bad_checkpoints_and_data_are_one_clear_line(trained, tmp_path):
     for c in range(3):
         (three / f"c{c}").mkdir(parents=True)
         Image.fromarray(np.zeros((28, 28), np.uint8)).save(three / f"c{c}" / "a.png")
-    cases.append(((trained / "last.pt", "--data", three), "the checkpoint has 10 classes but the data"))
+    cases.append(((trained / "last.pt", "--data", three), "the checkpoint's model has 10 classes but the data has 3"))
     cases.append(((trained / "last.pt", "--robustness", "--fgsm-eps", "-0.1"), "--fgsm-eps: -0.1"))
     for args, fragment in cases:
         proc = evaluate_cli(*args, check=False)

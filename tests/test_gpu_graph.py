@@ -14,7 +14,7 @@ ALL = ["mixup", "cutmix", "resizemix", "fmix", "cutout", "random_erasing"]
 @pytest.mark.parametrize("layout, normalize", [("HWC", True), ("HWC", False), ("CHW", False)])
 @pytest.mark.parametrize("target", ["dense", "sparse"])
 def test_gpu_graph_is_defined_with_every_output_on_the_gpu(layout, normalize, target):
-    recipe = dm.MixRecipe(methods=ALL, num_classes=10, layout=layout, target=target)
+    recipe = dm.MixRecipe(methods=ALL, num_classes=10, layout=layout, target=target, cutout_length=4)  # 8x8 images
 
     @pipeline_def(batch_size=4, num_threads=1, device_id=0)
     def pipe():

@@ -65,7 +65,7 @@ def test_chw_recipe_on_hwc_images_names_both(executor):
 
 @pytest.mark.parametrize("methods", [["cutmix", "resizemix"], ["mixup"], ["cutout", "random_erasing"]])
 def test_wrong_image_size_names_expected_and_actual(executor, methods):
-    recipe = dm.MixRecipe(methods=methods, num_classes=B)
+    recipe = dm.MixRecipe(methods=methods, num_classes=B, cutout_length=4)  # 16 would cover 8x8 images whole
     kw = dict(image_size=(8, 8), normalize=IDENTITY, **executor)
     with pytest.raises(RuntimeError, match=r"image 0 .*\(6, 8, 3\).*\(8, 8, 3\)|image 0 is 6x8 \(HxW\) but image_size is 8x8"):
         run_once(hwc(6, 8), "HWC", recipe, **kw)

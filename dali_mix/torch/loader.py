@@ -220,14 +220,19 @@ def check_label_shape(name: str, labels: torch.Tensor) -> None:
                          f"'targets' (dali_mix.output_names(recipe) gives the names in order)")
 
 
+class LabelError(ValueError):
+    """A batch's labels leave [0, num_classes) (`check_batch`)."""
+
+
 def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
-    """Raise ValueError if labels leave [0, num_classes) or dense target rows do not sum to 1."""
+    """Raise LabelError (a ValueError) if labels leave [0, num_classes) or dense target rows do
+    not sum to 1 (a label >= num_classes made an all-zero one-hot row)."""
     for name in _LABEL_NAMES:
         if name in batch:
             labels = batch[name]
             bad = (labels < 0) | (labels >= num_classes)
             if bool(bad.any()):
-                raise ValueError(f"{name}: label(s) {sorted(set(labels[bad].tolist()))[:10]} outside "
+                raise LabelError(f"{name}: label(s) {sorted(set(labels[bad].tolist()))[:10]} outside "
                                  f"[0, {num_classes}) (num_classes={num_classes}); check the "
                                  f"dataset's labels or num_classes")
     for name in _TARGET_NAMES:
@@ -240,5 +245,6 @@ def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
         bad = (sums - 1.0).abs() > atol
         if bool(bad.any()):
             rows = torch.nonzero(bad).reshape(-1).tolist()[:10]
-            raise ValueError(f"{name} rows {rows} sum to {sums[bad].tolist()[:10]} instead of 1: a "
+            shown = [round(v, 4) for v in sums[bad].tolist()[:10]]
+            raise LabelError(f"{name} rows {rows} sum to {shown} instead of 1: a "
                              f"label >= num_classes ({num_classes}) gave an all-zero one-hot row")

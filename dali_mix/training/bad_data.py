@@ -1,5 +1,6 @@
-"""Unreadable training data, named: the trainer's `--check-data` and its error for files the
-DALI reader or decoder fails on, both built on `dali-mix check-data` (dali_mix.data.check)."""
+"""Training data it does not use, named: the trainer's `--check-data` and its error for files
+the DALI reader or decoder fails on, both built on `dali-mix check-data` (dali_mix.data.check),
+and the warning naming the entries of an ImageFolder that are not samples (`left_out`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +9,54 @@ from typing import Callable
 from dali_mix.sources import Source
 
 
-def named_errors(loader, source):
-    """Iterate `loader`; a DALI reading or decoding failure becomes an error naming the files."""
+def named_errors(loader, source, split: str = "train"):
+    """Iterate `loader`; a DALI reading or decoding failure becomes an error naming the files,
+    a label outside the classes (`dali_mix.torch.loader.LabelError`) one naming the data."""
+    from dali_mix.torch.loader import LabelError
+
     try:
         yield from loader
+    except LabelError as exc:
+        raise SystemExit(f"error: the {split} data {source.root} has a label outside the run's classes "
+                         f"(the data's, or --num-classes): {exc}") from None
     except RuntimeError as exc:
-        hint = decode_error_hint(exc, source)
+        hint = decode_error_hint(exc, source, split)
         if hint is None:
             raise
         raise SystemExit(hint) from None
+
+
+class NamingErrors:
+    """A loader whose iteration goes through `named_errors` (for loops that iterate a loader
+    themselves, such as the evaluation); other attributes are the loader's."""
+
+    def __init__(self, loader, source: Source, split: str):
+        self.loader, self.source, self.split = loader, source, split
+
+    def __iter__(self):
+        return named_errors(self.loader, self.source, self.split)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def left_out(source: Source, split: str, limit: int = 20) -> list[str]:
+    """Warning lines naming every entry of `source` (an ImageFolder) that is not a sample, with
+    the rule that leaves it out (`dali_mix.sources.skip_reason`), the first `limit` of them and
+    a count of the rest: the files in the folders explain the image count the run reports."""
+    if not source.skipped:
+        return []
+    n = len(source.skipped)
+    entries = "1 entry is" if n == 1 else f"{n} entries are"
+    lines = [f"warning: {split} data {source.root}: {entries} not samples and left out "
+             f"({source.num_samples} images used):"]
+    lines += [f"  {path}: {reason}" for path, reason in source.skipped[:limit]]
+    if n > limit:
+        lines.append(f"  ... and {n - limit} more ('dali-mix check-data {source.root}' lists them all)")
+    return lines
 
 
 def check_report(source: Source):
@@ -40,14 +80,17 @@ def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., No
         return source
     for path, reason in report.bad:
         log(f"--check-data: leaving out {path}: {reason}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from dali_mix.training.run_dir import writing
+
     clean = out_dir / f"clean-list.rank{rank}.txt"
-    n = write_clean_list(report, clean, absolute=True)
+    with writing(clean):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n = write_clean_list(report, clean, absolute=True)
     return Source("file_list", "/", (str(clean),), (), source.classes, num_samples=n,
                   extra={"max_label": max(g.label for g in report.good)}, named_classes=source.named_classes)
 
 
-def decode_error_hint(exc: BaseException, source: Source) -> str | None:
+def decode_error_hint(exc: BaseException, source: Source, split: str = "train") -> str | None:
     """When DALI fails to read or decode, name the files at fault (DALI's own message does not)."""
     text = str(exc)
     words = ("decoders", "nvImageCodec", "decode", "webdataset", ".tar")
@@ -58,5 +101,5 @@ def decode_error_hint(exc: BaseException, source: Source) -> str | None:
         return None
     listing = "\n".join(f"  {path}: {reason}" for path, reason in bad[:20])
     more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-    return (f"error: the train data has {len(bad)} file(s) the reader or decoder cannot read:\n{listing}{more}\n"
+    return (f"error: the {split} data has {len(bad)} file(s) the reader or decoder cannot read:\n{listing}{more}\n"
             "Remove or fix them, or rerun with --check-data to train on the readable files only.")

@@ -43,15 +43,18 @@ def imagenet_pixels() -> PixelScale:
 def val_loader(source: Source, *, batch_size: int, image_size: int, crop: str, workers: int, num_classes: int,
                device: str = "cpu", device_id: int | None = None, shard_id: int = 0, num_shards: int = 1):
     """The trainer's val loader: `pipelines.classification.val_pipeline` in a non-training
-    `dali_mix.torch.Loader` (every sample once, labels checked). `crop` is the training crop
+    `dali_mix.torch.Loader` (every sample once, labels checked; an unreadable file is named,
+    `dali_mix.training.bad_data.NamingErrors`). `crop` is the training crop
     ("pad": small images resized whole; otherwise centre crop)."""
     from dali_mix.torch import Loader
+    from dali_mix.training.bad_data import NamingErrors
     from pipelines.classification import val_pipeline
 
     built = val_pipeline(source, batch_size=batch_size, image_size=image_size, num_threads=workers,
                          num_classes=num_classes, crop="none" if crop == "pad" else "center", device=device,
                          device_id=device_id, shard_id=shard_id, num_shards=num_shards)
-    return Loader(built.pipe, built.output_map, built.reader_name, train=False, num_classes=num_classes)
+    return NamingErrors(Loader(built.pipe, built.output_map, built.reader_name, train=False, num_classes=num_classes),
+                        source, "val")
 
 
 def heads_forward(model: nn.Module, mixmo: bool):
@@ -128,10 +131,11 @@ def resolve_val(state: dict, data: str | None) -> Source:
         raise EvaluationError(f"--data {spec}: {exc}") from None
     n = state["num_classes"]
     if source.num_classes and source.num_classes != n:
-        raise EvaluationError(f"the checkpoint has {n} classes but the data {spec} has {source.num_classes}")
+        raise EvaluationError(f"the checkpoint's model has {n} classes but the data has {source.num_classes} "
+                              f"({spec})")
     if source.max_label is not None and source.max_label >= n:
-        raise EvaluationError(f"the checkpoint has {n} classes but the data {spec} has labels up to "
-                              f"{source.max_label}")
+        raise EvaluationError(f"the checkpoint's model has {n} classes but the data ({spec}) has labels up "
+                              f"to {source.max_label}")
     return source
 
 

@@ -46,3 +46,32 @@ def incompatibilities(saved: dict, now: dict) -> list[str]:
 def _short(value) -> str:
     text = str(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def finished_run(history: list[dict], epochs: int, best_top1: float, output) -> str:
+    """The line for resuming a run that has trained all its `epochs` already (nothing to do):
+    its final val top-1 from the last `history` record (metrics.jsonl's), never "nan"."""
+    last = history[-1] if history else None
+    final = (f"final val top-1 {last['val_top1']:.2f}% (epoch {last['epoch']})" if last
+             else "no val top-1 recorded")
+    return (f"the run in {output} is finished: {epochs} of {epochs} epochs trained, {final}, best "
+            f"{best_top1:.2f}%; nothing to train (a new run: another --output, or --overwrite)")
+
+
+def check_evaluation(state: dict, path, num_classes: int, model: str | None) -> str:
+    """Whether the checkpoint `state` (loaded from `path`) can be evaluated on data of
+    `num_classes` classes as the `model` asked for (None: not asked, the checkpoint's model).
+    Returns the model name to build; raises SystemExit with one line naming both numbers or
+    both models otherwise (a head of another size cannot be loaded; another architecture
+    would be evaluated under the wrong name)."""
+    saved_classes = state.get("num_classes")
+    if saved_classes is not None and saved_classes != num_classes:
+        subset = (f", or pass --num-classes {saved_classes} when the data's {num_classes} classes are the first "
+                  f"{num_classes} of the checkpoint's" if saved_classes > num_classes else "")
+        raise SystemExit(f"error: --resume {path}: the checkpoint's model has {saved_classes} classes but the "
+                         f"data has {num_classes}; evaluate it on data with its {saved_classes} classes{subset}")
+    saved_model = state.get("model_name")
+    if model is not None and saved_model is not None and model != saved_model:
+        raise SystemExit(f"error: --resume {path}: the checkpoint holds a {saved_model}, not the --model {model} "
+                         f"asked for; drop --model (the checkpoint's model is used) or pass --model {saved_model}")
+    return saved_model or model or "resnet18"

@@ -71,7 +71,8 @@ class Task:
 
 @dataclass
 class ClassificationTask(Task):
-    """One classifier; `recipe` mixes in the pipeline (None: plain integer labels);
+    """One classifier; `recipe` mixes in the pipeline (None: plain integer labels; a recipe
+    that never mixes only smooths the labels or makes sparse targets, and `mixing` is False);
     `mix_off_from`: first epoch (0-based) without mixing, or None."""
 
     recipe: MixRecipe | None = None
@@ -107,7 +108,8 @@ class ClassificationTask(Task):
         return mixed_cross_entropy(logits, ya, yb, lam, smoothing=self.recipe.label_smoothing)
 
     def mixing(self, epoch: int) -> bool:
-        return self.recipe is not None and (self.mix_off_from is None or epoch < self.mix_off_from)
+        return (self.recipe is not None and self.recipe.mixes
+                and (self.mix_off_from is None or epoch < self.mix_off_from))
 
 
 @dataclass
