@@ -18,7 +18,7 @@ def test_preact_resnet18_is_resnet18_sized_and_keeps_the_full_resolution():
     # add 90 x (512 + 1); the final BN-ReLU of He et al. adds 2 x 512
     assert sum(p.numel() for p in model.parameters()) == 11_171_146 + 90 * 513 + 1024
     feats = {}
-    model.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("layer4", o.shape))
+    model.layer4.register_forward_hook(lambda m, i, o: feats.update(layer4=o.shape))  # returns None
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     assert feats["layer4"] == (2, 512, 4, 4)  # 32 / 8: strides 1, 2, 2, 2 and no max-pool
 
