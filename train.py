@@ -6,7 +6,10 @@
     torchrun --nproc_per_node 8 train.py --data /data/imagenet ...   # one or many nodes
 
 With no --data, Fashion-MNIST is converted once (Debian package dataset-fashion-mnist) into an
-ImageFolder under $DALI_MIX_DATA (default ~/.cache/dali-mix). --data takes an ImageFolder root
+ImageFolder under $DALI_MIX_DATA (default ~/.cache/dali-mix). Sound: --data spoken-commands
+synthesises the keyword-spotting set once (`dali-mix data spoken-commands`), and --data DIR in the
+Speech Commands layout (class folders of WAV/FLAC/OGG, validation_list.txt) trains on log-mel
+spectrograms (pipelines/audio.py) with the same mixing, trainer and checkpoints. --data takes an ImageFolder root
 with train/ and val/ (ImageNet layout), or a train source (ImageFolder, file list, webdataset
 shards) with --val-data for the validation source.
 
@@ -49,9 +52,10 @@ from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, r
 from dali_mix.training.bad_data import clean_source, named_errors
 from dali_mix.training.resume import incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
-from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task
+from dali_mix.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
+AUDIO_DATA = "spoken-commands"  # --data name of the synthesised keyword-spotting set
 DEFAULT_OUTPUT = "runs/latest"
 
 
@@ -60,7 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None, help="ImageFolder root with train/ and val/, or a train source; "
+                   f"'{AUDIO_DATA}' or a folder in the Speech Commands layout (sound); "
                    "default: the embedded Fashion-MNIST")
+    d.add_argument("--n-mels", type=int, default=40, help="sound: mel bands of the log-mel spectrogram")
     d.add_argument("--val-data", default=None, help="validation source (default: DATA/val)")
     d.add_argument("--num-classes", type=int, default=None, help="number of classes, for sources that do "
                    "not name them (webdataset shards without a classes.txt)")
@@ -178,7 +184,10 @@ def validate_args(args, parser) -> None:
         fail("--evaluate needs --resume CHECKPOINT")
     if args.recipe is not None and not Path(args.recipe).is_file():
         fail(f"--recipe {args.recipe!r} does not exist")
-    if args.data is not None and not Path(args.data).exists() and not any(c in args.data for c in "*?["):
+    if args.n_mels < 1:
+        fail(f"--n-mels must be >= 1, got {args.n_mels}")
+    if args.data is not None and args.data != AUDIO_DATA and not Path(args.data).exists() \
+            and not any(c in args.data for c in "*?["):
         fail(f"--data {args.data!r} does not exist")
     if args.mix_weights is not None:
         try:
@@ -326,6 +335,33 @@ def resolve_data(args, rank: int) -> tuple[str, str, bool]:
                      "validation source")
 
 
+def resolve_audio(args, rank: int):
+    """The Speech Commands splits when --data is 'spoken-commands' (synthesised on first use) or a
+    folder in that layout; None for image data."""
+    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
+
+    if args.data == AUDIO_DATA:
+        from dali_mix.data.spoken_commands import EspeakNotFoundError, prepare_spoken_commands
+
+        try:
+            if rank == 0:
+                root = prepare_spoken_commands().root
+            if dist.is_initialized():
+                dist.barrier()
+            if rank != 0:
+                root = prepare_spoken_commands(install=False, progress=False).root
+        except EspeakNotFoundError as exc:
+            raise SystemExit(f"error: --data {AUDIO_DATA}: {exc}") from None
+    elif args.data is not None and args.val_data is None and is_speech_commands(args.data):
+        root = args.data
+    else:
+        return None
+    try:
+        return resolve_speech_commands(root)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 @dataclass
 class Data:
     """The run's validated data: train and val sources with the same classes."""
@@ -334,12 +370,19 @@ class Data:
     train: Source
     val: Source
     num_classes: int
-    small_default: bool  # the embedded Fashion-MNIST (28 px defaults)
+    small_default: bool  # the embedded Fashion-MNIST (28 px defaults), or sound
+    audio: object = None  # sound: the dali_mix.audio_sources.SpeechCommandsSplits
 
 
 def open_data(args, rt: Runtime) -> Data:
     """Resolve and validate both sources; a train/val class mismatch stops the run, naming the
     classes. With --check-data the train source becomes the clean list (in --output)."""
+    audio = resolve_audio(args, rt.env.rank)
+    if audio is not None:
+        if args.check_data and not args.evaluate:
+            raise SystemExit("error: --check-data scans images; for sound run `dali-mix check-data "
+                             f"{audio.root}` (it reports unreadable audio files)")
+        return Data(audio.root, audio.train, audio.val, len(audio.classes), True, audio)
     train_spec, val_spec, small = resolve_data(args, rt.env.rank)
     try:
         train, val = resolve_source(train_spec), resolve_source(val_spec)
@@ -360,7 +403,8 @@ def open_data(args, rt: Runtime) -> Data:
 
 @dataclass(frozen=True)
 class Settings:
-    """Flags with their defaults resolved (Fashion-MNIST has its own)."""
+    """Flags with their defaults resolved (Fashion-MNIST and sound have their own; for sound
+    `image_size` is the number of mel bands)."""
 
     image_size: int
     crop: str
@@ -374,7 +418,7 @@ class Settings:
     @classmethod
     def resolve(cls, args, data: Data, env: DistributedEnv) -> Settings:
         small = data.small_default
-        image_size = args.image_size or (28 if small else 224)
+        image_size = args.n_mels if data.audio is not None else args.image_size or (28 if small else 224)
         epochs = args.epochs or (5 if small else 90)
         mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small and epochs > 1 else 0)
         if mix_off >= epochs:
@@ -393,11 +437,21 @@ def make_task(args, data: Data, s: Settings) -> Task:
     if args.mixmo:
         return MixMoTask(data.num_classes, variant=args.mixmo, r=args.mixmo_r, p_cut=args.mixmo_p, b=args.mixmo_b,
                          alpha=args.mixmo_alpha, smoothing=args.smoothing, epochs=s.epochs)
-    recipe = recipe_from_args(args, data.num_classes, s.image_size)
+    recipe = recipe_from_args(args, data.num_classes, None if data.audio else s.image_size)
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
-    return ClassificationTask(data.num_classes, recipe=recipe,
-                              mix_off_from=s.epochs - s.mix_off_epochs if s.mix_off_epochs else None)
+    mix_off_from = s.epochs - s.mix_off_epochs if s.mix_off_epochs else None
+    if data.audio is not None:
+        return AudioClassificationTask(data.num_classes, recipe=recipe, mix_off_from=mix_off_from,
+                                       features=audio_features(args), noise_files=data.audio.noise_files)
+    return ClassificationTask(data.num_classes, recipe=recipe, mix_off_from=mix_off_from)
+
+
+def audio_features(args):
+    """Sound: the log-mel spectrogram the flags ask for (pipelines.audio.AudioFeatures)."""
+    from pipelines.audio import AudioFeatures
+
+    return AudioFeatures(n_mels=args.n_mels)
 
 
 def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dict:
@@ -452,7 +506,9 @@ def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
         state = ckpt.load(args.resume)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: --resume {args.resume}: {exc}") from None
-    task: Task = (MixMoTask(data.num_classes) if state.get("mixmo") else ClassificationTask(data.num_classes))
+    task: Task = (MixMoTask(data.num_classes) if state.get("mixmo") else
+                  AudioClassificationTask(data.num_classes, features=audio_features(args)) if data.audio else
+                  ClassificationTask(data.num_classes))
     model = task.model(state.get("model_name", args.model), small_images=s.image_size <= 64)
     model.load_state_dict(state["model"])
     model.to(rt.device)
@@ -464,7 +520,11 @@ def evaluate_checkpoint(args, rt: Runtime, data: Data, s: Settings) -> int:
 def val_loader(rt: Runtime, data: Data, s: Settings) -> Loader:
     from pipelines.classification import val_pipeline
 
-    built = val_pipeline(data.val, batch_size=s.batch_size, image_size=s.image_size, num_threads=s.workers,
+    kw = {}
+    if data.audio is not None:
+        from pipelines.audio import AudioFeatures, val_pipeline
+        kw["features"] = AudioFeatures(n_mels=s.image_size)
+    built = val_pipeline(data.val, batch_size=s.batch_size, image_size=s.image_size, num_threads=s.workers, **kw,
                          num_classes=data.num_classes, crop="none" if s.crop == "pad" else "center",
                          **rt.shard_args())
     return Loader(built.pipe, built.output_map, built.reader_name, train=False, num_classes=data.num_classes)
