@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dali_mix.sources import Source, is_hidden
+from dali_mix.sources import FolderListing, Source, is_hidden
 
 #: File extensions (lower case, with the dot) that are samples in a class folder.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -56,6 +56,36 @@ def is_audio_file(name: str) -> bool:
     return not is_hidden(name) and name.lower().endswith(AUDIO_EXTENSIONS)
 
 
+def is_class_folder(name: str) -> bool:
+    """A folder name that is a class: not hidden, not starting with "_" (`_background_noise_`)."""
+    return not is_hidden(name) and not name.startswith("_")
+
+
+def list_audio_folder(root: str | Path) -> FolderListing:
+    """The class folders and audio files of `root` by the rules above (`skipped`: what is
+    neither: lists, noise, README files, other extensions). A class folder without audio keeps
+    its label; `resolve_speech_commands` refuses it, `dali-mix check-data` reports it."""
+    root = os.fspath(root)
+    out = FolderListing()
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.is_dir() and is_class_folder(e.name):
+            out.classes.append(e.name)
+        elif e.name not in (VALIDATION_LIST, TESTING_LIST, NOISE_DIR):
+            out.skipped.append(e.path + ("/" if e.is_dir() else ""))
+    for label, name in enumerate(out.classes):
+        with os.scandir(os.path.join(root, name)) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.is_file() and is_audio_file(e.name):
+                out.files.append(e.path)
+                out.labels.append(label)
+            else:
+                out.skipped.append(e.path + ("/" if e.is_dir() else ""))
+    return out
+
+
 def _read_list(root: Path, name: str, samples: dict[str, int]) -> list[str]:
     path = root / name
     if not path.is_file():
@@ -76,18 +106,16 @@ def resolve_speech_commands(root: str | Path) -> SpeechCommandsSplits:
     root = Path(root).absolute()
     if not root.is_dir():
         raise ValueError(f"audio data {str(root)!r} is not a folder")
-    with os.scandir(root) as it:
-        classes = sorted(e.name for e in it if e.is_dir() and not is_hidden(e.name) and not e.name.startswith("_"))
+    listing = list_audio_folder(root)
+    classes = listing.classes
     if not classes:
         raise ValueError(f"audio data {str(root)!r}: no class folders (expected root/<class>/<clip>.wav)")
-    samples: dict[str, int] = {}
+    samples = {f"{classes[label]}/{os.path.basename(f)}": label for f, label in zip(listing.files, listing.labels)}
+    present = set(listing.labels)
     for label, name in enumerate(classes):
-        with os.scandir(root / name) as it:
-            files = sorted(e.name for e in it if e.is_file() and is_audio_file(e.name))
-        if not files:
+        if label not in present:
             raise ValueError(f"class folder {str(root / name)!r} holds no audio files "
                              f"(extensions {', '.join(AUDIO_EXTENSIONS)})")
-        samples.update((f"{name}/{f}", label) for f in files)
     val = _read_list(root, VALIDATION_LIST, samples)
     test = _read_list(root, TESTING_LIST, samples)
     both = sorted(set(val) & set(test))

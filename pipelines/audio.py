@@ -135,7 +135,8 @@ def add_noise(audio, noise, noise_rate, features: AudioFeatures, *, prob: float,
                                 dtype=types.FLOAT)
     segment = fn.slice(segment, 0, total, axes=[0], normalized_anchor=False, normalized_shape=False,
                        out_of_bounds_policy="pad", fill_values=0.0)
-    snr = fn.random.uniform(range=[float(snr_db[0]), float(snr_db[1])])
+    low, high = float(snr_db[0]), float(snr_db[1])
+    snr = fn.random.uniform(range=[0.0, 1.0]) * (high - low) + low  # also for low == high
     on = fn.cast(fn.random.coin_flip(probability=float(prob)), dtype=types.FLOAT)
     gain = on * fn.reductions.rms(audio) / (fn.reductions.rms(segment) + 1e-9) * dmath.pow(10.0, snr * -0.05)
     return audio + segment * gain
@@ -150,6 +151,23 @@ def log_mel(audio, features: AudioFeatures):
     db = fn.to_decibels(mel, multiplier=10.0, cutoff_db=-80.0)
     norm = fn.normalize(db, epsilon=1e-6)
     return fn.reshape(norm, shape=[1, features.n_mels, features.frames], layout="CHW")
+
+
+def spectrogram_recipe(recipe: "dm.MixRecipe", features: AudioFeatures) -> "dm.MixRecipe":
+    """`recipe` for spectrogram "images": layout CHW, one channel, FMix masks of
+    `features.shape`; a recipe whose `fmix_size` is another size is refused."""
+    shape = features.shape
+    if recipe.fmix_size is not None and tuple(recipe.fmix_size) != shape:
+        raise ValueError(f"recipe.fmix_size={tuple(recipe.fmix_size)} but the spectrograms are {shape} "
+                         "(n_mels, frames); leave fmix_size unset")
+    return recipe.with_(layout="CHW", channels=1, fmix_size=shape)
+
+
+def mix_spectrograms(images, labels, recipe: "dm.MixRecipe", features: AudioFeatures, **kw) -> "dm.MixResult":
+    """Step 5: `dali_mix.random_mix` on (1, n_mels, frames) float32 CHW spectrograms (any
+    device) with `spectrogram_recipe(recipe, features)`; `kw`: random_mix's keywords (executor,
+    enabled, clock, fmix_bank)."""
+    return dm.random_mix(images, labels, spectrogram_recipe(recipe, features), image_size=features.shape, **kw)
 
 
 def _check_audio(features, noise_prob, snr_db, shift_seconds):
@@ -190,14 +208,10 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
     _check_common(batch_size, 1, device, shard_id, num_shards, num_threads)
     _check_audio(features, noise_prob, snr_db, shift_seconds)
     source, n_classes = _source(data, num_classes)
-    shape = features.shape
     if recipe is not None:
         if recipe.num_classes != n_classes:
             raise ValueError(f"recipe.num_classes={recipe.num_classes} but the data has {n_classes} classes")
-        if recipe.fmix_size is not None and tuple(recipe.fmix_size) != shape:
-            raise ValueError(f"recipe.fmix_size={tuple(recipe.fmix_size)} but the spectrograms are {shape} "
-                             "(n_mels, frames); leave fmix_size unset")
-        recipe = recipe.with_(layout="CHW", channels=1, fmix_size=shape)
+        recipe = spectrogram_recipe(recipe, features)
     if explain and recipe is None:
         raise ValueError("explain=True needs a recipe")
     dev_id = (0 if device_id is None else device_id) if device == "gpu" else None
@@ -223,8 +237,8 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
         if recipe is None:
             return images, labels
         enabled = MixOffSchedule(batch_size, mix_off_from_epoch, clock) if mix_off_from_epoch is not None else None
-        out = dm.random_mix(images, labels, recipe, image_size=shape, fmix_bank=fmix_bank, enabled=enabled,
-                            clock=clock, executor=executor)
+        out = mix_spectrograms(images, labels, recipe, features, fmix_bank=fmix_bank, enabled=enabled,
+                               clock=clock, executor=executor)
         if explain:
             extra = [n for n in ("labels_a", "labels_b", "lam", "method") if n not in dm.output_names(recipe)]
             return out.outputs() + tuple(getattr(out, n) for n in extra)
