@@ -52,6 +52,7 @@ from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, r
 from dali_mix.training.bad_data import clean_source, named_errors
 from dali_mix.training.resume import incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
+from dali_mix.training.audio_models import AUDIO_MODELS
 from dali_mix.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
@@ -113,10 +114,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument("--mixmo-b", type=int, default=1, help="batch repetition: each image b times per batch")
     x.add_argument("--mixmo-alpha", type=float, default=2.0, help="kappa ~ Beta(alpha, alpha)")
     t = p.add_argument_group("model and optimisation")
-    t.add_argument("--model", default="resnet18", help="any torchvision classification model")
-    t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST)")
+    t.add_argument("--model", default=None, help="any torchvision classification model (default resnet18), "
+                   "or kws_cnn, a small CNN for spectrograms (the default for sound)")
+    t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST, 10 on sound)")
     t.add_argument("--batch-size", type=int, default=None, help="per process (default 256, 128 on "
-                   "Fashion-MNIST)")
+                   "Fashion-MNIST, 64 on sound)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 x global "
                    "batch / 256, 0.2 x global batch / 256 on Fashion-MNIST)")
     t.add_argument("--wd", type=float, default=1e-4, help="weight decay")
@@ -152,7 +154,9 @@ def validate_args(args, parser) -> None:
     def fail(msg):
         parser.error(msg)
 
-    if args.model not in torchvision.models.list_models(module=torchvision.models):
+    if args.model is None:
+        args.model = "kws_cnn" if is_sound(args) else "resnet18"
+    if args.model not in torchvision.models.list_models(module=torchvision.models) and args.model not in AUDIO_MODELS:
         fail(f"--model {args.model!r} is not a torchvision classification model "
              f"(e.g. resnet18, resnet50, efficientnet_b0; see torchvision.models.list_models())")
     for flag in ("lr", "wd", "momentum", "warmup_epochs", "mixup", "cutmix", "fmix_decay", "fmix_alpha"):
@@ -198,6 +202,14 @@ def validate_args(args, parser) -> None:
         recipe_from_args(args, num_classes=2)
     except ValueError as exc:
         fail(f"mixing flags: {exc}")
+
+
+def is_sound(args) -> bool:
+    """--data names the synthesised sound set or a folder in the Speech Commands layout."""
+    from dali_mix.audio_sources import is_speech_commands
+
+    return args.data == AUDIO_DATA or (args.data is not None and args.val_data is None
+                                       and is_speech_commands(args.data))
 
 
 def mix_weights(text: str) -> dict[str, float]:
@@ -338,7 +350,7 @@ def resolve_data(args, rank: int) -> tuple[str, str, bool]:
 def resolve_audio(args, rank: int):
     """The Speech Commands splits when --data is 'spoken-commands' (synthesised on first use) or a
     folder in that layout; None for image data."""
-    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
+    from dali_mix.audio_sources import resolve_speech_commands
 
     if args.data == AUDIO_DATA:
         from dali_mix.data.spoken_commands import EspeakNotFoundError, prepare_spoken_commands
@@ -352,7 +364,7 @@ def resolve_audio(args, rank: int):
                 root = prepare_spoken_commands(install=False, progress=False).root
         except EspeakNotFoundError as exc:
             raise SystemExit(f"error: --data {AUDIO_DATA}: {exc}") from None
-    elif args.data is not None and args.val_data is None and is_speech_commands(args.data):
+    elif is_sound(args):
         root = args.data
     else:
         return None
@@ -403,8 +415,8 @@ def open_data(args, rt: Runtime) -> Data:
 
 @dataclass(frozen=True)
 class Settings:
-    """Flags with their defaults resolved (Fashion-MNIST and sound have their own; for sound
-    `image_size` is the number of mel bands)."""
+    """Flags with their defaults resolved (Fashion-MNIST and sound have their own: sound trains
+    10 epochs of batch 64, the last unmixed, and `image_size` is the number of mel bands)."""
 
     image_size: int
     crop: str
@@ -417,13 +429,13 @@ class Settings:
 
     @classmethod
     def resolve(cls, args, data: Data, env: DistributedEnv) -> Settings:
-        small = data.small_default
-        image_size = args.n_mels if data.audio is not None else args.image_size or (28 if small else 224)
-        epochs = args.epochs or (5 if small else 90)
+        small, sound = data.small_default, data.audio is not None
+        image_size = args.n_mels if sound else args.image_size or (28 if small else 224)
+        epochs = args.epochs or (10 if sound else 5 if small else 90)
         mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small and epochs > 1 else 0)
         if mix_off >= epochs:
             raise SystemExit(f"error: --mix-off-epochs {mix_off} leaves no mixed epoch of {epochs}")
-        batch_size = args.batch_size or (128 if small else 256)
+        batch_size = args.batch_size or (64 if sound else 128 if small else 256)
         return cls(image_size=image_size,
                    crop=args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized"),
                    epochs=epochs, mix_off_epochs=mix_off, batch_size=batch_size,

@@ -52,7 +52,12 @@ def build_model(name: str, num_classes: int, small_images: bool = False, in_chan
     the 2-core CPU demo at about 800 images/s; a stride-1 stem would cost 3.5x more.
     in_channels: channels of the input (1 for log-mel spectrograms); other than 3 it needs a
     ResNet-family model (its stem `conv1` takes them), else ValueError naming the model.
+    `name` may also be one of `dali_mix.training.audio_models.AUDIO_MODELS` ("kws_cnn").
     """
+    from dali_mix.training.audio_models import AUDIO_MODELS
+
+    if name in AUDIO_MODELS:
+        return AUDIO_MODELS[name](num_classes, in_channels=in_channels)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     stem = getattr(model, "conv1", None)
     if in_channels != 3 and not (isinstance(stem, nn.Conv2d) and hasattr(model, "maxpool")):
