@@ -49,7 +49,7 @@ from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
-from dali_mix.training.bad_data import clean_source, named_errors
+from dali_mix.training.bad_data import clean_folder_split, clean_source, named_errors
 from dali_mix.training.resume import incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run
 from dali_mix.training.audio_models import AUDIO_MODELS
@@ -391,10 +391,10 @@ def open_data(args, rt: Runtime) -> Data:
     classes. With --check-data the train source becomes the clean list (in --output)."""
     audio = resolve_audio(args, rt.env.rank)
     if audio is not None:
+        train = audio.train
         if args.check_data and not args.evaluate:
-            raise SystemExit("error: --check-data scans images; for sound run `dali-mix check-data "
-                             f"{audio.root}` (it reports unreadable audio files)")
-        return Data(audio.root, audio.train, audio.val, len(audio.classes), True, audio)
+            train = clean_folder_split(train, rt.log)
+        return Data(audio.root, train, audio.val, len(audio.classes), True, audio)
     train_spec, val_spec, small = resolve_data(args, rt.env.rank)
     try:
         train, val = resolve_source(train_spec), resolve_source(val_spec)
