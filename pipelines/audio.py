@@ -9,8 +9,9 @@
 The graph, per clip (`AudioFeatures` holds every length and size):
 
 1. `fn.decoders.audio` (WAV, FLAC, OGG; float32; `downmix=True`: a stereo or multi-channel
-   file becomes the mean of its channels) -> `fn.audio_resample` from the file's own rate to
-   `sample_rate` (16 kHz);
+   file becomes the mean of its channels), resampling from the file's own rate to
+   `sample_rate` (16 kHz) where it differs (`sample_rate=`: DALI's `fn.audio_resample`
+   resampler inside the decoder, skipped for files already at the rate);
 2. pad or crop to `clip_seconds` (1 s): in training a random window (a shorter clip lands at a
    random offset in zeros, a longer one is cut at a random start), plus a random time shift of
    up to `shift_seconds`; in validation the centre window, no shift;
@@ -85,17 +86,16 @@ class AudioFeatures:
                                               "window_step", "nfft")}
 
 
-def decode_native(encoded, device: str):
-    """Encoded file bytes -> (mono float32 (samples,) at the file's own rate on `device`, the
-    rate in Hz (float32, CPU)). Stereo and multi-channel files are downmixed (channel mean)."""
-    audio, rate = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True)
-    return (audio.gpu() if device == "gpu" else audio), rate
-
-
 def decode(encoded, features: AudioFeatures, device: str):
-    """Encoded file bytes -> mono float32 (samples,) at `features.sample_rate`, on `device`."""
-    audio, rate = decode_native(encoded, device)
-    return fn.audio_resample(audio, in_rate=rate, out_rate=float(features.sample_rate), dtype=types.FLOAT)
+    """Encoded file bytes -> mono float32 (samples,) at `features.sample_rate`, on `device`.
+
+    Stereo and multi-channel files are downmixed (channel mean). The decoder resamples (DALI's
+    `fn.decoders.audio(sample_rate=...)`, the resampler of `fn.audio_resample`) only the files
+    whose rate differs: a file already at the rate is not filtered, which saves most of the
+    graph's time on such data (an unconditional `fn.audio_resample` filters every clip; see
+    benchmarks/RESULTS.md). The decoder runs on the CPU; the rest of the graph on `device`."""
+    audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True, sample_rate=float(features.sample_rate))
+    return audio.gpu() if device == "gpu" else audio
 
 
 def window(audio, features: AudioFeatures, *, train: bool, shift_seconds: float = 0.0):
@@ -118,23 +118,19 @@ def window(audio, features: AudioFeatures, *, train: bool, shift_seconds: float 
                     fill_values=0.0)
 
 
-def add_noise(audio, noise, noise_rate, features: AudioFeatures, *, prob: float, snr_db: tuple[float, float]):
-    """`audio` plus, with probability `prob` per clip, a random window of `noise` (decoded at its
-    own `noise_rate`; zero-padded when shorter than the window) scaled to an SNR ~ U(snr_db),
-    signal and noise power measured over the window. The window is cut before resampling (the
-    noise files are long: resampling them whole costs 40x the rest of the graph)."""
+def add_noise(audio, noise, features: AudioFeatures, *, prob: float, snr_db: tuple[float, float]):
+    """`audio` plus, with probability `prob` per clip, a random window of `noise` (decoded by
+    `decode`; zero-padded when shorter than the window) scaled to an SNR ~ U(snr_db), signal and
+    noise power measured over the window. Noise files not at `features.sample_rate` are
+    resampled whole on every read: fine for Speech Commands' 16 kHz noise, slow for long files
+    at other rates (resample them once beforehand)."""
     total = features.clip_samples
     n_len = fn.cast(noise.shape(dtype=types.INT64, device="cpu")[0], dtype=types.FLOAT)
-    src_len = fn.cast(fn.cast(noise_rate * (total / features.sample_rate) + 32.0, dtype=types.INT64),
-                      dtype=types.FLOAT)  # source samples covering the window, plus the filter's margin
-    start = fn.random.uniform(range=[0.0, 1.0]) * dmath.max(n_len - src_len, 0.0)
+    start = fn.random.uniform(range=[0.0, 1.0]) * dmath.max(n_len - float(total), 0.0)
     start = fn.cast(fn.cast(start, dtype=types.INT64), dtype=types.FLOAT)
-    segment = fn.slice(noise, fn.stack(start), fn.stack(src_len), axes=[0], normalized_anchor=False,
-                       normalized_shape=False, out_of_bounds_policy="pad", fill_values=0.0)
-    segment = fn.audio_resample(segment, in_rate=noise_rate, out_rate=float(features.sample_rate),
-                                dtype=types.FLOAT)
-    segment = fn.slice(segment, 0, total, axes=[0], normalized_anchor=False, normalized_shape=False,
-                       out_of_bounds_policy="pad", fill_values=0.0)
+    segment = fn.slice(noise, fn.stack(start), fn.stack(start * 0.0 + float(total)), axes=[0],
+                       normalized_anchor=False, normalized_shape=False, out_of_bounds_policy="pad",
+                       fill_values=0.0)
     low, high = float(snr_db[0]), float(snr_db[1])
     snr = fn.random.uniform(range=[0.0, 1.0]) * (high - low) + low  # also for low == high
     on = fn.cast(fn.random.coin_flip(probability=float(prob)), dtype=types.FLOAT)
@@ -231,8 +227,7 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
         if noise_files and noise_prob > 0:
             noise_enc, _ = fn.readers.file(files=noise_files, labels=[0] * len(noise_files), random_shuffle=True,
                                            seed=seed * 1000 + shard_id + 7, name=f"{reader_name}Noise")
-            noise, noise_rate = decode_native(noise_enc, device)
-            audio = add_noise(audio, noise, noise_rate, features, prob=noise_prob, snr_db=snr_db)
+            audio = add_noise(audio, decode(noise_enc, features, device), features, prob=noise_prob, snr_db=snr_db)
         images = log_mel(audio, features)
         if recipe is None:
             return images, labels

@@ -173,7 +173,7 @@ def test_background_noise_is_added_at_the_drawn_snr(tmp_path, snr):
     """add_noise with probability 1 and an SNR range of one value: the added signal (output minus
     the clean window) has exactly that SNR against the clean window; with probability 0 the
     window is unchanged."""
-    from pipelines.audio import add_noise, decode, decode_native, window
+    from pipelines.audio import add_noise, decode, window
 
     f = AudioFeatures()
     clip = write_wav(tmp_path / "t.wav", tone(1000, 1.3))
@@ -184,9 +184,9 @@ def test_background_noise_is_added_at_the_drawn_snr(tmp_path, snr):
         enc, _ = fn.readers.file(files=[str(clip)] * 4)
         clean = window(decode(enc, f, "cpu"), f, train=False)
         n_enc, _ = fn.readers.file(files=[str(noise)], random_shuffle=True, name="N")
-        n_audio, n_rate = decode_native(n_enc, "cpu")
-        noisy = add_noise(clean, n_audio, n_rate, f, prob=1.0, snr_db=(snr, snr))
-        same = add_noise(clean, n_audio, n_rate, f, prob=0.0, snr_db=(snr, snr))
+        n_audio = decode(n_enc, f, "cpu")
+        noisy = add_noise(clean, n_audio, f, prob=1.0, snr_db=(snr, snr))
+        same = add_noise(clean, n_audio, f, prob=0.0, snr_db=(snr, snr))
         return clean, noisy, same
 
     p = pipe()
