@@ -40,8 +40,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import nvidia.dali.math as dmath
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.pipeline import do_not_convert
 
 import dali_mix as dm
 from dali_mix.schedule import BatchClock, MixOffSchedule
@@ -95,7 +97,28 @@ def decode(encoded, features: AudioFeatures, device: str):
     graph's time on such data (an unconditional `fn.audio_resample` filters every clip; see
     benchmarks/RESULTS.md). The decoder runs on the CPU; the rest of the graph on `device`."""
     audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True, sample_rate=float(features.sample_rate))
+    audio = check_not_empty(audio, encoded)
     return audio.gpu() if device == "gpu" else audio
+
+
+@do_not_convert  # plain Python in pipelines with conditionals (AutoGraph)
+def check_not_empty(audio, encoded):
+    """`audio` (CPU) after a per-batch check that no clip decoded to zero samples (an empty file
+    would otherwise train as silence: an all-zero spectrogram): ValueError naming the file (the
+    reader's `source_info`). The audio comes back through `fn.reshape` to the checked shapes, so
+    nothing downstream runs before the check has passed."""
+    def check(shapes, infos):
+        for shape, info in zip(shapes, infos):
+            if int(np.asarray(shape).reshape(-1)[0]) == 0:
+                name = bytes(np.asarray(info, np.uint8)).decode(errors="replace") or "(unnamed)"
+                raise ValueError(f"audio file {name} decodes to no samples (an empty clip); remove it, or list "
+                                 "such files with `dali-mix check-data`")
+        return shapes
+
+    shapes = fn.python_function(audio.shape(dtype=types.INT64, device="cpu"),
+                                fn.get_property(encoded, key="source_info"), function=check,
+                                batch_processing=True, num_outputs=1)
+    return fn.reshape(audio, shape=shapes)
 
 
 def window(audio, features: AudioFeatures, *, train: bool, shift_seconds: float = 0.0):

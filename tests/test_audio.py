@@ -228,6 +228,20 @@ def test_unreadable_audio_stops_the_pipeline_and_check_data_names_it(tmp_path):
     assert splits.train.num_samples == len(splits.train.files)
 
 
+def test_an_empty_clip_stops_the_pipeline_naming_the_file(tmp_path):
+    """A valid WAV with no samples would be an all-zero spectrogram: the pipeline refuses it,
+    naming the file, in validation and in training."""
+    empty = write_wav(tmp_path / "empty.wav", np.zeros(0))
+    good = write_wav(tmp_path / "good.wav", tone(1000, 1.0))
+    with pytest.raises(RuntimeError, match=r"empty\.wav decodes to no samples"):
+        val_features([good, empty], [0, 1])
+    built = train_pipeline(folder_source([good, empty], [0, 1]), batch_size=2, num_classes=2,
+                           recipe=dm.MixRecipe(num_classes=2))
+    built.pipe.build()
+    with pytest.raises(RuntimeError, match=r"empty\.wav decodes to no samples"):
+        built.pipe.run()
+
+
 def test_check_data_decodes_with_dali_what_wave_cannot_judge(tmp_path):
     """A .flac file of garbage bytes is not judged by `wave`: DALI's audio decoder rejects it and
     check-data names it."""
