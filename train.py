@@ -6,12 +6,12 @@
     torchrun --nproc_per_node 8 train.py --data /data/imagenet ...   # one or many nodes
 
 With no --data, Fashion-MNIST is converted once (Debian package dataset-fashion-mnist) into an
-ImageFolder under $DALI_MIX_DATA (default ~/.cache/dali-mix). Sound: --data spoken-commands
-synthesises the keyword-spotting set once (`dali-mix data spoken-commands`), and --data DIR in the
-Speech Commands layout (class folders of WAV/FLAC/OGG, validation_list.txt) trains on log-mel
-spectrograms (pipelines/audio.py) with the same mixing, trainer and checkpoints. --data takes an ImageFolder root
+ImageFolder under $DALI_MIX_DATA (default ~/.cache/dali-mix). --data takes an ImageFolder root
 with train/ and val/ (ImageNet layout), or a train source (ImageFolder, file list, webdataset
-shards) with --val-data for the validation source.
+shards) with --val-data for the validation source. Sound: --data spoken-commands synthesises the
+keyword-spotting set once (`dali-mix data spoken-commands`); it, or --data DIR in the Speech
+Commands layout (class folders of WAV/FLAC/OGG, validation_list.txt), trains on log-mel
+spectrograms (pipelines/audio.py) with the same mixing, trainer and checkpoints.
 
 Distributed: under torchrun it reads RANK / WORLD_SIZE / LOCAL_RANK, uses DDP (NCCL on GPUs,
 Gloo on the CPU) and shards the DALI readers by global rank. Checkpoints (last.pt, best.pt in
@@ -170,6 +170,9 @@ def validate_args(args, parser) -> None:
         if v is not None and v < 1:
             fail(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
     if args.mixmo:
+        if is_sound(args):
+            fail("--mixmo trains on images; for sound (--data spoken-commands or a Speech Commands folder) "
+                 "use --mix")
         if not (args.mixmo_r > 0 and 0 <= args.mixmo_p <= 1 and args.mixmo_b >= 1 and args.mixmo_alpha > 0):
             fail(f"MixMo flags: need --mixmo-r > 0, 0 <= --mixmo-p <= 1, --mixmo-b >= 1, --mixmo-alpha > 0; "
                  f"got {args.mixmo_r}, {args.mixmo_p}, {args.mixmo_b}, {args.mixmo_alpha}")

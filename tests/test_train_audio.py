@@ -78,3 +78,10 @@ def test_preview_of_a_sound_folder_shows_spectrogram_tiles(tones, tmp_path):
         want[t["label_a"]] += t["lam"]
         want[t["label_b"]] += 1 - t["lam"]
         np.testing.assert_allclose(target, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, named", [(["--mixmo", "cut"], "--mixmo"), (["--n-mels", "0"], "--n-mels")])
+def test_bad_sound_flags_stop_before_any_data_is_read(tones, tmp_path, flags, named):
+    proc = run_train("--data", tones, *flags, "--output", tmp_path / "run", check=False)
+    assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
