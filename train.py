@@ -8,7 +8,10 @@
 With no --data, Fashion-MNIST is converted once (Debian package dataset-fashion-mnist) into an
 ImageFolder under $DALI_MIX_DATA (default ~/.cache/dali-mix). --data takes an ImageFolder root
 with train/ and val/ (ImageNet layout), or a train source (ImageFolder, file list, webdataset
-shards) with --val-data for the validation source.
+shards) with --val-data for the validation source. Sound: --data spoken-commands synthesises the
+keyword-spotting set once (`dali-mix data spoken-commands`); it, or --data DIR in the Speech
+Commands layout (class folders of WAV/FLAC/OGG, validation_list.txt), trains on log-mel
+spectrograms (pipelines/audio.py) with the same mixing, trainer and checkpoints.
 
 Distributed: under torchrun it reads RANK / WORLD_SIZE / LOCAL_RANK, uses DDP (NCCL on GPUs,
 Gloo on the CPU) and shards the DALI readers by global rank. Checkpoints (last.pt, best.pt in
@@ -46,7 +49,8 @@ from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
-from dali_mix.training.bad_data import NamingErrors, clean_source, left_out, named_errors
+from dali_mix.training.audio_models import AUDIO_MODELS
+from dali_mix.training.bad_data import NamingErrors, clean_folder_split, clean_source, left_out, named_errors
 from dali_mix.training.cifar_models import CIFAR_MODELS
 from dali_mix.training.classes import recipe_classes_mismatch, resolve_num_classes
 from dali_mix.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
@@ -55,9 +59,10 @@ from dali_mix.training.evaluate import val_loader as build_val_loader
 from dali_mix.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
 from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
-from dali_mix.training.tasks import ClassificationTask, MixMoTask, Task, TimmMixupTask
+from dali_mix.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task, TimmMixupTask
 
 MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
+AUDIO_DATA = "spoken-commands"  # --data name of the synthesised keyword-spotting set
 DEFAULT_OUTPUT = "runs/latest"
 
 
@@ -66,7 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None, help="ImageFolder root with train/ and val/, or a train source; "
+                   f"'{AUDIO_DATA}' or a folder in the Speech Commands layout (sound); "
                    "default: the embedded Fashion-MNIST")
+    d.add_argument("--n-mels", type=int, default=40, help="sound: mel bands of the log-mel spectrogram")
     d.add_argument("--val-data", default=None, help="validation source (default: DATA/val)")
     d.add_argument("--num-classes", type=int, default=None, help="number of classes, for sources that do "
                    "not name them (webdataset shards without a classes.txt)")
@@ -119,11 +126,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument("--mixmo-b", type=int, default=1, help="batch repetition: each image b times per batch")
     x.add_argument("--mixmo-alpha", type=float, default=2.0, help="kappa ~ Beta(alpha, alpha)")
     t = p.add_argument_group("model and optimisation")
-    t.add_argument("--model", default=None, help="any torchvision classification model, or preact_resnet18 / "
-                   "wide_resnet28_10 (CIFAR) (default resnet18; with --evaluate: the checkpoint's)")
-    t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST)")
+    t.add_argument("--model", default=None, help="any torchvision classification model (default resnet18; with "
+                   "--evaluate: the checkpoint's), preact_resnet18 / wide_resnet28_10 (CIFAR), or kws_cnn, a "
+                   "small CNN for spectrograms (the default for sound)")
+    t.add_argument("--epochs", type=int, default=None, help="default 90 (5 on Fashion-MNIST, 10 on sound)")
     t.add_argument("--batch-size", type=int, default=None, help="per process (default 256, 128 on "
-                   "Fashion-MNIST)")
+                   "Fashion-MNIST, 64 on sound)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 x global "
                    "batch / 256, 0.2 x global batch / 256 on Fashion-MNIST)")
     t.add_argument("--wd", type=float, default=1e-4, help="weight decay")
@@ -152,7 +160,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "a checksum of the targets) to this file, per rank: FILE.rankN")
     args = p.parse_args(argv)
     args.model_given = args.model is not None
-    args.model = args.model or "resnet18"
     validate_args(args, p)
     args.output_given = args.output is not None
     args.output = args.output or DEFAULT_OUTPUT
@@ -164,9 +171,14 @@ def validate_args(args, parser) -> None:
     def fail(msg):
         parser.error(msg)
 
-    if args.model not in torchvision.models.list_models(module=torchvision.models) and args.model not in CIFAR_MODELS:
+    if args.model is None:
+        args.model = "kws_cnn" if is_sound(args) else "resnet18"
+    known = (*CIFAR_MODELS, *AUDIO_MODELS)
+    if args.model not in torchvision.models.list_models(module=torchvision.models) and args.model not in known:
         fail(f"--model {args.model!r} is neither a torchvision classification model (e.g. resnet18, resnet50, "
-             f"efficientnet_b0; see torchvision.models.list_models()) nor one of {', '.join(CIFAR_MODELS)}")
+             f"efficientnet_b0; see torchvision.models.list_models()) nor one of {', '.join(known)}")
+    if args.evaluate == "robustness" and is_sound(args):
+        fail("--evaluate robustness perturbs images on the [0, 1] pixel scale; on sound use --evaluate (clean)")
     for flag in ("lr", "wd", "momentum", "warmup_epochs", "mixup", "cutmix", "fmix_decay", "fmix_alpha"):
         v = getattr(args, flag)
         if v is not None and (not math.isfinite(v) or v < 0):
@@ -178,6 +190,9 @@ def validate_args(args, parser) -> None:
         if v is not None and v < 1:
             fail(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
     if args.mixmo:
+        if is_sound(args):
+            fail("--mixmo trains on images; for sound (--data spoken-commands or a Speech Commands folder) "
+                 "use --mix")
         if not (args.mixmo_r > 0 and 0 <= args.mixmo_p <= 1 and args.mixmo_b >= 1 and args.mixmo_alpha > 0):
             fail(f"MixMo flags: need --mixmo-r > 0, 0 <= --mixmo-p <= 1, --mixmo-b >= 1, --mixmo-alpha > 0; "
                  f"got {args.mixmo_r}, {args.mixmo_p}, {args.mixmo_b}, {args.mixmo_alpha}")
@@ -204,7 +219,10 @@ def validate_args(args, parser) -> None:
             fail(str(exc).removeprefix("error: "))
     if args.recipe is not None and not Path(args.recipe).is_file():
         fail(f"--recipe {args.recipe!r} does not exist")
-    if args.data is not None and not Path(args.data).exists() and not any(c in args.data for c in "*?["):
+    if args.n_mels < 1:
+        fail(f"--n-mels must be >= 1, got {args.n_mels}")
+    if args.data is not None and args.data != AUDIO_DATA and not Path(args.data).exists() \
+            and not any(c in args.data for c in "*?["):
         fail(f"--data {args.data!r} does not exist")
     if args.mix_weights is not None:
         try:
@@ -220,6 +238,14 @@ def validate_args(args, parser) -> None:
 def evaluate_only(args) -> bool:
     """--evaluate with --resume CHECKPOINT (a path): evaluate that checkpoint, train nothing."""
     return bool(args.evaluate) and args.resume not in (None, "auto")
+
+
+def is_sound(args) -> bool:
+    """--data names the synthesised sound set or a folder in the Speech Commands layout."""
+    from dali_mix.audio_sources import is_speech_commands
+
+    return args.data == AUDIO_DATA or (args.data is not None and args.val_data is None
+                                       and is_speech_commands(args.data))
 
 
 def mix_weights(text: str) -> dict[str, float]:
@@ -359,6 +385,33 @@ def resolve_data(args, rank: int) -> tuple[str, str, bool]:
                      "validation source")
 
 
+def resolve_audio(args, rank: int):
+    """The Speech Commands splits when --data is 'spoken-commands' (synthesised on first use) or a
+    folder in that layout; None for image data."""
+    from dali_mix.audio_sources import resolve_speech_commands
+
+    if args.data == AUDIO_DATA:
+        from dali_mix.data.spoken_commands import EspeakNotFoundError, prepare_spoken_commands
+
+        try:
+            if rank == 0:
+                root = prepare_spoken_commands().root
+            if dist.is_initialized():
+                dist.barrier()
+            if rank != 0:
+                root = prepare_spoken_commands(install=False, progress=False).root
+        except EspeakNotFoundError as exc:
+            raise SystemExit(f"error: --data {AUDIO_DATA}: {exc}") from None
+    elif is_sound(args):
+        root = args.data
+    else:
+        return None
+    try:
+        return resolve_speech_commands(root)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 @dataclass
 class Data:
     """The run's validated data: train and val sources with the same classes."""
@@ -367,14 +420,23 @@ class Data:
     train: Source
     val: Source
     num_classes: int
-    small_default: bool  # the embedded Fashion-MNIST (28 px defaults)
+    small_default: bool  # the embedded Fashion-MNIST (28 px defaults), or sound
     val_spec: str = ""  # absolute where it is a path (recorded in checkpoints for `dali-mix evaluate`)
     label_noise: LabelNoise | None = None  # --label-noise: the corrupted train samples
+    audio: object = None  # sound: the dali_mix.audio_sources.SpeechCommandsSplits
 
 
 def open_data(args, rt: Runtime) -> Data:
     """Resolve and validate both sources; a train/val class mismatch stops the run, naming the
     classes. With --check-data the train source becomes the clean list (in --output)."""
+    audio = resolve_audio(args, rt.env.rank)
+    if audio is not None:
+        train = audio.train
+        if args.check_data and not evaluate_only(args):
+            train = clean_folder_split(train, rt.log)
+        if args.label_noise:
+            raise SystemExit("error: --label-noise relabels an ImageFolder train source, not sound data")
+        return Data(audio.root, train, audio.val, len(audio.classes), True, str(audio.root), audio=audio)
     train_spec, val_spec, small = resolve_data(args, rt.env.rank)
     try:
         train, val = resolve_source(train_spec), resolve_source(val_spec)
@@ -409,7 +471,8 @@ def absolute_spec(spec: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Flags with their defaults resolved (Fashion-MNIST has its own)."""
+    """Flags with their defaults resolved (Fashion-MNIST and sound have their own: sound trains
+    10 epochs of batch 64, the last unmixed, and `image_size` is the number of mel bands)."""
 
     image_size: int
     crop: str
@@ -422,13 +485,13 @@ class Settings:
 
     @classmethod
     def resolve(cls, args, data: Data, env: DistributedEnv) -> Settings:
-        small = data.small_default
-        image_size = args.image_size or (28 if small else 224)
-        epochs = args.epochs or (5 if small else 90)
+        small, sound = data.small_default, data.audio is not None
+        image_size = args.n_mels if sound else args.image_size or (28 if small else 224)
+        epochs = args.epochs or (10 if sound else 5 if small else 90)
         mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small and epochs > 1 else 0)
         if mix_off >= epochs:
             raise SystemExit(f"error: --mix-off-epochs {mix_off} leaves no mixed epoch of {epochs}")
-        batch_size = args.batch_size or (128 if small else 256)
+        batch_size = args.batch_size or (64 if sound else 128 if small else 256)
         return cls(image_size=image_size,
                    crop=args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized"),
                    epochs=epochs, mix_off_epochs=mix_off, batch_size=batch_size,
@@ -457,14 +520,25 @@ def make_task(args, data: Data, s: Settings, log: Callable[..., None] = print) -
         why = recipe_classes_mismatch(args.recipe, data.num_classes) if args.recipe else None
         if why:
             raise ValueError(why)
-        recipe = recipe_from_args(args, data.num_classes, s.image_size)
-        warn_once(train_problems(recipe, image_size=s.image_size, crop=s.crop), log=log)
+        recipe = recipe_from_args(args, data.num_classes, None if data.audio else s.image_size)
+        if data.audio is None:
+            warn_once(train_problems(recipe, image_size=s.image_size, crop=s.crop), log=log)
     except ValueError as exc:
         raise SystemExit(f"error: {flag_names(exc, args, s)}") from None
     if recipe is not None and not recipe.mixes and recipe.target == "dense" and recipe.label_smoothing == 0:
         recipe = None  # plain training: integer labels
-    return ClassificationTask(data.num_classes, recipe=recipe,
-                              mix_off_from=s.epochs - s.mix_off_epochs if s.mix_off_epochs else None)
+    mix_off_from = s.epochs - s.mix_off_epochs if s.mix_off_epochs else None
+    if data.audio is not None:
+        return AudioClassificationTask(data.num_classes, recipe=recipe, mix_off_from=mix_off_from,
+                                       features=audio_features(args), noise_files=data.audio.noise_files)
+    return ClassificationTask(data.num_classes, recipe=recipe, mix_off_from=mix_off_from)
+
+
+def audio_features(args):
+    """Sound: the log-mel spectrogram the flags ask for (pipelines.audio.AudioFeatures)."""
+    from pipelines.audio import AudioFeatures
+
+    return AudioFeatures(n_mels=args.n_mels)
 
 
 def flag_names(exc: ValueError, args, s: Settings) -> str:
@@ -537,6 +611,16 @@ def evaluate_only_checkpoint(args, rt: Runtime) -> int:
     except EvaluationError as exc:
         raise SystemExit(f"error: --resume {args.resume}: {exc}") from None
     check_evaluation(state, args.resume, state["num_classes"], args.model if args.model_given else None)
+    if is_sound(args):  # the sound val pipeline: the trainer's data and task
+        sound = open_data(args, rt)
+        s = Settings.resolve(args, sound, rt.env)
+        task = AudioClassificationTask(sound.num_classes, features=audio_features(args))
+        model = task.model(state["model_name"], small_images=s.image_size <= 64)
+        model.load_state_dict(state["model"])
+        result = evaluate_in_memory(model.to(rt.device), False, val_loader(rt, sound, s), rt.device, robustness=None,
+                                    world_size=rt.env.world_size, rank=rt.env.rank, progress=not args.no_progress)
+        log_evaluation(rt, document(args.resume, sound.val.root, result))
+        return 0
     try:
         doc = evaluate_checkpoint(args.resume, data=data, device=rt.device, workers=args.workers or os.cpu_count() or 2,
                                   robustness=robustness_from_args(args) if args.evaluate == "robustness" else None,
@@ -556,9 +640,18 @@ def log_evaluation(rt: Runtime, doc: dict) -> None:
 
 
 def val_loader(rt: Runtime, data: Data, s: Settings, source: Source | None = None) -> NamingErrors:
-    """The val loader of `dali-mix evaluate` (`source`: another source than the val data)."""
-    return build_val_loader(source or data.val, batch_size=s.batch_size, image_size=s.image_size, crop=s.crop,
-                            workers=s.workers, num_classes=data.num_classes, **rt.shard_args())
+    """The val loader of `dali-mix evaluate` (`source`: another source than the val data); on
+    sound, the audio val pipeline (`pipelines.audio`)."""
+    if data.audio is None:
+        return build_val_loader(source or data.val, batch_size=s.batch_size, image_size=s.image_size, crop=s.crop,
+                                workers=s.workers, num_classes=data.num_classes, **rt.shard_args())
+    from pipelines.audio import AudioFeatures, val_pipeline
+
+    built = val_pipeline(source or data.val, batch_size=s.batch_size, image_size=s.image_size, num_threads=s.workers,
+                         features=AudioFeatures(n_mels=s.image_size), num_classes=data.num_classes,
+                         crop="none" if s.crop == "pad" else "center", **rt.shard_args())
+    return NamingErrors(Loader(built.pipe, built.output_map, built.reader_name, train=False,
+                               num_classes=data.num_classes), source or data.val, "val")
 
 
 def claim_output(args, rt: Runtime) -> RunDir:

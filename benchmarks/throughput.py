@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import json
 import os
 import platform
@@ -193,12 +194,21 @@ def build_contender(name, cfg):
     raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS}")
 
 
+def _build(name, cfg):
+    """`build_contender`, or the builder ``cfg["builder"]`` names ("module:function", same
+    signature), so that another benchmark (benchmarks.audio_throughput) reuses this harness."""
+    if cfg.get("builder"):
+        module, function = cfg["builder"].split(":")
+        return getattr(importlib.import_module(module), function)(name, cfg)
+    return build_contender(name, cfg)
+
+
 class _Runner:
     """A built, warmed-up contender that delivers timed batches."""
 
     def __init__(self, name, cfg):
         t0 = time.perf_counter()
-        self.it, self.depth = build_contender(name, cfg)
+        self.it, self.depth = _build(name, cfg)
         for _ in range(cfg["warmup"]):
             next(self.it)
         self.build_s = time.perf_counter() - t0

@@ -253,14 +253,16 @@ class Encoder:
         """Mixup as two normalisations: std / w on the own image, std / (1 - w) on the partner.
         A weight of 0 gives std * 1e30 (DALI turns an infinite std into NaN), so that image adds
         at most 1e-27 of its normalised value; outside Mixup (w = 1) the partner is also cropped
-        to 1x1 (broadcast over the image), which costs next to nothing."""
+        to one row (broadcast over the image), which costs next to nothing. Not to 1x1: a
+        one-channel 1x1 crop has volume 1, and DALI 2.4's `+`, broadcasting it in a batch that
+        also holds whole images, adds wrong values (other pixels, or garbage near 1e30)."""
         w = plan.blend.astype(np.float64)[:, None]
         mixed = plan.blend < 1.0
         std_a = (self.std / np.maximum(w, 1e-30)).astype(np.float32)
         std_b = (self.std / np.maximum(1.0 - w, 1e-30)).astype(np.float32)
         return {"std_a": std_a, "std_b": std_b,
                 "crop_h": np.where(mixed, self.geo.height, 1).astype(np.float32),
-                "crop_w": np.where(mixed, self.geo.width, 1).astype(np.float32)}
+                "crop_w": np.full(len(mixed), self.geo.width, np.float32)}
 
     def _erase_constant(self, plan: Plan) -> dict:
         """`fn.erase` regions, per sample flat (y0, x0, y1, x1, ...) anchors and (h0, w0, ...)

@@ -5,6 +5,11 @@
     dali-mix preview [SOURCE ...] [--recipe FILE | --mix NAME] [--num N] [--num-classes C]
                      [--image-size S] [--seed S] [--device cpu|gpu] --out grid.png
 
+Sound: a SOURCE folder in the Speech Commands layout (``dali-mix data spoken-commands``) is
+previewed through :func:`pipelines.audio.train_pipeline`: each tile is a mixed log-mel
+spectrogram (low frequencies at the bottom, time to the right; grey = normalised value, -3 black
+to +3 white), ``image_size`` is then ``[mels, frames]``.
+
 The samples come from :func:`pipelines.classification.train_pipeline` itself (``explain=True``,
 one run of ``num`` samples), so the grid shows exactly what a training step sees: the crop
 (``crop="pad"`` for images of at most 64 px, else ``"random_resized"``), the flip, and the
@@ -136,6 +141,14 @@ def denormalise(chw) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
+def spectrogram_tile(chw) -> np.ndarray:
+    """A (1, mels, frames) normalised log-mel spectrogram -> HWC uint8 RGB grey, low frequencies
+    at the bottom, values -3..3 mapped to 0..255 (clipped)."""
+    a = np.asarray(chw, dtype=np.float32)[0, ::-1]
+    grey = np.clip(np.rint((a + 3.0) / 6.0 * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
 def upscale(hwc: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour integer upscaling (pixel replication) of an HWC array."""
     return np.repeat(np.repeat(hwc, factor, axis=0), factor, axis=1) if factor > 1 else hwc
@@ -152,13 +165,25 @@ def build_preview_pipeline(source, recipe=None, *, num: int = 16, image_size: in
     """The train pipeline `make_preview` runs (built; one run = the `num` samples of the grid).
 
     Returns (BuiltPipeline, recipe, image_size, crop). `recipe` None: RandomMix over the four
-    pair methods for the source's classes.
+    pair methods for the source's classes. A folder in the Speech Commands layout goes through
+    the audio pipeline: image_size is then (mels, frames) and crop "spectrogram".
     """
+    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
     from pipelines.classification import train_pipeline
     from pipelines.sources import Source, resolve_source
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num must be an integer >= 1, got {num!r}")
+    if isinstance(source, (str, os.PathLike)) and is_speech_commands(source):
+        from pipelines.audio import train_pipeline as audio_train_pipeline
+
+        splits = resolve_speech_commands(source)
+        recipe = recipe if recipe is not None else recipe_for("randommix", len(splits.classes))
+        built = audio_train_pipeline(splits.train, noise_files=splits.noise_files, batch_size=num, device=device,
+                                     device_id=0 if device == "gpu" else None, seed=seed, num_threads=2,
+                                     recipe=recipe, explain=True, prefetch_queue_depth=1)
+        built.pipe.build()
+        return built, built.recipe, tuple(built.recipe.fmix_size), "spectrogram"
     src = source if isinstance(source, Source) else resolve_source(source)
     n_classes = src.num_classes or (recipe.num_classes if recipe is not None else 0)
     if not n_classes:
@@ -214,6 +239,8 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
                                                        seed=seed, device=device)
     out = run_preview_pipeline(built)
     images = out["images"]
+    spectrograms = crop == "spectrogram"
+    tile_h, tile_w = size if spectrograms else (size, size)
     labels_a = out["labels_a"].reshape(-1)
     labels_b = out["labels_b"].reshape(-1)
     lam = out["lam"].reshape(-1).astype(np.float32)
@@ -222,8 +249,8 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
     names = list(built.source.classes) or [str(i) for i in range(built.num_classes)]
     candidates = recipe.candidates
 
-    factor = upscale_factor(size, min_tile)
-    side = size * factor
+    factor = upscale_factor(min(tile_h, tile_w), min_tile)
+    side, side_w = tile_h * factor, tile_w * factor
     font = ImageFont.load_default()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     l, t, r, b = probe.textbbox((0, 0), "Ag|y", font=font)
@@ -231,7 +258,7 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
     text_h = 3 * line_h + _PAD
     cols = math.ceil(math.sqrt(num))
     rows = math.ceil(num / cols)
-    cell_w, cell_h = side + _GAP, side + text_h + _GAP
+    cell_w, cell_h = side_w + _GAP, side + text_h + _GAP
     grid = Image.new("RGB", (cols * cell_w + _GAP, rows * cell_h + _GAP), "white")
     draw = ImageDraw.Draw(grid)
     tiles = []
@@ -243,14 +270,14 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
         a, bb = int(labels_a[i]), int(labels_b[i])
         class_a = names[a] if 0 <= a < len(names) else str(a)
         class_b = names[bb] if 0 <= bb < len(names) else str(bb)
-        tile = upscale(denormalise(images[i]), factor)
+        tile = upscale(spectrogram_tile(images[i]) if spectrograms else denormalise(images[i]), factor)
         grid.paste(Image.fromarray(tile, "RGB"), (x0, y0))
         lines = [f"{mname}  lam={float(lam[i]):.3f}", f"a: {class_a}", f"b: {class_b}"]
         for k, text in enumerate(lines):
-            draw.text((x0, y0 + side + _PAD + k * line_h), _fit(draw, text, font, side), fill="black",
+            draw.text((x0, y0 + side + _PAD + k * line_h), _fit(draw, text, font, side_w), fill="black",
                       font=font)
         tiles.append({
-            "index": i, "row": row, "col": col, "box": [x0, y0, x0 + side, y0 + side],
+            "index": i, "row": row, "col": col, "box": [x0, y0, x0 + side_w, y0 + side],
             "method": mname, "method_id": m, "label_a": a, "label_b": bb,
             "class_a": class_a, "class_b": class_b, "lam": float(lam[i]),
             "target": None if targets is None else [float(v) for v in targets[i].reshape(-1)],
@@ -258,7 +285,7 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
     meta = {
         "format": FORMAT,
         "source": str(getattr(built.source, "root", source)),
-        "image_size": size, "crop": crop, "seed": seed, "upscale": factor, "device": device,
+        "image_size": list(size) if spectrograms else size, "crop": crop, "seed": seed, "upscale": factor, "device": device,
         "num_classes": built.num_classes, "classes": names,
         "recipe": _jsonable(recipe.to_dict()),
         "tiles": tiles,
@@ -344,6 +371,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``preview``; returns 0, or 2 with a message on stderr for a bad source or recipe."""
+    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
     from dali_mix.config import MixRecipe
     from pipelines.sources import resolve_source
 
@@ -352,8 +380,11 @@ def run(args: argparse.Namespace) -> int:
             spec = default_source()
         else:
             spec = args.source[0] if len(args.source) == 1 else list(args.source)
-        source = resolve_source(spec)
-        n = source.num_classes or args.num_classes or 0
+        if isinstance(spec, str) and is_speech_commands(spec):
+            source, n = spec, len(resolve_speech_commands(spec).classes)
+        else:
+            source = resolve_source(spec)
+            n = source.num_classes or args.num_classes or 0
         if args.recipe is not None:
             overrides = {"num_classes": n} if n else {}
             recipe = MixRecipe.from_file(args.recipe, **overrides)

@@ -44,22 +44,34 @@ def distributed_env(environ=None) -> DistributedEnv:
     return DistributedEnv(rank, world, local_rank, local_world)
 
 
-def build_model(name: str, num_classes: int, small_images: bool = False) -> nn.Module:
+def build_model(name: str, num_classes: int, small_images: bool = False, in_channels: int = 3) -> nn.Module:
     """A torchvision classification model, or a CIFAR model of `dali_mix.training.cifar_models`
     ("preact_resnet18", "wide_resnet28_10"), with `num_classes` outputs, randomly initialised.
 
     small_images (inputs <= 64 px, e.g. 28x28 Fashion-MNIST): a ResNet-family 7x7 stride-2 stem
     becomes a 3x3 stride-2 convolution (still followed by max-pooling: 28 -> 7 px), which keeps
     the 2-core CPU demo at about 800 images/s; a stride-1 stem would cost 3.5x more.
+    in_channels: channels of the input (1 for log-mel spectrograms); other than 3 it needs a
+    ResNet-family model (its stem `conv1` takes them), else ValueError naming the model.
+    `name` may also be one of `dali_mix.training.audio_models.AUDIO_MODELS` ("kws_cnn").
     """
+    from dali_mix.training.audio_models import AUDIO_MODELS
     from dali_mix.training.cifar_models import CIFAR_MODELS
 
     if name in CIFAR_MODELS:  # already made for 32x32 images: no stem change
         return CIFAR_MODELS[name](num_classes)
+    if name in AUDIO_MODELS:
+        return AUDIO_MODELS[name](num_classes, in_channels=in_channels)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    if small_images and isinstance(getattr(model, "conv1", None), nn.Conv2d) and hasattr(model, "maxpool"):
-        out = model.conv1.out_channels
-        model.conv1 = nn.Conv2d(3, out, kernel_size=3, stride=2, padding=1, bias=False)
+    stem = getattr(model, "conv1", None)
+    if in_channels != 3 and not (isinstance(stem, nn.Conv2d) and hasattr(model, "maxpool")):
+        raise ValueError(f"{in_channels}-channel inputs need a ResNet-family model (resnet*, wide_resnet*, "
+                         f"resnext*), whose stem conv1 takes them; got {name!r}")
+    if small_images and isinstance(stem, nn.Conv2d) and hasattr(model, "maxpool"):
+        model.conv1 = nn.Conv2d(in_channels, stem.out_channels, kernel_size=3, stride=2, padding=1, bias=False)
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, stem.out_channels, kernel_size=stem.kernel_size, stride=stem.stride,
+                                padding=stem.padding, bias=False)
     return model
 
 

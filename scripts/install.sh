@@ -36,4 +36,10 @@ if [ ! -f "$idx" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; 
     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
         || echo "warning: could not install dataset-fashion-mnist; see README (Set up)" >&2
 fi
+# the speech synthesiser of `dali-mix data spoken-commands` (Debian package); also installed on
+# first use when root
+if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) \
+        || echo "warning: could not install espeak-ng; dali-mix data spoken-commands needs it" >&2
+fi
 "$venv/bin/python" -c "import dali_mix, nvidia.dali, torch; print('dali-mix', dali_mix.__version__, '| DALI', nvidia.dali.__version__, '| torch', torch.__version__)"

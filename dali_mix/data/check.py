@@ -6,7 +6,12 @@ Three kinds of source are understood (see :func:`check_source`):
 * a **DALI file list** (a text file, ``relative/path label`` per line; paths are relative to
   ``--file-root``, or to the list's own folder when it is not given, or absolute),
 * **webdataset shards**: one or more ``.tar`` files, globs (``shards/*.tar``) or brace ranges
-  (``train-{000000..000146}.tar``), or a folder holding ``.tar`` files.
+  (``train-{000000..000146}.tar``), or a folder holding ``.tar`` files;
+* **audio in the Speech Commands layout** (a folder with a ``validation_list.txt``; listed by
+  :mod:`dali_mix.audio_sources`): every clip of every split is checked with Python's ``wave``
+  (WAV headers; FLAC and OGG go straight to DALI), then decoded with DALI's
+  ``fn.decoders.audio``; a clip with no samples is bad (it would train as silence). Stereo,
+  other sample rates and clips longer than 1 s are notes (downmixed, resampled, cropped).
 
 Sources are listed by :mod:`dali_mix.sources`, the rules the trainer's readers use (hidden
 entries skipped, image extensions, sorted class order, shard discovery, ``classes.txt``), so the
@@ -54,6 +59,8 @@ __all__ = [
 ]
 
 _REPORT_KIND = {"folder": "imagefolder", "file_list": "filelist", "webdataset": "webdataset"}
+AUDIO_KIND = "speechcommands"
+AUDIO_RATE, AUDIO_CLIP_SECONDS = 16000, 1.0  # what pipelines/audio.py resamples and crops to
 
 # Pillow format names that are expected for a file extension (for the "extension_mismatch" note).
 _EXPECTED_FORMATS = {
@@ -78,6 +85,9 @@ NOTE_KINDS = {
     "ignored_by_reader": "files/folders that are not samples (hidden, other extensions, nested)",
     "blank_lines": "blank lines in the file list",
     "non_contiguous_keys": "webdataset keys that reappear later in a shard (split samples)",
+    "multichannel_audio": "stereo or multi-channel clips (the audio pipeline downmixes them to mono)",
+    "other_sample_rate": f"clips not at {AUDIO_RATE} Hz (the audio pipeline resamples them)",
+    "longer_than_clip": f"clips longer than {AUDIO_CLIP_SECONDS:g} s (the audio pipeline crops them)",
 }
 
 
@@ -104,7 +114,7 @@ class CheckReport:
 
     Attributes:
         source: the source as given (joined with spaces when several shards were given).
-        kind: ``"imagefolder"``, ``"filelist"`` or ``"webdataset"``.
+        kind: ``"imagefolder"``, ``"filelist"``, ``"webdataset"`` or ``"speechcommands"``.
         bad: ``(path, reason)`` for every unusable sample (webdataset paths are
             ``shard.tar:member``); source-level errors (unreadable list or tar) appear here too.
         notes: note kind -> paths (allowed but worth knowing: grayscale, cmyk, alpha, palette,
@@ -261,6 +271,21 @@ def _list_imagefolder(root: str, notes: dict[str, list[str]]) -> tuple[list[str]
         cls = listing.classes[label]
         rel = f"{cls}/{os.path.basename(full)}"
         items.append(_Item(full, label, GoodSample(rel, label), ext=_ext(full), class_name=cls))
+    if listing.skipped:
+        notes.setdefault("ignored_by_reader", []).extend(listing.skipped)
+    return listing.classes, items
+
+
+def _list_speech_commands(root: str, notes: dict[str, list[str]]) -> tuple[list[str], list[_Item]]:
+    """Lists every clip of a Speech Commands folder (all splits) the way training does."""
+    from dali_mix.audio_sources import list_audio_folder
+
+    listing = list_audio_folder(root)
+    items = []
+    for full, label in zip(listing.files, listing.labels):
+        cls = listing.classes[label]
+        items.append(_Item(full, label, GoodSample(f"{cls}/{os.path.basename(full)}", label), ext=_ext(full),
+                           class_name=cls))
     if listing.skipped:
         notes.setdefault("ignored_by_reader", []).extend(listing.skipped)
     return listing.classes, items
@@ -451,6 +476,43 @@ def _pil_check(item: _Item) -> _Result:
     return res
 
 
+def _audio_check(item: _Item) -> _Result:
+    """Stage 1 for audio: read the bytes; a WAV file's header and frame count with ``wave``
+    (no samples is bad; channels, rate and length give notes). Sets ``reason`` when bad."""
+    import wave
+
+    res = _Result(item)
+    try:
+        with open(item.path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        res.reason = f"unreadable ({exc.strerror or exc})"
+        return res
+    if len(data) == 0:
+        res.reason = "zero-byte file"
+        return res
+    if item.ext == "wav":
+        try:
+            with wave.open(io.BytesIO(data), "rb") as w:
+                channels, rate, frames = w.getnchannels(), w.getframerate(), w.getnframes()
+        except (wave.Error, EOFError) as exc:
+            res.reason = f"not a readable WAV file ({exc or type(exc).__name__})"
+            return res
+        except Exception:  # noqa: BLE001 - e.g. a WAV codec `wave` does not know: DALI decides
+            channels = rate = frames = None
+        if frames == 0:
+            res.reason = "empty audio (0 samples): it would train as silence"
+            return res
+        if channels is not None and channels > 1:
+            res.notes.append("multichannel_audio")
+        if rate is not None and rate != AUDIO_RATE:
+            res.notes.append("other_sample_rate")
+        if rate and frames / rate > AUDIO_CLIP_SECONDS:
+            res.notes.append("longer_than_clip")
+    res.data = data
+    return res
+
+
 class _DaliDecoder:
     """Stage 2: decodes batches with DALI's CPU image decoder, bisecting failing batches.
 
@@ -458,9 +520,10 @@ class _DaliDecoder:
     every failure.
     """
 
-    def __init__(self, batch_size: int, num_threads: int):
+    def __init__(self, batch_size: int, num_threads: int, audio: bool = False):
         self.batch_size = max(1, batch_size)
         self.num_threads = max(1, num_threads)
+        self.audio = audio  # fn.decoders.audio instead of fn.decoders.image
         self._pipe = None
 
     def _build(self):
@@ -472,32 +535,38 @@ class _DaliDecoder:
         def decode_pipeline():
             """Decodes externally fed encoded images to RGB on the CPU."""
             enc = fn.external_source(name="encoded", dtype=types.UINT8, no_copy=False)
+            if self.audio:
+                return fn.decoders.audio(enc, dtype=types.FLOAT, downmix=True)[0]
             return fn.decoders.image(enc, device="cpu", output_type=types.RGB)
 
         pipe = decode_pipeline()
         pipe.build()
         return pipe
 
-    def _run(self, datas: list[bytes]) -> None:
-        """Decodes one batch; raises (and drops the broken pipeline) on any decode error."""
+    def _run(self, datas: list[bytes]) -> list[str | None]:
+        """Decodes one batch; raises (and drops the broken pipeline) on any decode error.
+        Returns a reason per sample for what decodes but is unusable (audio with no samples)."""
         import numpy as np
 
         if self._pipe is None:
             self._pipe = self._build()
         try:
             self._pipe.feed_input("encoded", [np.frombuffer(d, dtype=np.uint8) for d in datas])
-            self._pipe.run()
+            (out,) = self._pipe.run()
         except Exception:
             self._pipe = None
             raise
+        if not self.audio:
+            return [None] * len(datas)
+        return [None if shape and shape[0] > 0 else "empty audio (0 samples): it would train as silence"
+                for shape in out.shape()]
 
     def check(self, datas: list[bytes]) -> list[str | None]:
         """Returns one reason (``None`` = decoded fine) per encoded image."""
         if not datas:
             return []
         try:
-            self._run(datas)
-            return [None] * len(datas)
+            return self._run(datas)
         except Exception as exc:  # noqa: BLE001 - any DALI failure is a decode failure here
             if len(datas) == 1:
                 return [f"DALI decoder rejects it ({_dali_error_text(exc)})"]
@@ -514,14 +583,14 @@ def _dali_error_text(exc: Exception) -> str:
     return msg[:300] or type(exc).__name__
 
 
-def _checked(items: Iterable[_Item], workers: int) -> Iterator[_Result]:
-    """Runs :func:`_pil_check` on a thread pool, yielding results in order with a bounded window
+def _checked(items: Iterable[_Item], workers: int, check=_pil_check) -> Iterator[_Result]:
+    """Runs `check` (:func:`_pil_check`, or :func:`_audio_check`) on a thread pool, yielding results in order with a bounded window
     (so memory stays flat and the pool keeps working while the caller runs DALI)."""
     window = max(8, workers * 8)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check-data") as pool:
         pending: deque = deque()
         for item in items:
-            pending.append(pool.submit(_pil_check, item))
+            pending.append(pool.submit(check, item))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
@@ -568,6 +637,10 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
         if "does not exist" in str(exc) or "matches no file" in str(exc):
             raise FileNotFoundError(str(exc)) from None
         raise
+    if kind is None and detected == "folder":
+        from dali_mix.audio_sources import is_speech_commands
+
+        kind = AUDIO_KIND if is_speech_commands(paths[0]) else None
     kind = kind or _REPORT_KIND[detected]
     label_source = " ".join(paths) if kind == "webdataset" else paths[0]
     report = CheckReport(source=label_source, kind=kind, imbalance_threshold=float(imbalance_ratio))
@@ -586,11 +659,15 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
         items, total = listed, len(listed)
     elif kind == "webdataset":
         items = _iter_webdataset(paths, n_classes, notes, report.bad)
+    elif kind == AUDIO_KIND:
+        report.file_root = paths[0]
+        class_names, listed = _list_speech_commands(paths[0], notes)
+        items, total = listed, len(listed)
     else:
         raise ValueError(f"unknown source kind {kind!r}")
 
     counts: Counter = Counter()
-    decoder = _DaliDecoder(batch_size, workers) if use_dali else None
+    decoder = _DaliDecoder(batch_size, workers, audio=kind == AUDIO_KIND) if use_dali else None
     batch: list[_Result] = []  # Pillow-accepted, waiting for DALI
     pending: list[_Result] = []  # checked, in source order, not yet entered into the report
     bar = Progress(total, "checking", enabled=progress, unit="samples", log_every=10.0)
@@ -622,7 +699,7 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's DecompressionBomb/EXIF warnings
-            for res in _checked(items, workers):
+            for res in _checked(items, workers, _audio_check if kind == AUDIO_KIND else _pil_check):
                 report.num_checked += 1
                 pending.append(res)
                 if res.reason is None:
@@ -635,7 +712,7 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated_flag
         bar.close()
 
-    if kind == "imagefolder":
+    if kind in ("imagefolder", AUDIO_KIND):
         report.class_counts = {name: counts.get(name, 0) for name in class_names}
         report.empty_classes = [n for n, c in report.class_counts.items() if c == 0]
     else:

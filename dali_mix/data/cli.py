@@ -5,6 +5,7 @@
     dali-mix data fashion-mnist [--root DIR] [--idx-dir DIR] [--limit N] [--samples-per-shard N]
     dali-mix data imagenet-like [--root DIR] [--num-images N] [--num-classes N] [--seed S]
     dali-mix data cifar --bin-dir DIR [--root DIR]   # CIFAR-10/100 binary version -> ImageFolder
+    dali-mix data spoken-commands [--out DIR] [--seed S] [--takes N] [--workers N]
 
 Both are cached: running a command again prints the same paths at once.
 """
@@ -65,6 +66,26 @@ def _cifar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spoken_commands(args: argparse.Namespace) -> int:
+    from dali_mix.data.spoken_commands import EspeakNotFoundError, prepare_spoken_commands
+
+    started = time.perf_counter()
+    try:
+        data = prepare_spoken_commands(root=args.root, seed=args.seed, takes=args.takes,
+                                       workers=args.workers, install=not args.no_install)
+    except EspeakNotFoundError as exc:
+        print(f"dali-mix data spoken-commands: {exc}", file=sys.stderr)
+        return 2
+    print(f"root        {data.root}  (Speech Commands layout, 16 kHz 1 s 16-bit WAV)")
+    print(f"classes     {', '.join(data.classes)}")
+    for split, n in (("train", data.num_train), ("validation", data.num_val), ("testing", data.num_test)):
+        speakers = data.speakers[split]
+        print(f"{split:<11} {n} clips, {len(speakers)} speakers"
+              + (f" ({', '.join(speakers)})" if split != "train" else ""))
+    print(f"ready in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -110,4 +131,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     cf.add_argument("--root", default=None, help="output folder (default $DALI_MIX_DATA/cifar10 or cifar100)")
     cf.add_argument("--no-progress", action="store_true")
     cf.set_defaults(func=_cifar)
+
+    sc = sub.add_parser("spoken-commands",
+                        help="keyword spotting: the 10 core Speech Commands words synthesised with "
+                             "espeak-ng (Speech Commands layout, split by speaker)")
+    sc.add_argument("--out", "--root", dest="root", default=None,
+                    help="output folder (default $DALI_MIX_DATA/spoken-commands)")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--takes", type=_positive_int, default=4,
+                    help="clips per speaker and word (default 4: 4040 clips with espeak-ng 1.51)")
+    sc.add_argument("--workers", type=_positive_int, default=None,
+                    help="synthesis processes (default: the number of cores)")
+    sc.add_argument("--no-install", action="store_true",
+                    help="never run apt-get to install a missing espeak-ng")
+    sc.set_defaults(func=_spoken_commands)
     return parser

@@ -251,10 +251,11 @@ def _not_found_message(idx_dir: Path, missing: list[str]) -> str:
     )
 
 
-def _install_debian_package() -> None:
-    """Run ``apt-get update`` and ``apt-get install -y dataset-fashion-mnist``, echoing both."""
+def _install_debian_package(package: str = DEBIAN_PACKAGE) -> None:
+    """Run ``apt-get update`` and ``apt-get install -y <package>`` (default
+    dataset-fashion-mnist; espeak-ng for :mod:`dali_mix.data.spoken_commands`), echoing both."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", DEBIAN_PACKAGE]):
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
         print(f"dali-mix: running {' '.join(cmd)}", file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True, env=env)
 

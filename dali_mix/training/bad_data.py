@@ -90,6 +90,22 @@ def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., No
                   extra={"max_label": max(g.label for g in report.good)}, named_classes=source.named_classes)
 
 
+def clean_folder_split(source: Source, log: Callable[..., None]) -> Source:
+    """`source` (a "folder" Source over some of a data set's files, e.g. the train split of a
+    Speech Commands folder) without the files `dali-mix check-data` finds bad in its data set;
+    labels and class names unchanged."""
+    bad = dict(check_report(source).bad)
+    kept = [(f, label) for f, label in zip(source.files, source.labels) if f not in bad]
+    for f in source.files:
+        if f in bad:
+            log(f"--check-data: leaving out {f}: {bad[f]}")
+    if not kept:
+        raise SystemExit(f"error: --check-data: every file of {source.root} is unreadable")
+    files, labels = zip(*kept)
+    return Source("folder", source.root, files, labels, source.classes, num_samples=len(files),
+                  extra=dict(source.extra), named_classes=source.named_classes)
+
+
 def decode_error_hint(exc: BaseException, source: Source, split: str = "train") -> str | None:
     """When DALI fails to read or decode, name the files at fault (DALI's own message does not)."""
     text = str(exc)

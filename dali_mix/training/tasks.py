@@ -8,6 +8,8 @@ The trainer's loop, checkpoints and output directory are the same for every task
   unmixed: `recipe` None, integer labels).
 - `TimmMixupTask`: the parity peer of `benchmarks/accuracy.py`: unmixed batches from the
   pipeline, mixed on the torch side by timm's own `timm.data.Mixup` (the `bench` extra).
+- `AudioClassificationTask`: one classifier on log-mel spectrograms ((N, 1, mels, frames)),
+  from audio files through `pipelines.audio`, mixed there by the recipe.
 - `MixMoTask`: a `MixMoNet` (two inputs, two encoders, two heads) fed the MixMo pipeline's two
   images; features are mixed in the model.
 
@@ -156,6 +158,35 @@ class TimmMixupTask(Task):
 
     def mixing(self, epoch: int) -> bool:
         return True
+
+
+@dataclass
+class AudioClassificationTask(ClassificationTask):
+    """`ClassificationTask` on sound: `features` (`pipelines.audio.AudioFeatures`) says what each
+    clip becomes; `noise_files` feed the train pipeline's background-noise step (none: no
+    noise). The model takes one channel (a ResNet with a 1-channel small-input stem)."""
+
+    features: object = None
+    noise_files: tuple = ()
+
+    name = "audio-classification"
+
+    def signature(self) -> dict:
+        return {**super().signature(), "features": self.features.to_dict(), "noise": len(self.noise_files) > 0}
+
+    def describe(self) -> str:
+        f = self.features
+        return (f"{super().describe()} | log-mel {f.n_mels}x{f.frames} ({f.sample_rate} Hz, {f.clip_seconds:g} s), "
+                f"{len(self.noise_files)} noise files")
+
+    def train_pipeline(self, source, **common):
+        from pipelines.audio import train_pipeline
+
+        return train_pipeline(source, features=self.features, noise_files=self.noise_files, recipe=self.recipe,
+                              mix_off_from_epoch=self.mix_off_from if self.recipe is not None else None, **common)
+
+    def model(self, name, small_images):
+        return build_model(name, self.num_classes, small_images=True, in_channels=1)
 
 
 @dataclass

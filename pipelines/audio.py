@@ -1,0 +1,289 @@
+"""Keyword spotting: audio files -> log-mel spectrograms -> RandomMix, in one DALI graph.
+
+    splits = dali_mix.audio_sources.resolve_speech_commands("/data/speech_commands")
+    built = train_pipeline(splits.train, noise_files=splits.noise_files, batch_size=128,
+                           recipe=dali_mix.MixRecipe(num_classes=len(splits.classes)))
+    loader = dali_mix.torch.Loader(built.pipe, built.output_map, built.reader_name,
+                                   num_classes=built.num_classes)
+
+The graph, per clip (`AudioFeatures` holds every length and size):
+
+1. `fn.decoders.audio` (WAV, FLAC, OGG; float32; `downmix=True`: a stereo or multi-channel
+   file becomes the mean of its channels), resampling from the file's own rate to
+   `sample_rate` (16 kHz) where it differs (`sample_rate=`: DALI's `fn.audio_resample`
+   resampler inside the decoder, skipped for files already at the rate);
+2. pad or crop to `clip_seconds` (1 s): in training a random window (a shorter clip lands at a
+   random offset in zeros, a longer one is cut at a random start), plus a random time shift of
+   up to `shift_seconds`; in validation the centre window, no shift;
+3. training only, with probability `noise_prob`: add a random segment of a random
+   background-noise file (`noise_files`, e.g. Speech Commands' `_background_noise_`) at an SNR
+   drawn uniformly from `snr_db` (signal and noise power over the whole window);
+4. `fn.spectrogram` (power, `window_length` 400 = 25 ms, `window_step` 160 = 10 ms, `nfft` 512,
+   centred windows: 101 frames per second) -> `fn.mel_filter_bank` (`n_mels`, 0-8 kHz) ->
+   `fn.to_decibels` (10 log10, relative to the clip's maximum, floor -80 dB) -> per-utterance
+   normalisation (`fn.normalize`: zero mean and unit variance over the whole spectrogram);
+5. training: `dali_mix.random_mix` on the (1, n_mels, frames) float32 CHW "image".
+
+Mixing happens after the dB conversion and normalisation, on exactly what the network sees, as
+for images (mixed after normalising): Mixup then blends two standardised log-mel images with
+weights lam and 1 - lam, so that each utterance contributes by its weight, not by its loudness
+(mixing powers before the log would let the louder clip dominate whatever lam says, and its
+label weight would no longer describe the input); CutMix and FMix paste time-frequency regions of
+the partner's normalised features, ResizeMix a shrunk (in time and frequency) partner; the
+targets are the exact pasted fractions, as for images.
+
+Outputs: train (images (N, 1, n_mels, frames) float32, then `dali_mix.output_names(recipe)`'s
+targets; images, labels without a recipe); val (images, labels int32 (N, 1)). `device="gpu"`
+runs every operator after the (CPU-only) decoder on the GPU; the graph is otherwise the same.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import nvidia.dali.math as dmath
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.pipeline import do_not_convert
+
+import dali_mix as dm
+from dali_mix.schedule import BatchClock, MixOffSchedule
+from pipelines.classification import BuiltPipeline, _check_common, _source
+from pipelines.sources import read
+
+
+@dataclass(frozen=True)
+class AudioFeatures:
+    """What every clip becomes: `sample_rate` Hz, `clip_seconds` long, a log-mel spectrogram of
+    `n_mels` bands from windows of `window_length` samples every `window_step` samples,
+    `nfft`-point FFTs. `frames` = 1 + clip samples // window_step (centred windows)."""
+
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    n_mels: int = 40
+    window_length: int = 400
+    window_step: int = 160
+    nfft: int = 512
+
+    def __post_init__(self):
+        if not (self.sample_rate > 0 and self.clip_seconds > 0 and self.n_mels > 0):
+            raise ValueError(f"sample_rate, clip_seconds and n_mels must be > 0, got {self}")
+        if not 0 < self.window_length <= self.nfft or self.window_step < 1:
+            raise ValueError(f"need 0 < window_length <= nfft and window_step >= 1, got {self}")
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def frames(self) -> int:
+        return 1 + self.clip_samples // self.window_step
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_mels, frames): the spectrogram "image" size (H, W)."""
+        return self.n_mels, self.frames
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("sample_rate", "clip_seconds", "n_mels", "window_length",
+                                              "window_step", "nfft")}
+
+
+def decode(encoded, features: AudioFeatures, device: str):
+    """Encoded file bytes -> mono float32 (samples,) at `features.sample_rate`, on `device`.
+
+    Stereo and multi-channel files are downmixed (channel mean). The decoder resamples (DALI's
+    `fn.decoders.audio(sample_rate=...)`, the resampler of `fn.audio_resample`) only the files
+    whose rate differs: a file already at the rate is not filtered, which saves most of the
+    graph's time on such data (an unconditional `fn.audio_resample` filters every clip; see
+    benchmarks/RESULTS.md). The decoder runs on the CPU; the rest of the graph on `device`."""
+    audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True, sample_rate=float(features.sample_rate))
+    audio = check_not_empty(audio, encoded)
+    return audio.gpu() if device == "gpu" else audio
+
+
+@do_not_convert  # plain Python in pipelines with conditionals (AutoGraph)
+def check_not_empty(audio, encoded):
+    """`audio` (CPU) after a per-batch check that no clip decoded to zero samples (an empty file
+    would otherwise train as silence: an all-zero spectrogram): ValueError naming the file (the
+    reader's `source_info`). The audio comes back through `fn.reshape` to the checked shapes, so
+    nothing downstream runs before the check has passed."""
+    def check(shapes, infos):
+        for shape, info in zip(shapes, infos):
+            if int(np.asarray(shape).reshape(-1)[0]) == 0:
+                name = bytes(np.asarray(info, np.uint8)).decode(errors="replace") or "(unnamed)"
+                raise ValueError(f"audio file {name} decodes to no samples (an empty clip); remove it, or list "
+                                 "such files with `dali-mix check-data`")
+        return shapes
+
+    shapes = fn.python_function(audio.shape(dtype=types.INT64, device="cpu"),
+                                fn.get_property(encoded, key="source_info"), function=check,
+                                batch_processing=True, num_outputs=1)
+    return fn.reshape(audio, shape=shapes)
+
+
+def window(audio, features: AudioFeatures, *, train: bool, shift_seconds: float = 0.0):
+    """The clip's `clip_samples` window, zero-padded where it runs off the clip: in training a
+    random start in [min(0, L - T), max(0, L - T)] plus a shift uniform in +-shift_seconds; in
+    validation the centre, start (L - T) / 2 (rounded down)."""
+    total = features.clip_samples
+    length = fn.cast(audio.shape(dtype=types.INT64, device="cpu")[0], dtype=types.FLOAT)
+    spare = length - float(total)  # > 0: the clip is longer; < 0: it is shorter
+    if train:
+        u = fn.random.uniform(range=[0.0, 1.0])
+        start = dmath.min(spare, 0.0) + u * dmath.abs(spare)
+        if shift_seconds > 0:
+            start = start + fn.random.uniform(range=[-shift_seconds, shift_seconds]) * features.sample_rate
+        start = fn.cast(fn.cast(start, dtype=types.INT64), dtype=types.FLOAT)  # whole samples
+    else:
+        start = fn.cast(fn.cast(spare * 0.5, dtype=types.INT64), dtype=types.FLOAT)
+    return fn.slice(audio, fn.stack(start), fn.stack(start * 0.0 + float(total)), axes=[0],
+                    normalized_anchor=False, normalized_shape=False, out_of_bounds_policy="pad",
+                    fill_values=0.0)
+
+
+def add_noise(audio, noise, features: AudioFeatures, *, prob: float, snr_db: tuple[float, float]):
+    """`audio` plus, with probability `prob` per clip, a random window of `noise` (decoded by
+    `decode`; zero-padded when shorter than the window) scaled to an SNR ~ U(snr_db), signal and
+    noise power measured over the window. Noise files not at `features.sample_rate` are
+    resampled whole on every read: fine for Speech Commands' 16 kHz noise, slow for long files
+    at other rates (resample them once beforehand)."""
+    total = features.clip_samples
+    n_len = fn.cast(noise.shape(dtype=types.INT64, device="cpu")[0], dtype=types.FLOAT)
+    start = fn.random.uniform(range=[0.0, 1.0]) * dmath.max(n_len - float(total), 0.0)
+    start = fn.cast(fn.cast(start, dtype=types.INT64), dtype=types.FLOAT)
+    segment = fn.slice(noise, fn.stack(start), fn.stack(start * 0.0 + float(total)), axes=[0],
+                       normalized_anchor=False, normalized_shape=False, out_of_bounds_policy="pad",
+                       fill_values=0.0)
+    low, high = float(snr_db[0]), float(snr_db[1])
+    snr = fn.random.uniform(range=[0.0, 1.0]) * (high - low) + low  # also for low == high
+    on = fn.cast(fn.random.coin_flip(probability=float(prob)), dtype=types.FLOAT)
+    gain = on * fn.reductions.rms(audio) / (fn.reductions.rms(segment) + 1e-9) * dmath.pow(10.0, snr * -0.05)
+    return audio + segment * gain
+
+
+def log_mel(audio, features: AudioFeatures):
+    """Mono window (samples,) -> normalised log-mel spectrogram, float32 CHW (1, n_mels, frames)."""
+    spec = fn.spectrogram(audio, nfft=features.nfft, window_length=features.window_length,
+                          window_step=features.window_step, center_windows=True, power=2)
+    mel = fn.mel_filter_bank(spec, sample_rate=float(features.sample_rate), nfilter=features.n_mels,
+                             freq_low=0.0, freq_high=features.sample_rate / 2.0)
+    db = fn.to_decibels(mel, multiplier=10.0, cutoff_db=-80.0)
+    norm = fn.normalize(db, epsilon=1e-6)
+    return fn.reshape(norm, shape=[1, features.n_mels, features.frames], layout="CHW")
+
+
+def spectrogram_recipe(recipe: "dm.MixRecipe", features: AudioFeatures) -> "dm.MixRecipe":
+    """`recipe` for spectrogram "images": layout CHW, one channel, FMix masks of
+    `features.shape`; a recipe whose `fmix_size` is another size is refused."""
+    shape = features.shape
+    if recipe.fmix_size is not None and tuple(recipe.fmix_size) != shape:
+        raise ValueError(f"recipe.fmix_size={tuple(recipe.fmix_size)} but the spectrograms are {shape} "
+                         "(n_mels, frames); leave fmix_size unset")
+    return recipe.with_(layout="CHW", channels=1, fmix_size=shape)
+
+
+def mix_spectrograms(images, labels, recipe: "dm.MixRecipe", features: AudioFeatures, **kw) -> "dm.MixResult":
+    """Step 5: `dali_mix.random_mix` on (1, n_mels, frames) float32 CHW spectrograms (any
+    device) with `spectrogram_recipe(recipe, features)`; `kw`: random_mix's keywords (executor,
+    enabled, clock, fmix_bank)."""
+    return dm.random_mix(images, labels, spectrogram_recipe(recipe, features), image_size=features.shape, **kw)
+
+
+def _check_audio(features, noise_prob, snr_db, shift_seconds):
+    if not isinstance(features, AudioFeatures):
+        raise ValueError(f"features must be an AudioFeatures, got {features!r}")
+    if not 0.0 <= noise_prob <= 1.0:
+        raise ValueError(f"noise_prob must be in [0, 1], got {noise_prob}")
+    if not snr_db[0] <= snr_db[1]:
+        raise ValueError(f"snr_db must be (low, high) with low <= high, got {snr_db}")
+    if shift_seconds < 0:
+        raise ValueError(f"shift_seconds must be >= 0, got {shift_seconds}")
+
+
+def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeatures(),
+                   noise_files=(), noise_prob: float = 0.8, snr_db=(0.0, 20.0), shift_seconds: float = 0.1,
+                   device: str = "cpu", device_id=None, shard_id: int = 0, num_shards: int = 1, seed: int = 0,
+                   num_threads: int = 2, recipe: "dm.MixRecipe | None" = None, num_classes: int | None = None,
+                   enable_checkpointing: bool = False, checkpoint=None, prefetch_queue_depth: int = 2,
+                   reader_name: str = "Reader", mix_off_from_epoch: int | None = None, explain: bool = False,
+                   executor: str = "auto", **_image_args) -> BuiltPipeline:
+    """The training graph of the module docstring (steps 1-5).
+
+    Args:
+        data: a `dali_mix.sources.Source` of audio files (a split of
+            `dali_mix.audio_sources.resolve_speech_commands`).
+        features: lengths and sizes of the log-mel spectrogram.
+        noise_files: background-noise audio files (any rate, mono or not); none: no noise step.
+        noise_prob, snr_db: chance a clip gets noise, and the SNR range in dB.
+        shift_seconds: the random time shift range (+-).
+        recipe: a MixRecipe or None (no mixing); it is given layout CHW, one channel and the
+            spectrogram's FMix size here; a recipe with another `fmix_size` is refused.
+        explain: also output "labels_a", "labels_b", "lam", "method" (for `dali-mix preview`).
+        The rest: as `pipelines.classification.train_pipeline` (image-only keywords such as
+        `image_size` and `crop` are accepted and ignored, so the trainer calls both alike).
+    Returns: a BuiltPipeline (pipe unbuilt) whose `clock` the Loader's `runs_per_epoch` must
+    be given when FMix or `mix_off_from_epoch` is used.
+    """
+    _check_common(batch_size, 1, device, shard_id, num_shards, num_threads)
+    _check_audio(features, noise_prob, snr_db, shift_seconds)
+    source, n_classes = _source(data, num_classes)
+    if recipe is not None:
+        if recipe.num_classes != n_classes:
+            raise ValueError(f"recipe.num_classes={recipe.num_classes} but the data has {n_classes} classes")
+        recipe = spectrogram_recipe(recipe, features)
+    if explain and recipe is None:
+        raise ValueError("explain=True needs a recipe")
+    dev_id = (0 if device_id is None else device_id) if device == "gpu" else None
+    clock = BatchClock()
+    fmix_bank = None
+    if recipe is not None and "fmix" in recipe.candidates:
+        fmix_bank = dm.FMixMaskBank.from_recipe(recipe, batch_size, seed=recipe.seed + seed, clock=clock)
+    noise_files = [str(f) for f in noise_files]
+
+    @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id,
+                  seed=seed * 1000 + shard_id + 1, enable_checkpointing=enable_checkpointing,
+                  prefetch_queue_depth=prefetch_queue_depth)
+    def pipe():
+        encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards, seed=seed,
+                               name=reader_name)
+        audio = window(decode(encoded, features, device), features, train=True, shift_seconds=shift_seconds)
+        if noise_files and noise_prob > 0:
+            noise_enc, _ = fn.readers.file(files=noise_files, labels=[0] * len(noise_files), random_shuffle=True,
+                                           seed=seed * 1000 + shard_id + 7, name=f"{reader_name}Noise")
+            audio = add_noise(audio, decode(noise_enc, features, device), features, prob=noise_prob, snr_db=snr_db)
+        images = log_mel(audio, features)
+        if recipe is None:
+            return images, labels
+        enabled = MixOffSchedule(batch_size, mix_off_from_epoch, clock) if mix_off_from_epoch is not None else None
+        out = mix_spectrograms(images, labels, recipe, features, fmix_bank=fmix_bank, enabled=enabled,
+                               clock=clock, executor=executor)
+        if explain:
+            extra = [n for n in ("labels_a", "labels_b", "lam", "method") if n not in dm.output_names(recipe)]
+            return out.outputs() + tuple(getattr(out, n) for n in extra)
+        return out.outputs()
+
+    output_map = ["images", "labels"] if recipe is None else dm.output_names(recipe)
+    if explain:
+        output_map = output_map + [n for n in ("labels_a", "labels_b", "lam", "method") if n not in output_map]
+    kw = {} if checkpoint is None else {"checkpoint": checkpoint}
+    return BuiltPipeline(pipe(**kw), output_map, reader_name, source, n_classes, recipe, fmix_bank, clock)
+
+
+def val_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeatures(), device: str = "cpu",
+                 device_id=None, shard_id: int = 0, num_shards: int = 1, num_threads: int = 2,
+                 num_classes: int | None = None, reader_name: str = "Reader", **_image_args) -> BuiltPipeline:
+    """The validation graph: decode, resample, centre window, log-mel, normalise; no noise, no
+    mixing, no randomness; every clip once per epoch. Outputs (images (N, 1, n_mels, frames)
+    float32, labels int32 (N, 1))."""
+    _check_common(batch_size, 1, device, shard_id, num_shards, num_threads)
+    _check_audio(features, 0.0, (0.0, 0.0), 0.0)
+    source, n_classes = _source(data, num_classes)
+    dev_id = (0 if device_id is None else device_id) if device == "gpu" else None
+
+    @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id, seed=0)
+    def pipe():
+        encoded, labels = read(source, train=False, shard_id=shard_id, num_shards=num_shards, name=reader_name)
+        audio = window(decode(encoded, features, device), features, train=False)
+        return log_mel(audio, features), labels
+
+    return BuiltPipeline(pipe(), ["images", "labels"], reader_name, source, n_classes)
