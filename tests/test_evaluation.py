@@ -157,3 +157,19 @@ def test_keys_and_spec_checks():
         Robustness(fgsm_eps=(-0.1,))
     with pytest.raises(ValueError, match="occlusion: 1.5"):
         Robustness(occlusion=(1.5,))
+
+
+@pytest.mark.gpu
+def test_gpu_evaluation_equals_the_cpu_one():
+    # the corruptions are drawn on the CPU: the same images whatever the device
+    net = ToyNet()
+    loader = toy_loader(seed=5)
+    spec = Robustness(fgsm_eps=(0.05,), noise_sigma=(0.1,), occlusion=(0.5,), seed=1)
+    cpu = evaluate_model(net.forward_heads, loader, torch.device("cpu"), pixels=PIXELS, robustness=spec)
+    gpu_net = ToyNet().cuda()
+    gpu = evaluate_model(gpu_net.forward_heads, loader, torch.device("cuda"), pixels=PIXELS, robustness=spec)
+    assert gpu["samples"] == cpu["samples"]
+    for kind in ("fgsm", "noise", "occlusion"):
+        for key in cpu[kind]:
+            assert gpu[kind][key] == pytest.approx(cpu[kind][key], abs=100 / 24 + 1e-6)  # at most one sample flips
+    assert gpu["clean"]["nll"] == pytest.approx(cpu["clean"]["nll"], rel=1e-4)
