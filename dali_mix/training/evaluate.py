@@ -87,6 +87,9 @@ def load_checkpoint(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise EvaluationError(f"{path} is not a dali-mix train.py checkpoint (it has no {', '.join(missing)})")
+    if (state.get("signature") or {}).get("task") == "audio-classification":
+        raise EvaluationError(f"{path} is a sound checkpoint: evaluate it with train.py --evaluate --resume {path} "
+                              "--data SPEECH_COMMANDS_DIR (clean metrics; the robustness set perturbs images)")
     return state
 
 
