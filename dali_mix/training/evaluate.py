@@ -87,9 +87,6 @@ def load_checkpoint(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise EvaluationError(f"{path} is not a dali-mix train.py checkpoint (it has no {', '.join(missing)})")
-    if (state.get("signature") or {}).get("task") == "audio-classification":
-        raise EvaluationError(f"{path} is a sound checkpoint: evaluate it with train.py --evaluate --resume {path} "
-                              "--data SPEECH_COMMANDS_DIR (clean metrics; the robustness set perturbs images)")
     return state
 
 
@@ -151,6 +148,9 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, robustness
     rank, world_size: this process under torchrun (the val data is sharded by rank).
     """
     state = load_checkpoint(path)
+    if (state.get("signature") or {}).get("task") == "audio-classification":
+        raise EvaluationError(f"{path} is a sound checkpoint: evaluate it with train.py --evaluate --resume {path} "
+                              "--data SPEECH_COMMANDS_DIR (clean metrics; the robustness set perturbs images)")
     source = resolve_val(state, data)
     settings = checkpoint_settings(state)
     device = device or torch.device("cpu")
