@@ -604,7 +604,7 @@ def evaluate_only_checkpoint(args, rt: Runtime) -> int:
     """--evaluate --resume CHECKPOINT: `dali-mix evaluate` on that checkpoint; the val data is
     --val-data / --data when given, else the checkpoint's."""
     data = None
-    if args.data is not None or args.val_data is not None:
+    if (args.data is not None or args.val_data is not None) and not is_sound(args):
         data = resolve_data(args, rt.env.rank)[1]
     try:
         state = load_checkpoint(args.resume)

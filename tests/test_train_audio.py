@@ -85,3 +85,21 @@ def test_bad_sound_flags_stop_before_any_data_is_read(tones, tmp_path, flags, na
     proc = run_train("--data", tones, *flags, "--output", tmp_path / "run", check=False)
     assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_sound_run_is_evaluated_by_train_py_and_refused_by_dali_mix_evaluate(tones, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ev"
+    run_train("--data", tones, *COMMON, "--epochs", "1", "--output", out, "--evaluate")
+    doc = json.loads((out / "evaluation.json").read_text())
+    metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert doc["samples"] == 6 and doc["clean"]["top1"] == pytest.approx(metrics[-1]["val_top1"], abs=1e-3)
+    again = run_train("--data", tones, *COMMON, "--evaluate", "--resume", out / "last.pt")
+    assert f"val top-1 {doc['clean']['top1']:.2f}%" in again.stdout and "(6 imgs)" in again.stdout
+    refused = run_train("--data", tones, *COMMON, "--evaluate", "robustness", "--output", tmp_path / "x", check=False)
+    assert refused.returncode == 2 and "--evaluate robustness" in refused.stderr
+    cli = subprocess.run([sys.executable, "-m", "dali_mix", "evaluate", str(out / "last.pt")], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1])
+    assert cli.returncode != 0 and "sound checkpoint" in cli.stderr and "Traceback" not in cli.stderr
