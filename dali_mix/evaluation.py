@@ -123,7 +123,7 @@ class Tally:
         top1 = round(100.0 * float(s[1]) / n, 3)
         if not full:
             return top1
-        count, conf, correct = s[4:4 + ECE_BINS], s[4 + ECE_BINS:4 + 2 * ECE_BINS], s[4 + 2 * ECE_BINS:]
+        conf, correct = s[4 + ECE_BINS:4 + 2 * ECE_BINS], s[4 + 2 * ECE_BINS:]  # per-bin sums
         ece = float((conf - correct).abs().sum()) / n  # sum_b n_b/N |conf_b - acc_b|
         return {"top1": top1, "top5": round(100.0 * float(s[2]) / n, 3), "nll": round(float(s[3]) / n, 5),
                 "ece": round(100.0 * ece, 3)}
