@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import wave
 
@@ -166,14 +165,8 @@ def run(args) -> int:
     names = [n for n in CONTENDERS if n in args.only.split(",")] if args.only else list(CONTENDERS)
     print(f"audio throughput: {data}, batch {args.batch_size}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.batches} batches")
-    results = throughput.measure(names, cfg, rounds=args.rounds, batches=args.batches, in_process=args.in_process)
-    if REFERENCE in results:
-        ref = results[REFERENCE]["images_per_s"]
-        for r in results.values():
-            ips = r["images_per_s"]
-            paired = [a / b for a, b in zip(ips["rounds"], ref["rounds"])]
-            r["ratio_vs_reference"] = ips["median"] / ref["median"]
-            r["ratio_paired"] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired)}
+    results = throughput.measure(names, cfg, rounds=args.rounds, batches=args.batches, in_process=args.in_process,
+                                 reference=REFERENCE)
     print(f"{'contender':<22} {'clips/s (median)':>16} {'min-max':>13} {'vs ' + REFERENCE:>22}")
     for name, r in results.items():
         ips = r["images_per_s"]

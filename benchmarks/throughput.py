@@ -440,13 +440,15 @@ def summarise(values):
             "q1": q1, "q3": q3, "rounds": list(values)}
 
 
-def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=False, log=print):
+def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=False, log=print,
+            reference=REFERENCE):
     """Run the contenders round-robin; returns {name: result dict}.
 
     Each contender runs in its own subprocess; by default they are built one after the other
     (warm-ups never overlap); `parallel_build` starts them all at once (faster start).
     `in_process` builds them all in this process instead (fastest start, for smoke tests; no
-    memory figures, since they would not be attributable).
+    memory figures, since they would not be attributable). `reference`: the contender every
+    result's "ratio_vs_reference" and "ratio_paired" are taken against (when it ran).
     """
     workers = []
     sampler = _MemorySampler(workers)
@@ -487,8 +489,8 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
                        "main_process_maxrss_mb": w.maxrss_mb,
                        "build_s": w.ready["build_s"]}
         out[w.name]["ms_per_batch"] = 1000 * cfg["batch_size"] / out[w.name]["images_per_s"]["median"]
-    if REFERENCE in out:
-        ref = out[REFERENCE]["images_per_s"]
+    if reference in out:  # ratios to the reference contender, of medians and per round
+        ref = out[reference]["images_per_s"]
         for res in out.values():
             ips = res["images_per_s"]
             paired = [a / b for a, b in zip(ips["rounds"], ref["rounds"])]
