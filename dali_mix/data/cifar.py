@@ -53,22 +53,16 @@ class CifarFormatError(ValueError):
     """A file of the binary distribution is missing or not in its format; names the file."""
 
 
-def detect(bin_dir: Path) -> CifarLayout:
-    """Which distribution `bin_dir` holds (or its one sub-folder, as the archives unpack)."""
+def detect(bin_dir: Path) -> tuple[CifarLayout, Path]:
+    """Which distribution `bin_dir` holds (or its one sub-folder, as the archives unpack), and
+    the folder that holds its files."""
     for folder in (bin_dir, *sorted(p for p in bin_dir.glob("*") if p.is_dir())):
         for layout in (CIFAR10, CIFAR100):
             if all((folder / f).is_file() for f in layout.train + layout.test):
-                return layout
+                return layout, folder
     raise CifarFormatError(f"{bin_dir} holds neither CIFAR-10's binary files ({', '.join(CIFAR10.train)}, "
                            f"test_batch.bin) nor CIFAR-100's (train.bin, test.bin); the pickled 'python' "
                            "version is not read")
-
-
-def folder_of(bin_dir: Path, layout: CifarLayout) -> Path:
-    for folder in (bin_dir, *sorted(p for p in bin_dir.glob("*") if p.is_dir())):
-        if all((folder / f).is_file() for f in layout.train + layout.test):
-            return folder
-    raise CifarFormatError(f"{bin_dir}: no {layout.name} files")
 
 
 def read_records(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +99,7 @@ def prepare_cifar(bin_dir: str | Path, root: str | Path | None = None, progress:
     bin_dir = Path(bin_dir).expanduser()
     if not bin_dir.is_dir():
         raise CifarFormatError(f"--bin-dir {bin_dir} is not a folder")
-    layout = detect(bin_dir)
-    folder = folder_of(bin_dir, layout)
+    layout, folder = detect(bin_dir)
     target = (Path(root).expanduser() if root is not None else data_home() / layout.name).absolute()
     sizes = {f: (folder / f).stat().st_size for f in layout.train + layout.test}
     params = {"layout": layout.name, "source": str(folder.absolute()), "sizes": sizes}
