@@ -189,6 +189,10 @@ def evaluate_model(forward_heads: Callable[[torch.Tensor], torch.Tensor], loader
         conditions += [("occlusion", metric_key(f)) for f in robustness.occlusion]
     tallies: dict | None = None
     bar = Progress(total, "evaluate", enabled=progress and rank == 0)
+
+    def ensemble(x: torch.Tensor) -> torch.Tensor:  # what FGSM attacks: the mean of the heads' logits
+        return forward_heads(x).float().mean(dim=1)
+
     with torch.no_grad():
         for i, (images, labels) in enumerate(loader):
             images = images.to(device).float()
@@ -196,7 +200,6 @@ def evaluate_model(forward_heads: Callable[[torch.Tensor], torch.Tensor], loader
             inputs = [images]
             if robustness is not None:
                 x01 = pixels.to_unit(images)
-                ensemble = lambda x: forward_heads(x).float().mean(dim=1)  # noqa: E731
                 inputs += fgsm(ensemble, x01, labels, pixels, robustness.fgsm_eps)
                 g = _generator(robustness.seed, rank, i, 1)
                 inputs += [pixels.from_unit(gaussian_noise(x01, s, g)) for s in robustness.noise_sigma]
