@@ -12,14 +12,48 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-METHODS = ("mixup", "cutmix", "resizemix", "fmix", "cutout", "random_erasing")
-"""Candidate names. The first four mix two samples; cutout and random_erasing keep the label."""
+from dali_mix import methods as _table
+from dali_mix.fields import Field, number
 
-PAIR_METHODS = ("mixup", "cutmix", "resizemix", "fmix")
-ERASE_METHODS = ("cutout", "random_erasing")
+METHODS = _table.METHODS
+"""Candidate names, in the method table's order (`dali_mix.methods.TABLE`)."""
+
+PAIR_METHODS = _table.PAIR_METHODS
+"""The methods that mix a sample with one partner."""
+ERASE_METHODS = _table.ERASE_METHODS
+"""The methods that only erase pixels (the label is kept)."""
+
+RECIPE_FIELDS: tuple[Field, ...] = (
+    Field("methods", None, kind="any", doc="candidate name -> weight"),
+    Field("num_classes", 1000, kind="int", lo=1, doc="number of classes C"),
+    Field("prob", 1.0, lo=0.0, hi=1.0, doc="chance that a sample, pair or batch is mixed"),
+    Field("mode", "sample", kind="choice", choices=("sample", "pair", "batch"), doc="draw per sample, pair or batch"),
+    Field("label_smoothing", 0.0, lo=0.0, hi=1.0, open_hi=True, doc="eps"),
+    Field("target", "dense", kind="choice", choices=("dense", "sparse"), doc="target form"),
+    Field("no_self_pairs", True, kind="bool", doc="pair every sample with another one"),
+    Field("layout", "HWC", kind="choice", choices=("CHW", "HWC"), doc="layout of the images"),
+    Field("channels", 3, kind="int", lo=1, doc="C of the images"),
+    Field("after", (), kind="any", doc="erasing steps after mixing"),
+    Field("seed", 0, kind="int", lo=0, doc="seed of the FMix mask bank"),
+)
+"""The recipe's own fields (the methods' fields come from the method table)."""
+
+ALL_FIELDS: dict[str, Field] = {f.name: f for f in RECIPE_FIELDS + _table.FIELDS}
+
+
+def _with_method_fields(cls):
+    """Give the dataclass-to-be `cls` the fields of every method of the table (name, default),
+    after its own; `__post_init__` checks them with their declarations."""
+    for f in _table.FIELDS:
+        cls.__annotations__[f.name] = object
+        setattr(cls, f.name, f.default)
+    cls.__doc__ += "\n    Method fields (from `dali_mix.methods.TABLE`):\n" + "".join(
+        f"        {f.name} = {f.default!r}: {f.doc}.\n" for f in _table.FIELDS)
+    return cls
 
 
 @dataclass(frozen=True)
+@_with_method_fields
 class MixRecipe:
     """What to mix, how often, and how the targets look.
 
@@ -33,31 +67,21 @@ class MixRecipe:
             batch size); "batch": one method and one draw for the whole batch (the RandomMix
             paper, the official Mixup/CutMix code, timm's "batch").
         label_smoothing: eps; targets get eps / C on every class.
-        target: "dense" ((N, C) float32) or "sparse" ((y_a, y_b, lam), for very many classes).
+        target: "dense" ((N, C) float32) or "sparse" ((y_a, y_b, lam), for very many classes;
+            (labels (N, S), weights (N, S)) when a candidate draws from S > 2 samples).
         no_self_pairs: pair every sample with another one (batch size > 1).
         layout: layout of the images given to `random_mix`: "HWC" (what DALI's decoders and
             `fn.resize` give, the default) or "CHW" (after `fn.crop_mirror_normalize`); checked
             against the data at run time. channels: C of the images.
-        mixup_alpha: Mixup lam ~ Beta(a, a), paper 1.0 (timm's `mixup_alpha`).
-        cutmix_alpha: CutMix lam ~ Beta(a, a), paper 1.0; cutmix_minmax: timm's box side range
-            (fractions of the side) used instead of alpha when set.
-        resizemix_scale: ResizeMix tau ~ U(lo, hi), paper (0.1, 0.8).
-        fmix_alpha, fmix_decay_power: FMix lam ~ Beta(a, a) (1.0), decay power (3.0).
-        fmix_size: (H, W) of the mask bank: the image size (None: `random_mix`'s image_size;
-            another size is refused); fmix_bank_size: masks per bank (refreshed per epoch).
-        cutout_holes, cutout_length: Cutout n holes of side `length` px (paper: 1, 16 on CIFAR-10).
-        erasing_prob, erasing_area, erasing_aspect, erasing_fill: Random Erasing p = 0.5,
-            area (0.02, 0.4), aspect (0.3, 1/0.3), fill "random" (N(0,1) noise in normalised
-            units) or a number (normalised units). erasing_log_aspect: draw the aspect
-            log-uniformly (timm, torchvision) instead of uniformly (the official code).
-        after: steps applied to every sample after mixing (not candidates): any of "cutout",
-            "random_erasing" (e.g. timm's `--reprob` together with Mixup/CutMix).
-        fmix_spectrum: "official" (ecs-vlc/FMix's real spectrum: point-symmetric masks, the
-            published results) or "paper" (a complex spectrum, the paper's formula).
+        after: steps applied to every sample after mixing (not candidates): any of the erasing
+            methods (`ERASE_METHODS`: "cutout", "random_erasing"; e.g. timm's `--reprob`
+            together with Mixup/CutMix).
         seed: seed of the FMix mask bank (the planner follows the pipeline's seed).
+        Each method's own fields (defaults of its paper / official code, valid ranges) are
+        declared with the method in `dali_mix.methods`; they are listed below.
     """
 
-    methods: Mapping[str, float] = field(default_factory=lambda: {m: 1.0 for m in PAIR_METHODS})
+    methods: Mapping[str, float] = field(default_factory=lambda: {m: 1.0 for m in _table.DEFAULT_CANDIDATES})
     num_classes: int = 1000
     prob: float = 1.0
     mode: str = "sample"
@@ -66,68 +90,19 @@ class MixRecipe:
     no_self_pairs: bool = True
     layout: str = "HWC"
     channels: int = 3
-    mixup_alpha: float = 1.0
-    cutmix_alpha: float = 1.0
-    cutmix_minmax: tuple[float, float] | None = None
-    resizemix_scale: tuple[float, float] = (0.1, 0.8)
-    fmix_alpha: float = 1.0
-    fmix_decay_power: float = 3.0
-    fmix_size: tuple[int, int] | None = None
-    fmix_bank_size: int = 256
-    cutout_holes: int = 1
-    cutout_length: int = 16
-    erasing_prob: float = 0.5
-    erasing_area: tuple[float, float] = (0.02, 0.4)
-    erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3)
-    erasing_fill: Any = "random"
-    erasing_log_aspect: bool = False
     after: tuple[str, ...] = ()
-    fmix_spectrum: str = "official"
     seed: int = 0
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("methods", _normalise_methods(self.methods))
-        _check_int("num_classes", self.num_classes, 1)
-        _check_range("prob", self.prob, 0.0, 1.0)
-        _check_choice("mode", self.mode, ("sample", "pair", "batch"))
-        if not 0.0 <= _num("label_smoothing", self.label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        _check_choice("target", self.target, ("dense", "sparse"))
-        _check_choice("layout", self.layout, ("CHW", "HWC"))
-        _check_int("channels", self.channels, 1)
-        for name in ("mixup_alpha", "cutmix_alpha", "fmix_alpha", "fmix_decay_power"):
-            if not _num(name, getattr(self, name)) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.cutmix_minmax is not None:
-            set_("cutmix_minmax", _unit_pair("cutmix_minmax", self.cutmix_minmax))
-        set_("resizemix_scale", _unit_pair("resizemix_scale", self.resizemix_scale))
-        if self.fmix_size is not None:
-            size = (self.fmix_size, self.fmix_size) if isinstance(self.fmix_size, int) else self.fmix_size
-            if len(tuple(size)) != 2:
-                raise ValueError(f"fmix_size must be (H, W), got {self.fmix_size!r}")
-            for v in size:
-                _check_int("fmix_size", v, 1)
-            set_("fmix_size", tuple(int(v) for v in size))
-        _check_int("fmix_bank_size", self.fmix_bank_size, 1)
-        _check_int("cutout_holes", self.cutout_holes, 1)
-        _check_int("cutout_length", self.cutout_length, 1)
-        _check_range("erasing_prob", self.erasing_prob, 0.0, 1.0)
-        set_("erasing_area", _unit_pair("erasing_area", self.erasing_area))
-        lo, hi = _pair("erasing_aspect", self.erasing_aspect)
-        if not 0 < lo <= hi:
-            raise ValueError(f"erasing_aspect must satisfy 0 < lo <= hi, got {self.erasing_aspect!r}")
-        set_("erasing_aspect", (lo, hi))
-        if self.erasing_fill != "random" and not isinstance(self.erasing_fill, (int, float)):
-            raise ValueError(f"erasing_fill must be 'random' or a number, got {self.erasing_fill!r}")
-        if not isinstance(self.erasing_log_aspect, bool):
-            raise ValueError(f"erasing_log_aspect must be True or False, got {self.erasing_log_aspect!r}")
+        for f in ALL_FIELDS.values():
+            set_(f.name, f.check(getattr(self, f.name)))
         after = (self.after,) if isinstance(self.after, str) else tuple(self.after)
         for step in after:
-            _check_choice("after", step, ERASE_METHODS)
+            if step not in ERASE_METHODS:
+                raise ValueError(f"after must be one of {list(ERASE_METHODS)}, got {step!r}")
         set_("after", after)
-        _check_choice("fmix_spectrum", self.fmix_spectrum, ("official", "paper"))
-        _check_int("seed", self.seed, 0)
 
     # ---- derived views -------------------------------------------------------------------
     @property
@@ -157,7 +132,7 @@ class MixRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown recipe field(s) {unknown}; known fields: {sorted(known)}")
-        for key in ("cutmix_minmax", "resizemix_scale", "erasing_area", "erasing_aspect", "fmix_size", "after"):
+        for key in [f.name for f in ALL_FIELDS.values() if f.kind in ("pair", "size")] + ["after"]:
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -251,48 +226,10 @@ def _normalise_methods(methods) -> dict[str, float]:
     for name, w in methods.items():
         if name not in METHODS:
             raise ValueError(f"methods: unknown method {name!r}; choose from {list(METHODS)}")
-        w = _num(f"methods[{name!r}]", w)
+        w = number(f"methods[{name!r}]", w)
         if not math.isfinite(w) or w < 0:
             raise ValueError(f"methods: weight of {name!r} must be finite and >= 0, got {w}")
         out[name] = w
     if out and sum(out.values()) <= 0:
         raise ValueError(f"methods: weights must not all be zero, got {out}")
     return out
-
-
-def _num(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    if not math.isfinite(float(v)):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    return float(v)
-
-
-def _check_int(name: str, v, lo: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-
-def _check_range(name: str, v, lo: float, hi: float) -> None:
-    if not lo <= _num(name, v) <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-
-
-def _check_choice(name: str, v, choices) -> None:
-    if v not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {v!r}")
-
-
-def _pair(name: str, v) -> tuple[float, float]:
-    try:
-        lo, hi = v
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (lo, hi), got {v!r}") from None
-    return _num(name, lo), _num(name, hi)
-
-
-def _unit_pair(name: str, v) -> tuple[float, float]:
-    lo, hi = _pair(name, v)
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"{name} must satisfy 0 < lo <= hi <= 1, got {v!r}")
-    return lo, hi
