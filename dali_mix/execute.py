@@ -35,7 +35,9 @@ from nvidia.dali.types import BatchInfo
 from dali_mix import native
 from dali_mix.config import MixRecipe
 from dali_mix.labels import target_weights
-from dali_mix.plan import CUTOUT, RANDOM_ERASING, MixPlanner, Plan
+from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
+from dali_mix.methods import ERASES, method
+from dali_mix.plan import MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
 
@@ -124,10 +126,13 @@ class Encoder:
         self.std = np.asarray(per_channel(1.0 if normalize is None else normalize.std, geo.channels),
                               np.float32)
         names = planner.recipe.candidates
-        self.paste = any(m in names for m in ("cutmix", "fmix"))
-        self.resize = "resizemix" in names
-        self.blend = "mixup" in names
-        erasing = set(planner.recipe.after) | {m for m in names if m in ("cutout", "random_erasing")}
+        used = {e for m in names for e in method(m).effects}
+        # the DALI graph's parts: the same-size pastes and the masks as multi_paste rows, the
+        # resized pastes (whole partners shrunk) through fn.resize, the blend
+        self.paste = MASK in used or any(not m.resized for m in map(method, names) if PASTE in m.effects)
+        self.resize = any(m.resized for m in map(method, names) if PASTE in m.effects)
+        self.blend = BLEND in used
+        erasing = set(planner.recipe.after) | {m for m in names if method(m).role == ERASES}
         random_fill = planner.recipe.erasing_fill == "random"
         self.erase_random = "random_erasing" in erasing and random_fill
         self.erase_cut = "cutout" in erasing
@@ -135,11 +140,13 @@ class Encoder:
         self.names = ["method", "perm", "lam"]
         if planner.recipe.target == "dense":
             self.names.append("weights")
+        if planner.slots > 2:  # the samples of the label slots past the partner, and the shares
+            self.names += [f"source_{k}" for k in range(2, planner.slots)] + ["shares"]
         if executor == "fused":
-            self.names += ["blend", "boxes", "patch", "mask", "mask_params"]
+            self.names += ["blend", "rows", "mask", "mask_params"]
         else:
             if self.paste:
-                self.names += ["paste_ids", "paste_at", "paste_shape"]
+                self.names += ["paste_ids", "paste_from", "paste_at", "paste_shape"]
             if self.resize:
                 self.names += ["patch_size", "patch_in", "patch_out", "patch_shape"]
             if self.blend:
@@ -185,9 +192,11 @@ class Encoder:
                 self.planner.clock.runs_per_epoch)
 
     def encode(self, plan: Plan) -> dict:
-        out = {"method": plan.method, "perm": plan.perm, "lam": plan.lam}
+        out = {"method": plan.method, "perm": plan.perm, "lam": plan.lam, "shares": plan.shares}
+        for k in range(2, plan.sources.shape[1]):
+            out[f"source_{k}"] = np.ascontiguousarray(plan.sources[:, k])
         if "weights" in self.names:
-            out["weights"] = target_weights(plan.lam, self.planner.recipe.label_smoothing)
+            out["weights"] = target_weights(plan.shares, self.planner.recipe.label_smoothing)
         if self.executor == "fused":
             out.update(self._fused(plan))
         else:
@@ -204,14 +213,14 @@ class Encoder:
         return out
 
     def _fused(self, plan: Plan) -> dict:
-        """The fused operator's plan inputs (see `dali_mix.native.mix`): the CutMix boxes as one
-        (B, R, 4) array (samples with fewer boxes padded with empty ones, which paste nothing);
-        the FMix samples get their bank rank image (a view) and (k, flip_y, flip_x), the rest an
-        empty mask."""
+        """The fused operator's plan inputs (see `dali_mix.native.mix`): the paste rows as one
+        (B, R, 9) array with each row's slot replaced by its source sample (padding rows paste
+        nothing); the FMix samples get their bank rank image (a view) and (k, flip_y, flip_x),
+        the rest an empty mask."""
         B = len(plan.perm)
-        boxes = np.zeros((B, max(len(b) for b in plan.boxes), 4), np.int32)
-        for i, b in enumerate(plan.boxes):
-            boxes[i, :len(b)] = b
+        rows = plan.rows.copy()
+        if rows.size:
+            rows[:, :, 0] = np.take_along_axis(plan.sources, rows[:, :, 0], axis=1)
         masks = [np.zeros((0, 0, 1), np.uint16)] * B
         params = np.zeros((B, 3), np.int32)
         used = np.flatnonzero(plan.fmix[:, 0] >= 0)
@@ -220,27 +229,46 @@ class Encoder:
             for i in used:
                 masks[i] = bank[plan.fmix[i, 0]]
             params[used] = plan.fmix[used, 1:]
-        return {"blend": plan.blend, "boxes": boxes, "patch": plan.patch, "mask": masks,
-                "mask_params": params}
+        return {"blend": plan.blend, "rows": rows, "mask": masks, "mask_params": params}
 
     def _paste_rows(self, plan: Plan) -> dict:
-        """Per sample: row 0 copies the sample itself, then its CutMix box and FMix runs from the
-        partner: ids (R,) int32, anchors (R, 2) int32 (the same in the source and the output),
-        shapes (R, 2) int32."""
+        """Per sample: row 0 copies the sample itself, then its same-size paste rows (from
+        their source samples) and its FMix runs (from the partner, at the same place): ids (R,)
+        int32, source anchors and output anchors (R, 2) int32, shapes (R, 2) int32."""
         B = len(plan.perm)
         fmix_owner, fmix_rects = fmix_runs(self.planner, plan, per_sample=False)
-        box_owner = np.repeat(np.arange(B), [len(b) for b in plan.boxes])
-        owner, rows, pasted = paste_rows(self.geo, np.concatenate([box_owner, fmix_owner]),
-                                         np.concatenate(list(plan.boxes) + [fmix_rects]), B)
+        live = (plan.rows[:, :, 7] > 0) & (plan.rows[:, :, 8] > 0)
+        same = live & (plan.rows[:, :, 3] == plan.rows[:, :, 7]) & (plan.rows[:, :, 4] == plan.rows[:, :, 8])
+        row_owner, k = np.nonzero(same)
+        picked = plan.rows[row_owner, k]
+        owner_all = np.concatenate([row_owner, fmix_owner])
+        src_ids = np.concatenate([plan.sources[row_owner, picked[:, 0]], plan.perm[fmix_owner]])
+        dst = np.concatenate([picked[:, 5:9], fmix_rects])
+        src = np.concatenate([np.concatenate([picked[:, 1:3], picked[:, 7:9]], 1), fmix_rects])
+        owner, rows, pasted = paste_rows(self.geo, owner_all, dst, B)
+        _, src_rows, _ = paste_rows(self.geo, owner_all, src, B)
+        ids = paste_rows(self.geo, owner_all, np.zeros((len(owner_all), 4), np.int32), B,
+                         values=src_ids)
         split = _splitter(owner, B)
-        return {"paste_ids": split(np.where(pasted, plan.perm[owner], owner).astype(np.int32)),
-                "paste_at": split(rows[:, :2]), "paste_shape": split(rows[:, 2:])}
+        return {"paste_ids": split(np.where(pasted, ids, owner).astype(np.int32)),
+                "paste_from": split(src_rows[:, :2]), "paste_at": split(rows[:, :2]),
+                "paste_shape": split(rows[:, 2:])}
 
     def _patch_rows(self, plan: Plan) -> dict:
-        """ResizeMix: the partner's target size (B, 2) float32 ((1, 1) unused) and per sample
-        the rows pasting the canvas, then the shrunk partner at its corner."""
-        size = np.where((plan.patch[:, 2] > 0)[:, None], plan.patch[:, 2:], 1).astype(np.float32)
-        ins, outs, shapes = _pasted_whole(self.geo, plan.patch)
+        """Resized pastes (ResizeMix: the whole partner shrunk): the partner's target size
+        (B, 2) float32 ((1, 1) unused) and per sample the rows pasting the canvas, then the
+        shrunk partner at its corner."""
+        r = plan.rows
+        resized = (r[:, :, 7] > 0) & (r[:, :, 8] > 0) & ((r[:, :, 3] != r[:, :, 7]) | (r[:, :, 4] != r[:, :, 8]))
+        if np.any(resized.sum(1) > 1) or np.any(r[resized][:, 0] != 1) or np.any(
+                r[resized][:, 1:5] != (0, 0, self.geo.height, self.geo.width)):
+            raise ValueError("DALI's operators resize the whole partner only: at most one resized "
+                             "paste row per sample, from slot 1's whole image")
+        patch = np.zeros((len(r), 4), np.int32)
+        owner, k = np.nonzero(resized)
+        patch[owner] = r[owner, k, 5:9]
+        size = np.where((patch[:, 2] > 0)[:, None], patch[:, 2:], 1).astype(np.float32)
+        ins, outs, shapes = _pasted_whole(self.geo, patch)
         return {"patch_size": size, "patch_in": ins, "patch_out": outs, "patch_shape": shapes}
 
     def _blend(self, plan: Plan) -> dict:
@@ -286,13 +314,17 @@ class Encoder:
 
 
 def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
-               src_height: np.ndarray | None = None):
+               src_height: np.ndarray | None = None, values: np.ndarray | None = None):
     """The `fn.multi_paste` rows of a batch of `batch` samples of geometry `geo`: per sample a
     row copying the whole image (of the paste view), then its rectangles (n, 4) (y, x, h, w)
     in pixels, owned by samples `owner` (n,), in the paste view (C rows each for CHW, plane c
     offset by c * H, or c * `src_height` (n,) for a source of another height). Returns, sorted
     by sample (a stable sort: every sample's rectangles keep their order after its whole-image
     row): owner (m,) int64, rows (m, 4) int32, pasted (m,) bool (False for the whole-image row)."""
+    if values is not None:  # one value per rectangle (its source), in the same order
+        vals = np.concatenate([np.zeros(batch, np.int64), np.tile(np.asarray(values, np.int64), _copies(geo))])
+        own = np.concatenate([np.arange(batch), np.tile(np.asarray(owner, np.int64), _copies(geo))])
+        return vals[np.argsort(own, kind="stable")]
     rects = geo.planes(rects, src_height)
     full_rows = geo.height if geo.layout == "HWC" else geo.channels * geo.height
     full = np.broadcast_to(np.array([0, 0, full_rows, geo.width], np.int32), (batch, 4))
@@ -426,7 +458,7 @@ def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
     geo = enc.geo
     canvas = images
     if enc.paste:
-        canvas = _paste(images, geo, [], in_ids=p["paste_ids"], in_anchors=p["paste_at"],
+        canvas = _paste(images, geo, [], in_ids=p["paste_ids"], in_anchors=p["paste_from"],
                         out_anchors=p["paste_at"], shapes=p["paste_shape"])
     partner = None
     if enc.resize or enc.blend:
@@ -455,7 +487,7 @@ def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None)
     geo = enc.geo
     kw = {} if normalize is None else dict(mean=normalize.mean, std=normalize.std,
                                            mirror=normalize.mirror, dtype=types.FLOAT)
-    return native.mix(images, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
+    return native.mix(images, p["perm"], p["blend"], p["rows"], p["mask"],
                       p["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width),
                       channels=geo.channels, **kw)
 

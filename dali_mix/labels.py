@@ -1,8 +1,10 @@
 """Soft targets for mixed batches, built in the DALI graph.
 
-Dense: target = (1 - eps) * (lam * onehot(y_a) + (1 - lam) * onehot(y_b)) + eps / C, float32
-(N, C): non-negative, rows sum to 1, minimum eps / C (timm's `mixup_target` with smoothing).
-When y_a == y_b the row is the (smoothed) one-hot of that class, whatever lam.
+Dense: target = (1 - eps) * sum_k share_k * onehot(y_k) + eps / C, float32 (N, C), over the
+plan's label slots k (own, partner, ... : `Plan.shares`, each source's share of the output; two
+slots: lam * onehot(y_a) + (1 - lam) * onehot(y_b), timm's `mixup_target` with smoothing):
+non-negative, rows sum to 1, minimum eps / C. When y_a == y_b the row is the (smoothed)
+one-hot of that class, whatever lam.
 Sparse: (y_a int64, y_b int64, lam float32) per sample, for very many classes; the loss combines
 lam * CE(y_a) + (1 - lam) * CE(y_b) with the same smoothing (`dali_mix.torch.losses`).
 
@@ -22,21 +24,22 @@ def scalar_labels(labels):
     return fn.cast(fn.reshape(labels, shape=[]), dtype=types.INT64)
 
 
-def target_weights(lam: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
-    """The weights of the own and the partner label: (N,) lam -> (N, 2, 1) float32
-    (lam * (1 - eps), (1 - lam) * (1 - eps)), computed in float32, for `dense_targets`."""
+def target_weights(shares: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+    """The weights of the label slots: (N, S) float32 shares (`Plan.shares`; slot 0 the own
+    label, slot 1 the partner's, ...) -> (N, S, 1) float32 shares * (1 - eps), computed in
+    float32, for `dense_targets`."""
     check_smoothing(smoothing)
-    lam = np.asarray(lam, np.float32)
-    on = np.float32(1.0 - float(smoothing))
-    return np.stack([lam * on, (np.float32(1.0) - lam) * on], 1)[:, :, None]
+    shares = np.asarray(shares, np.float32)
+    return (shares * np.float32(1.0 - float(smoothing)))[:, :, None]
 
 
-def dense_targets(labels_a, labels_b, weights, num_classes: int, smoothing: float = 0.0):
-    """(N, num_classes) float32 soft targets, see the module docstring, from int64 scalar
-    labels and `target_weights` (a (2, 1) float32 DataNode per sample), all on the CPU: the
-    one-hot rows of (y_a, y_b) weighted and summed (four operators)."""
+def dense_targets(labels, weights, num_classes: int, smoothing: float = 0.0):
+    """(N, num_classes) float32 soft targets, see the module docstring, from the int64 scalar
+    labels of the S label slots (a list of S DataNodes: own, partner, ...) and
+    `target_weights` (an (S, 1) float32 DataNode per sample), all on the CPU: the one-hot rows
+    of the slots' labels weighted and summed (four operators)."""
     check_smoothing(smoothing)
-    hot = fn.one_hot(fn.stack(labels_a, labels_b), num_classes=int(num_classes), dtype=types.FLOAT)
+    hot = fn.one_hot(fn.stack(*labels), num_classes=int(num_classes), dtype=types.FLOAT)
     targets = fn.reductions.sum(hot * weights, axes=0)
     return targets + float(smoothing) / num_classes if smoothing else targets
 

@@ -53,7 +53,8 @@ class Method:
     reference: the code its draw restates. fields: its recipe fields. effects: the effect kinds
     its draw returns. sources: samples an output draws from (2: itself and its partner).
     draw: DrawContext -> effect (arrays over the whole batch). default_candidate: one of
-    RandomMix's default candidates (`MixRecipe()`, train.py's `randommix`).
+    RandomMix's default candidates (`MixRecipe()`, train.py's `randommix`). resized: its paste
+    rows resize their source (DALI's operators then shrink the whole partner with `fn.resize`).
     """
 
     name: str
@@ -65,6 +66,7 @@ class Method:
     draw: Callable[[DrawContext], object]
     sources: int = 2
     default_candidate: bool = False
+    resized: bool = False
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -100,7 +102,7 @@ RESIZEMIX = Method(
     "resizemix", MIX, "x_j shrunk by tau ~ U(lo, hi) pasted whole inside x_i", "JayQine/ResizeMix getbox_new",
     fields=(Field("resizemix_scale", (0.1, 0.8), kind="pair", lo=0.0, hi=1.0, open_lo=True,
                   alias="scale", doc="ResizeMix tau ~ U(lo, hi), paper (0.1, 0.8)"),),
-    effects=(PASTE,), default_candidate=True,
+    effects=(PASTE,), default_candidate=True, resized=True,
     draw=lambda d: Paste(whole_image_rows(*draws.resizemix_patches(
         d.rng, d.n, d.H, d.W, d.recipe.resizemix_scale), d.H, d.W)),
 )

@@ -22,6 +22,7 @@ from dali_mix.execute import Encoder, Geometry, Normalization
 from dali_mix.labels import dense_targets, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
+from dali_mix.methods import max_sources
 from dali_mix.plan import MixPlanner
 from dali_mix.schedule import BatchClock
 
@@ -37,6 +38,9 @@ class MixResult(NamedTuple):
     lam: float32 scalar, the exact weight of labels_a (1.0 for unmixed samples) (CPU).
     method: int32 scalar, index into `recipe.candidates`, len(candidates) = not mixed (CPU).
     recipe: the recipe.
+    labels: (S,) int64 labels of the plan's S label slots (own, partner, further sources), CPU.
+    shares: (S,) float32 each slot's share of the output (`Plan.shares`: lam, 1 - lam for two
+        slots), CPU.
     """
 
     images: object
@@ -46,12 +50,16 @@ class MixResult(NamedTuple):
     lam: object
     method: object
     recipe: MixRecipe
+    labels: object = None
+    shares: object = None
 
     def outputs(self) -> tuple:
         """Pipeline outputs for `dali_mix.torch.Loader`, named by `output_names(recipe)`;
         every output on the images' device."""
         if self.recipe.target == "dense":
             return self.images, self.targets
+        if label_slots(self.recipe) > 2:
+            return (self.images,) + tuple(_on(x, self.images) for x in (self.labels, self.shares))
         return (self.images,) + tuple(_on(x, self.images) for x in (self.labels_a, self.labels_b, self.lam))
 
 
@@ -59,7 +67,15 @@ def output_names(recipe: MixRecipe) -> list[str]:
     """Names of `MixResult.outputs()`, in order, for the Loader's `output_map`."""
     if recipe.target == "dense":
         return ["images", "targets"]
+    if label_slots(recipe) > 2:
+        return ["images", "labels", "weights"]
     return ["images", "labels_a", "labels_b", "lam"]
+
+
+def label_slots(recipe: MixRecipe) -> int:
+    """S, the label slots of the recipe's plans: 2 (own, partner) unless a candidate draws
+    from more samples (RICAP, Mosaic: 4)."""
+    return max_sources(recipe.candidates)
 
 
 def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
@@ -141,11 +157,16 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     elif normalize is not None and normalize.dtype != types.FLOAT:
         mixed = fn.cast(mixed, dtype=normalize.dtype)
     labels_b = fn.permute_batch(labels_a, indices=p["perm"])
+    slots = [labels_a, labels_b] + [fn.permute_batch(labels_a, indices=p[f"source_{k}"])
+                                    for k in range(2, planner.slots)]
     targets = None
     if recipe.target == "dense":
-        targets = _on(dense_targets(labels_a, labels_b, p["weights"], recipe.num_classes,
+        targets = _on(dense_targets(slots, p["weights"], recipe.num_classes,
                                     recipe.label_smoothing), images)
-    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
+    labels = shares = None
+    if planner.slots > 2:
+        labels, shares = fn.stack(*slots), p["shares"]
+    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe, labels, shares)
 
 
 def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str) -> MixResult:
