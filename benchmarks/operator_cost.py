@@ -49,11 +49,11 @@ def _pipeline(kind: str, methods, images, size: int, threads: int):
         bank = dm.FMixMaskBank((size, size), batch, seed=0, refresh=False)
         planner = MixPlanner(recipe, batch, (size, size), seed=1, fmix_bank=bank)
         plan = Encoder(planner, "fused", Geometry("HWC", size, size, 3), None).encode(planner.plan(0, 0))
-        names = ("perm", "blend", "boxes", "patch", "mask", "mask_params")
+        names = ("perm", "blend", "rows", "mask", "mask_params")
         fixed = tuple(plan[n] for n in names)
         p = dict(zip(names, fn.external_source(source=lambda: fixed, num_outputs=len(fixed),
                                                batch=True)))
-        return native.mix_normalize(x, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
+        return native.mix_normalize(x, p["perm"], p["blend"], p["rows"], p["mask"],
                                     p["mask_params"], mean=MEAN, std=STD, mirror=mirror)
 
     p = pipe()

@@ -15,8 +15,11 @@ Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads =
     dali-randommix-chw
                       a stock pipeline that keeps its crop_mirror_normalize (dali-nomix-cmn) and
                       then mixes the normalised CHW float batch with random_mix (RandomMix)
-    dali-mixup, dali-cutmix, dali-resizemix, dali-fmix
-                      the same with a single method (to see which op costs what)
+    dali-randommix-all
+                      RandomMix over every mixing method of the table, equal weights
+    dali-<method>     the same with a single method, one per mixing method of the table
+                      (dali_mix.methods.TABLE: dali-mixup, dali-cutmix, ...), to see which
+                      costs what
     dali+timm-batch   dali-nomix + `timm.data.Mixup(mode="batch")` on the iterator's tensors
     dali+timm-elem    dali-nomix + `timm.data.Mixup(mode="elem")` on the iterator's tensors
     torchvision       ImageFolder + DataLoader(num_workers=threads), RandomResizedCrop + flip +
@@ -52,30 +55,31 @@ import threading
 import time
 from pathlib import Path
 
+from dali_mix.methods import DEFAULT_CANDIDATES, MIX, MIX_METHODS, TABLE
+
 REFERENCE = "dali-nomix"
+_RANDOMMIX = {m: 1.0 for m in DEFAULT_CANDIDATES}
 DALI_METHODS = {
     "dali-nomix": None,
     "dali-nomix-cmn": None,
-    "dali-randommix": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-randommix-ops": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-randommix-chw": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-mixup": {"mixup": 1.0},
-    "dali-cutmix": {"cutmix": 1.0},
-    "dali-resizemix": {"resizemix": 1.0},
-    "dali-fmix": {"fmix": 1.0},
+    "dali-randommix": _RANDOMMIX,
+    "dali-randommix-ops": _RANDOMMIX,
+    "dali-randommix-chw": _RANDOMMIX,
+    "dali-randommix-all": {m: 1.0 for m in MIX_METHODS},
+    **{f"dali-{m.name}": {m.name: 1.0} for m in TABLE if m.role == MIX},
 }
+"""The dali-mix contenders and their recipes' methods: one per mixing method of the table."""
 TIMM_MODES = {"dali+timm-batch": "batch", "dali+timm-elem": "elem"}
 CONTENDERS = list(DALI_METHODS) + list(TIMM_MODES) + ["torchvision"]
 DESCRIPTIONS = {
     "dali-nomix": "dali-mix pipeline, no mixing (reference)",
     "dali-nomix-cmn": "the same, normalised by DALI's crop_mirror_normalize",
-    "dali-randommix": "dali-mix RandomMix, 4 equal candidates, per sample",
+    "dali-randommix": f"dali-mix RandomMix, {len(_RANDOMMIX)} equal candidates, per sample",
     "dali-randommix-ops": "the same plan on DALI's operators (executor='dali'; the GPU graph)",
     "dali-randommix-chw": "dali-nomix-cmn + RandomMix on its normalised CHW float output",
-    "dali-mixup": "dali-mix Mixup only",
-    "dali-cutmix": "dali-mix CutMix only",
-    "dali-resizemix": "dali-mix ResizeMix only",
-    "dali-fmix": "dali-mix FMix only",
+    "dali-randommix-all": f"dali-mix RandomMix over every mixing method ({len(MIX_METHODS)} equal "
+                          f"candidates: {', '.join(MIX_METHODS)}), per sample",
+    **{f"dali-{m.name}": f"dali-mix {m.name} only" for m in TABLE if m.role == MIX},
     "dali+timm-batch": "DALI no-mix + timm Mixup(mode='batch')",
     "dali+timm-elem": "DALI no-mix + timm Mixup(mode='elem')",
     "torchvision": "ImageFolder + DataLoader + v2 MixUp/CutMix in collate_fn",

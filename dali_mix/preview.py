@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dali_mix.methods import DEFAULT_CANDIDATES, METHODS
+
 PNG_KEY = "dali-mix"
 FORMAT = "dali-mix/preview/1"
 SMALL_IMAGE = 64  # images of at most this side use crop="pad" (as train.py does for 28/32 px data)
@@ -64,13 +66,14 @@ def default_source() -> str:
 
 
 def recipe_for(mix: str, num_classes: int):
-    """A MixRecipe from a `--mix` value: "randommix" (the 4 pair methods, equal weights, the
-    default), "none", a method name, or a comma-separated list of method names."""
-    from dali_mix.config import PAIR_METHODS, MixRecipe
+    """A MixRecipe from a `--mix` value: "randommix" (RandomMix's default candidates, equal
+    weights, the default), "none", a method name, or a comma-separated list of method names."""
+    from dali_mix.config import MixRecipe
+    from dali_mix.methods import DEFAULT_CANDIDATES
 
     mix = mix.strip().lower()
     if mix == "randommix":
-        methods = list(PAIR_METHODS)
+        methods = list(DEFAULT_CANDIDATES)
     elif mix == "none":
         methods = []
     else:
@@ -327,8 +330,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--recipe", metavar="FILE", default=None,
                    help="YAML/JSON MixRecipe file (num_classes is taken from the data)")
     g.add_argument("--mix", metavar="NAME", default="randommix",
-                   help="randommix (mixup, cutmix, resizemix, fmix; default), none, a method name "
-                        "or a comma-separated list of them")
+                   help=f"randommix ({', '.join(DEFAULT_CANDIDATES)}; default), none, a method "
+                        f"name ({', '.join(METHODS)}) or a comma-separated list of them")
     p.add_argument("--num", type=_positive_int, default=16, help="number of tiles (default: 16)")
     p.add_argument("--num-classes", type=_positive_int, default=None,
                    help="number of classes, for sources that do not name them (webdataset shards "
