@@ -93,3 +93,10 @@ def whole_image_rows(y, x, h, w, H: int, W: int, slot: int = 1) -> np.ndarray:
     zero = np.zeros_like(y)
     return np.stack([np.full_like(y, slot), zero, zero, np.full_like(y, H), np.full_like(y, W),
                      y, x, h, w], 1)[:, None, :]
+
+
+def tile_rows(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(B, K, 9) rows pasting tile k from slot k: source rects and destination rects (B, K, 4)."""
+    B, K, _ = src.shape
+    slots = np.broadcast_to(np.arange(K, dtype=np.int64)[None, :, None], (B, K, 1))
+    return np.concatenate([slots, src, dst], 2).astype(np.int64)

@@ -24,7 +24,7 @@ import numpy as np
 
 from dali_mix import draws
 from dali_mix.effects import (BLEND, CUTOUT, ERASE, MASK, PASTE, RANDOM_ERASING, Blend, Erase,
-                              Mask, Paste, same_place_rows, whole_image_rows)
+                              Mask, Paste, same_place_rows, tile_rows, whole_image_rows)
 from dali_mix.fields import Field
 
 MIX, ERASES = "mix", "erase"
@@ -127,6 +127,30 @@ FMIX = Method(
 )
 
 
+def _four_tiles(tiles) -> Callable[[DrawContext], Paste]:
+    """The draw of a four-image method whose sampler `tiles(ctx)` gives (source rects,
+    destination rects) (B, 4, 4): tile k from slot k, the slots the sample itself and the next
+    three of a random cycle (`draws.source_cycles`; the rule for batches of fewer than four)."""
+    return lambda d: Paste(tile_rows(*tiles(d)), draws.source_cycles(d.rng, d.n, 4))
+
+
+RICAP = Method(
+    "ricap", MIX, "four crops from four samples fill the quadrants around a boundary point "
+    "(round(H Beta(b, b)), round(W Beta(b, b)))", "jackryo/ricap TrainerRICAP.ricap",
+    fields=(Field("ricap_beta", 0.3, lo=0.0, open_lo=True, alias="beta",
+                  doc="RICAP boundary ~ Beta(b, b) per side, official 0.3"),),
+    effects=(PASTE,), sources=4,
+    draw=_four_tiles(lambda d: draws.ricap_tiles(d.rng, d.n, d.H, d.W, d.recipe.ricap_beta)),
+)
+
+MOSAIC = Method(
+    "mosaic", MIX, "four samples around a random centre of a 2x canvas (YOLOv5), the output "
+    "its centre window", "ultralytics/yolov5 load_mosaic",
+    fields=(), effects=(PASTE,), sources=4,
+    draw=_four_tiles(lambda d: draws.mosaic_tiles(d.rng, d.n, d.H, d.W)),
+)
+
+
 def _cutout_draw(d: DrawContext) -> Erase:
     r = d.recipe
     return Erase(*draws.cutout_boxes(d.rng, d.n, d.H, d.W, r.cutout_holes, r.cutout_length), CUTOUT)
@@ -162,7 +186,8 @@ RANDOM_ERASING_METHOD = Method(
     effects=(ERASE,), draw=_erasing_draw,
 )
 
-TABLE: tuple[Method, ...] = (MIXUP, CUTMIX, RESIZEMIX, FMIX, CUTOUT_METHOD, RANDOM_ERASING_METHOD)
+TABLE: tuple[Method, ...] = (MIXUP, CUTMIX, RESIZEMIX, FMIX, RICAP, MOSAIC, CUTOUT_METHOD,
+                             RANDOM_ERASING_METHOD)
 """Every method, in draw order (see the module docstring)."""
 
 BY_NAME: dict[str, Method] = {m.name: m for m in TABLE}

@@ -68,7 +68,7 @@ def output_names(recipe: MixRecipe) -> list[str]:
     if recipe.target == "dense":
         return ["images", "targets"]
     if label_slots(recipe) > 2:
-        return ["images", "labels", "weights"]
+        return ["images", "slot_labels", "slot_weights"]
     return ["images", "labels_a", "labels_b", "lam"]
 
 
