@@ -200,7 +200,9 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
         source: anything `train_pipeline` accepts (ImageFolder root, .txt file list, webdataset
             shard(s)/dir/glob, a Source); None: the embedded Fashion-MNIST train set.
         recipe: a MixRecipe (its num_classes must match the data), or None for RandomMix over
-            mixup, cutmix, resizemix, fmix.
+            its default candidates (mixup, cutmix, resizemix, fmix). A recipe with a
+            four-image candidate (RICAP, Mosaic) labels its tiles with every source's class and
+            share (tile metadata "sources").
         num: samples (tiles), one pipeline batch. image_size: output side of the pipeline
             (default: the images' own side if <= 64 px, else 224). seed: the pipeline seed.
         device: "cpu" or "gpu" (decoder "mixed" on GPU 0).
@@ -249,6 +251,17 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
         tile = upscale(denormalise(images[i]), factor)
         grid.paste(Image.fromarray(tile, "RGB"), (x0, y0))
         lines = [f"{mname}  lam={float(lam[i]):.3f}", f"a: {class_a}", f"b: {class_b}"]
+        slots = None
+        if "shares" in out:  # a many-source plan: every slot with a share, largest first
+            slots = [{"label": int(y), "class": names[int(y)] if 0 <= int(y) < len(names) else str(int(y)),
+                      "share": float(s)} for y, s in zip(out["labels"][i].reshape(-1),
+                                                          out["shares"][i].reshape(-1).astype(np.float32))]
+            per_class: dict[str, float] = {}
+            for s_ in slots:
+                per_class[s_["class"]] = per_class.get(s_["class"], 0.0) + s_["share"]
+            shown = sorted(((c, w) for c, w in per_class.items() if w > 0), key=lambda cw: -cw[1])
+            text = [f"{c} {w:.2f}" for c, w in shown]
+            lines[1:] = [" ".join(text[:2]), " ".join(text[2:])]
         for k, text in enumerate(lines):
             draw.text((x0, y0 + side + _PAD + k * line_h), _fit(draw, text, font, side), fill="black",
                       font=font)
@@ -257,6 +270,7 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
             "method": mname, "method_id": m, "label_a": a, "label_b": bb,
             "class_a": class_a, "class_b": class_b, "lam": float(lam[i]),
             "target": None if targets is None else [float(v) for v in targets[i].reshape(-1)],
+            **({} if slots is None else {"sources": slots}),
         })
     meta = {
         "format": FORMAT,
