@@ -494,7 +494,7 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
 def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     """Time `FMixMaskBank.make_bank` (once per epoch) and the planner per batch."""
     from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
-    from dali_mix.execute import Encoder, Geometry, fmix_runs
+    from dali_mix.execute import DaliExecutor, FusedExecutor, Geometry, fmix_runs
     from dali_mix.schedule import BatchClock
     from pipelines.sources import resolve_source
 
@@ -519,7 +519,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     norm = Normalization(_MEAN, _STD)
     timings = {}
     for kind in ("fused", "dali"):
-        enc = Encoder(planner, kind, Geometry("HWC", size, size, 3), norm)
+        enc = (FusedExecutor if kind == "fused" else DaliExecutor)(planner, Geometry("HWC", size, size, 3), norm)
         plan_ms, fmix_ms = [], []
         for i in range(1, calls + 1):
             t = time.perf_counter()
@@ -528,7 +528,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
             plan_ms.append(1000 * (time.perf_counter() - t))
             t = time.perf_counter()
             if kind == "fused":
-                enc._fused(plan)
+                enc.encode(plan)
             else:
                 fmix_runs(planner, plan)
             fmix_ms.append(1000 * (time.perf_counter() - t))

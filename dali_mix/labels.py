@@ -57,3 +57,38 @@ def onehot_targets(labels, num_classes: int, smoothing: float = 0.0):
 def check_smoothing(smoothing: float) -> None:
     if not 0.0 <= float(smoothing) < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
+
+
+class TargetInputs:
+    """The targets' unit of the plan feed (`dali_mix.feed.PlanFeed`): `encode(plan)` gives
+    (`names`) the dense targets' slot weights ("weights", `target_weights`), and for plans of
+    S > 2 label slots the samples of slots 2.. ("source_k", (B,) int32) and the shares
+    ((B, S) float32); `build` makes the targets in the graph."""
+
+    def __init__(self, recipe, slots: int):
+        self.recipe = recipe
+        self.slots = int(slots)
+        self.names = (["weights"] if recipe.target == "dense" else []) + \
+            [f"source_{k}" for k in range(2, self.slots)] + (["shares"] if self.slots > 2 else [])
+
+    def encode(self, plan) -> dict:
+        out = {f"source_{k}": np.ascontiguousarray(plan.sources[:, k]) for k in range(2, self.slots)}
+        out["shares"] = plan.shares
+        if self.recipe.target == "dense":
+            out["weights"] = target_weights(plan.shares, self.recipe.label_smoothing)
+        return out
+
+    def build(self, labels_a, perm, ins: dict):
+        """(targets (N, C) float32 or None for sparse, labels_b, the slots' labels (S,) int64
+        or None, their shares or None), all on the CPU, from the int64 scalar labels and the
+        plan's partner `perm`."""
+        labels_b = fn.permute_batch(labels_a, indices=perm)
+        slots = [labels_a, labels_b] + [fn.permute_batch(labels_a, indices=ins[f"source_{k}"])
+                                        for k in range(2, self.slots)]
+        targets = None
+        if self.recipe.target == "dense":
+            targets = dense_targets(slots, ins["weights"], self.recipe.num_classes,
+                                    self.recipe.label_smoothing)
+        if self.slots > 2:
+            return targets, labels_b, fn.stack(*slots), ins["shares"]
+        return targets, labels_b, None, None

@@ -18,8 +18,9 @@ from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import execute
 from dali_mix.config import MixRecipe
-from dali_mix.execute import Encoder, Geometry, Normalization
-from dali_mix.labels import dense_targets, onehot_targets, scalar_labels
+from dali_mix.execute import Geometry, Normalization
+from dali_mix.feed import PlanFeed
+from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.methods import max_sources
@@ -144,29 +145,22 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     planner = MixPlanner(recipe, pipe.max_batch_size, (height, width), seed=seed, clock=clock,
                          fmix_bank=fmix_bank, enabled=enabled)
     geo = Geometry(recipe.layout, height, width, recipe.channels)
-    enc = Encoder(planner, kind, geo, normalize)
-    p = dict(zip(enc.names, fn.external_source(source=enc, num_outputs=len(enc.names), batch=True,
-                                               batch_info=True)))
-    if kind == "dali":
-        mixed = execute.dali_pixels(execute.check_images(images, geo), p, enc, normalize)
-    else:
-        mixed = execute.fused_pixels(images, p, enc, normalize)
-    mixed = execute.erase(mixed, p, enc, recipe, images if normalize is None else mixed)
-    if normalize is None and kind == "dali" and enc.blend:
-        mixed = fn.cast_like(mixed, images)  # Mixup on DALI's operators computes in float32
+    out_geo = geo if normalize is None else Geometry("CHW", height, width, recipe.channels)
+    pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)
+    eraser = execute.Eraser(recipe, out_geo)
+    target_inputs = TargetInputs(recipe, planner.slots)
+    plan_nodes, (t_in, x_in, e_in) = PlanFeed(planner, [target_inputs, pixels, eraser]).nodes()
+    mixed = pixels.pixels(images, plan_nodes, x_in)
+    mixed = eraser.apply(mixed, e_in, images if normalize is None else mixed)
+    if pixels.casts_back:
+        mixed = fn.cast_like(mixed, images)
     elif normalize is not None and normalize.dtype != types.FLOAT:
         mixed = fn.cast(mixed, dtype=normalize.dtype)
-    labels_b = fn.permute_batch(labels_a, indices=p["perm"])
-    slots = [labels_a, labels_b] + [fn.permute_batch(labels_a, indices=p[f"source_{k}"])
-                                    for k in range(2, planner.slots)]
-    targets = None
-    if recipe.target == "dense":
-        targets = _on(dense_targets(slots, p["weights"], recipe.num_classes,
-                                    recipe.label_smoothing), images)
-    labels = shares = None
-    if planner.slots > 2:
-        labels, shares = fn.stack(*slots), p["shares"]
-    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe, labels, shares)
+    targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in)
+    if targets is not None:
+        targets = _on(targets, images)
+    return MixResult(mixed, targets, labels_a, labels_b, plan_nodes["lam"], plan_nodes["method"], recipe,
+                     labels, shares)
 
 
 def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str) -> MixResult:
