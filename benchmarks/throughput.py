@@ -1,6 +1,6 @@
 """Throughput of dali-mix against its peers, measured side by side in one run.
 
-    python -m benchmarks.throughput                 # or: dali-mix bench
+    python -m benchmarks.throughput                 # from a checkout (not installed)
     python -m benchmarks.throughput --only dali-nomix,dali-randommix --rounds 3 --batches 10
 
 Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads = `--threads`):
@@ -695,7 +695,7 @@ def run(args) -> int:
     threads = args.threads or os.cpu_count() or 1
     cfg = {"data": data, "batch_size": args.batch_size, "image_size": args.image_size,
            "threads": threads, "warmup": args.warmup, "seed": args.seed}
-    print(f"dali-mix bench: {len(names)} contenders, {args.rounds} rounds x {args.batches} batches, "
+    print(f"benchmarks.throughput: {len(names)} contenders, {args.rounds} rounds x {args.batches} batches, "
           f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {threads} threads, data {data}")
     results = measure(names, cfg, rounds=args.rounds, batches=args.batches,
                       parallel_build=args.parallel_build, in_process=args.in_process)
@@ -758,14 +758,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-process", action="store_true",
                    help="run all contenders in this process (fast start, no memory figures; smoke tests)")
     p.add_argument("--no-fmix-cost", action="store_true", help="skip the FMix mask cost measurement")
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="throughput of dali-mix vs timm and torchvision (CPU)",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
 
 
 def main(argv=None) -> int:
