@@ -229,11 +229,10 @@ class DaliExecutor:
         src_ids = np.concatenate([plan.sources[row_owner, picked[:, 0]], plan.perm[fmix_owner]])
         dst = np.concatenate([picked[:, 5:9], fmix_rects])
         src = np.concatenate([np.concatenate([picked[:, 1:3], picked[:, 7:9]], 1), fmix_rects])
-        owner, rows, pasted = paste_rows(self.geo, owner_all, dst, B)
+        owner, rows, pasted, index = paste_rows(self.geo, owner_all, dst, B, with_index=True)
         _, src_rows, _ = paste_rows(self.geo, owner_all, src, B)
-        ids = paste_rows(self.geo, owner_all, np.zeros((len(owner_all), 4), np.int32), B,
-                         values=src_ids)
         split = _splitter(owner, B)
+        ids = src_ids[index] if src_ids.size else owner  # no rectangle: whole-image rows only
         return {"paste_ids": split(np.where(pasted, ids, owner).astype(np.int32)),
                 "paste_from": split(src_rows[:, :2]), "paste_at": split(rows[:, :2]),
                 "paste_shape": split(rows[:, 2:])}
@@ -353,17 +352,15 @@ class Eraser:
 
 
 def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
-               src_height: np.ndarray | None = None, values: np.ndarray | None = None):
+               src_height: np.ndarray | None = None, with_index: bool = False):
     """The `fn.multi_paste` rows of a batch of `batch` samples of geometry `geo`: per sample a
     row copying the whole image (of the paste view), then its rectangles (n, 4) (y, x, h, w)
     in pixels, owned by samples `owner` (n,), in the paste view (C rows each for CHW, plane c
     offset by c * H, or c * `src_height` (n,) for a source of another height). Returns, sorted
     by sample (a stable sort: every sample's rectangles keep their order after its whole-image
-    row): owner (m,) int64, rows (m, 4) int32, pasted (m,) bool (False for the whole-image row)."""
-    if values is not None:  # one value per rectangle (its source), in the same order
-        vals = np.concatenate([np.zeros(batch, np.int64), np.tile(np.asarray(values, np.int64), _copies(geo))])
-        own = np.concatenate([np.arange(batch), np.tile(np.asarray(owner, np.int64), _copies(geo))])
-        return vals[np.argsort(own, kind="stable")]
+    row): owner (m,) int64, rows (m, 4) int32, pasted (m,) bool (False for the whole-image row);
+    with `with_index` also index (m,) int64, the rectangle each row comes from (0 for the
+    whole-image rows)."""
     rects = geo.planes(rects, src_height)
     full_rows = geo.height if geo.layout == "HWC" else geo.channels * geo.height
     full = np.broadcast_to(np.array([0, 0, full_rows, geo.width], np.int32), (batch, 4))
@@ -371,6 +368,9 @@ def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
     rows = np.concatenate([full, rects])
     pasted = np.arange(len(rows)) >= batch
     order = np.argsort(owner, kind="stable")
+    if with_index:
+        index = np.concatenate([np.zeros(batch, np.int64), np.tile(np.arange(len(rects) // _copies(geo)), _copies(geo))])
+        return owner[order], rows[order], pasted[order], index[order]
     return owner[order], rows[order], pasted[order]
 
 

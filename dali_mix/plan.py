@@ -1,10 +1,13 @@
 """The planner: every random parameter of a batch, drawn once, in one vectorised numpy step.
 
 A `MixPlanner` turns (seed, epoch, step) into a `Plan`: the partner of each sample, the method
-it gets, the exact lambda, the Mixup weight, the CutMix box, the ResizeMix patch, the FMix mask
-(bank entry, threshold, flips) and the erased rectangles (Cutout, Random Erasing). The draws
-themselves are `dali_mix.draws`'s samplers; the plan is executor-neutral, and each executor
-(`dali_mix.execute`) encodes it into its operators' inputs. It is fed to the pipeline as one
+it gets, its label slots' sources and shares (lambda), the blend weight, the paste rows (slot,
+source rect, destination rect: CutMix's box, ResizeMix's shrunk partner, RICAP's and Mosaic's
+four tiles), the FMix mask (bank entry, threshold, flips) and the erased rectangles (Cutout,
+Random Erasing). It runs the draws of the method table (`dali_mix.methods`, built on
+`dali_mix.draws`'s samplers) in table order and writes their effects (`dali_mix.effects`); the
+plan is executor-neutral, and each executor (`dali_mix.execute`) encodes it into its
+operators' inputs. It is fed to the pipeline as one
 external source (`batch=True, batch_info=True`), so the graph has no random operator and no
 conditional; a plan is a pure function of (seed, epoch, step) through a `BatchClock`, so runs
 are reproducible and a resumed run (DALI restores the run counter) gets the same batches.
