@@ -43,7 +43,8 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
-from dali_mix.config import METHODS, PAIR_METHODS, warn_once
+from dali_mix.config import METHODS, warn_once
+from dali_mix.methods import DEFAULT_CANDIDATES, MIX_METHODS
 from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress
 from dali_mix.sources import Source, class_mismatch, resolve_source
@@ -61,7 +62,8 @@ from dali_mix.training.resume import check_evaluation, finished_run, incompatibi
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
 from dali_mix.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task, TimmMixupTask
 
-MIX_CHOICES = ("none", "mixup", "cutmix", "resizemix", "fmix", "randommix")
+MIX_CHOICES = ("none", *MIX_METHODS, "randommix")
+"""--mix: no mixing, one mixing method of the table alone, or RandomMix over its default candidates."""
 AUDIO_DATA = "spoken-commands"  # --data name of the synthesised keyword-spotting set
 DEFAULT_OUTPUT = "runs/latest"
 
@@ -89,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "before training and train on the clean list")
     m = p.add_argument_group("mixing (timm-style names where they exist)")
     m.add_argument("--mix", choices=MIX_CHOICES, default="randommix")
-    m.add_argument("--mix-weights", default=None, help="RandomMix weights for mixup,cutmix,resizemix,fmix "
+    m.add_argument("--mix-weights", default=None, help=f"RandomMix weights for {','.join(DEFAULT_CANDIDATES)} "
                    "(e.g. 4,1,1,1) or name=weight pairs (mixup=1,cutout=1)")
     m.add_argument("--mix-mode", choices=("sample", "pair", "batch"), default="sample",
                    help="a draw per sample, per pair of partners, or one per batch")
@@ -259,10 +261,10 @@ def mix_weights(text: str) -> dict[str, float]:
                 raise ValueError(f"unknown method {k!r}; choose from {list(METHODS)}")
             out[k] = float(v)
         return out
-    if len(parts) != len(PAIR_METHODS):
-        raise ValueError(f"give {len(PAIR_METHODS)} weights for {','.join(PAIR_METHODS)} "
+    if len(parts) != len(DEFAULT_CANDIDATES):
+        raise ValueError(f"give {len(DEFAULT_CANDIDATES)} weights for {','.join(DEFAULT_CANDIDATES)} "
                          f"or name=weight pairs, got {text!r}")
-    return {k: float(v) for k, v in zip(PAIR_METHODS, parts)}
+    return {k: float(v) for k, v in zip(DEFAULT_CANDIDATES, parts)}
 
 
 def timm_mixup_args(args, num_classes: int) -> dict:
@@ -303,7 +305,7 @@ def recipe_from_args(args, num_classes: int, image_size: int | None = None) -> d
     if args.mix == "none":
         methods = {}
     elif args.mix == "randommix":
-        methods = mix_weights(args.mix_weights) if args.mix_weights else {m: 1.0 for m in PAIR_METHODS}
+        methods = mix_weights(args.mix_weights) if args.mix_weights else {m: 1.0 for m in DEFAULT_CANDIDATES}
     else:
         methods = {args.mix: 1.0}
     # timm meaning: an alpha of 0 switches that method off

@@ -1,6 +1,6 @@
 """Throughput of dali-mix against its peers, measured side by side in one run.
 
-    python -m benchmarks.throughput                 # or: dali-mix bench
+    python -m benchmarks.throughput                 # from a checkout (not installed)
     python -m benchmarks.throughput --only dali-nomix,dali-randommix --rounds 3 --batches 10
 
 Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads = `--threads`):
@@ -15,8 +15,11 @@ Contenders (CPU, `--image-size` x `--image-size`, `--batch-size`, DALI threads =
     dali-randommix-chw
                       a stock pipeline that keeps its crop_mirror_normalize (dali-nomix-cmn) and
                       then mixes the normalised CHW float batch with random_mix (RandomMix)
-    dali-mixup, dali-cutmix, dali-resizemix, dali-fmix
-                      the same with a single method (to see which op costs what)
+    dali-randommix-all
+                      RandomMix over every mixing method of the table, equal weights
+    dali-<method>     the same with a single method, one per mixing method of the table
+                      (dali_mix.methods.TABLE: dali-mixup, dali-cutmix, ...), to see which
+                      costs what
     dali+timm-batch   dali-nomix + `timm.data.Mixup(mode="batch")` on the iterator's tensors
     dali+timm-elem    dali-nomix + `timm.data.Mixup(mode="elem")` on the iterator's tensors
     torchvision       ImageFolder + DataLoader(num_workers=threads), RandomResizedCrop + flip +
@@ -53,30 +56,31 @@ import threading
 import time
 from pathlib import Path
 
+from dali_mix.methods import DEFAULT_CANDIDATES, MIX, MIX_METHODS, TABLE
+
 REFERENCE = "dali-nomix"
+_RANDOMMIX = {m: 1.0 for m in DEFAULT_CANDIDATES}
 DALI_METHODS = {
     "dali-nomix": None,
     "dali-nomix-cmn": None,
-    "dali-randommix": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-randommix-ops": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-randommix-chw": {"mixup": 1.0, "cutmix": 1.0, "resizemix": 1.0, "fmix": 1.0},
-    "dali-mixup": {"mixup": 1.0},
-    "dali-cutmix": {"cutmix": 1.0},
-    "dali-resizemix": {"resizemix": 1.0},
-    "dali-fmix": {"fmix": 1.0},
+    "dali-randommix": _RANDOMMIX,
+    "dali-randommix-ops": _RANDOMMIX,
+    "dali-randommix-chw": _RANDOMMIX,
+    "dali-randommix-all": {m: 1.0 for m in MIX_METHODS},
+    **{f"dali-{m.name}": {m.name: 1.0} for m in TABLE if m.role == MIX},
 }
+"""The dali-mix contenders and their recipes' methods: one per mixing method of the table."""
 TIMM_MODES = {"dali+timm-batch": "batch", "dali+timm-elem": "elem"}
 CONTENDERS = list(DALI_METHODS) + list(TIMM_MODES) + ["torchvision"]
 DESCRIPTIONS = {
     "dali-nomix": "dali-mix pipeline, no mixing (reference)",
     "dali-nomix-cmn": "the same, normalised by DALI's crop_mirror_normalize",
-    "dali-randommix": "dali-mix RandomMix, 4 equal candidates, per sample",
+    "dali-randommix": f"dali-mix RandomMix, {len(_RANDOMMIX)} equal candidates, per sample",
     "dali-randommix-ops": "the same plan on DALI's operators (executor='dali'; the GPU graph)",
     "dali-randommix-chw": "dali-nomix-cmn + RandomMix on its normalised CHW float output",
-    "dali-mixup": "dali-mix Mixup only",
-    "dali-cutmix": "dali-mix CutMix only",
-    "dali-resizemix": "dali-mix ResizeMix only",
-    "dali-fmix": "dali-mix FMix only",
+    "dali-randommix-all": f"dali-mix RandomMix over every mixing method ({len(MIX_METHODS)} equal "
+                          f"candidates: {', '.join(MIX_METHODS)}), per sample",
+    **{f"dali-{m.name}": f"dali-mix {m.name} only" for m in TABLE if m.role == MIX},
     "dali+timm-batch": "DALI no-mix + timm Mixup(mode='batch')",
     "dali+timm-elem": "DALI no-mix + timm Mixup(mode='elem')",
     "torchvision": "ImageFolder + DataLoader + v2 MixUp/CutMix in collate_fn",
@@ -502,7 +506,7 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
 def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     """Time `FMixMaskBank.make_bank` (once per epoch) and the planner per batch."""
     from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
-    from dali_mix.execute import Encoder, Geometry, fmix_runs
+    from dali_mix.execute import DaliExecutor, FusedExecutor, Geometry, fmix_runs
     from dali_mix.schedule import BatchClock
     from pipelines.sources import resolve_source
 
@@ -527,7 +531,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     norm = Normalization(_MEAN, _STD)
     timings = {}
     for kind in ("fused", "dali"):
-        enc = Encoder(planner, kind, Geometry("HWC", size, size, 3), norm)
+        enc = (FusedExecutor if kind == "fused" else DaliExecutor)(planner, Geometry("HWC", size, size, 3), norm)
         plan_ms, fmix_ms = [], []
         for i in range(1, calls + 1):
             t = time.perf_counter()
@@ -536,7 +540,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
             plan_ms.append(1000 * (time.perf_counter() - t))
             t = time.perf_counter()
             if kind == "fused":
-                enc._fused(plan)
+                enc.encode(plan)
             else:
                 fmix_runs(planner, plan)
             fmix_ms.append(1000 * (time.perf_counter() - t))
@@ -703,7 +707,7 @@ def run(args) -> int:
     threads = args.threads or os.cpu_count() or 1
     cfg = {"data": data, "batch_size": args.batch_size, "image_size": args.image_size,
            "threads": threads, "warmup": args.warmup, "seed": args.seed}
-    print(f"dali-mix bench: {len(names)} contenders, {args.rounds} rounds x {args.batches} batches, "
+    print(f"benchmarks.throughput: {len(names)} contenders, {args.rounds} rounds x {args.batches} batches, "
           f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {threads} threads, data {data}")
     results = measure(names, cfg, rounds=args.rounds, batches=args.batches,
                       parallel_build=args.parallel_build, in_process=args.in_process)
@@ -766,14 +770,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-process", action="store_true",
                    help="run all contenders in this process (fast start, no memory figures; smoke tests)")
     p.add_argument("--no-fmix-cost", action="store_true", help="skip the FMix mask cost measurement")
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="throughput of dali-mix vs timm and torchvision (CPU)",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
 
 
 def main(argv=None) -> int:

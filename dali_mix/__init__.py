@@ -19,10 +19,10 @@ from dali_mix.masks import FMixMaskBank  # noqa: E402
 from dali_mix.mix import MixResult, Normalization, output_names, random_mix  # noqa: E402
 from dali_mix.plan import MixPlanner, Plan  # noqa: E402
 from dali_mix.schedule import BatchClock, MixOffSchedule  # noqa: E402
-from dali_mix.single import cutmix, cutout, fmix, mixup, random_erasing, resizemix  # noqa: E402
+from dali_mix import single as _single  # noqa: E402
+from dali_mix.single import *  # noqa: E402,F401,F403  (one function per method of the table)
 
 __all__ = [
     "METHODS", "BatchClock", "FMixMaskBank", "MixOffSchedule", "MixPlanner", "MixRecipe",
-    "MixResult", "Normalization", "Plan", "cutmix", "cutout", "fmix", "mixup", "output_names",
-    "random_erasing", "random_mix", "resizemix",
+    "MixResult", "Normalization", "Plan", "output_names", "random_mix", *_single.__all__,
 ]

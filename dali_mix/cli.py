@@ -20,8 +20,9 @@ SUBCOMMANDS = {
     "preview": "dali_mix.preview",
     "evaluate": "dali_mix.training.evaluate",
     "plot": "dali_mix.plot",
-    "bench": "benchmarks.throughput",
 }
+# The benchmarks are not part of the installed package: run them from a checkout with
+# `python -m benchmarks.throughput` (benchmarks/RESULTS.md).
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dali-mix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # sub-command not part of this installation
-            raise
-        module.add_parser(sub)
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 

@@ -3,8 +3,9 @@
 Every field has the default of its paper / official code. CLI flags (train.py) and YAML/JSON
 files map onto it (`MixRecipe.from_dict`, `MixRecipe.from_file`). Every bad value raises a
 `ValueError` naming the field, the value and the valid range when the recipe is built, never
-when the pipeline runs: each numeric field's range is stated once, in `FIELD_RANGES`, and
-checked by `check_field`. What needs the images (their size, their value range) is checked by
+when the pipeline runs: each field's range is stated once, where the field is declared (the
+recipe's own fields in `RECIPE_FIELDS`, each method's with the method in `dali_mix.methods`),
+and checked by `Field.check`. What needs the images (their size, their value range) is checked by
 `image_problems` when the pipeline is built (`random_mix`), warnings said once (`warn_once`).
 """
 from __future__ import annotations
@@ -16,154 +17,49 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-METHODS = ("mixup", "cutmix", "resizemix", "fmix", "cutout", "random_erasing")
-"""Candidate names. The first four mix two samples; cutout and random_erasing keep the label."""
+from dali_mix import methods as _table
+from dali_mix.effects import ERASE, MASK, PASTE
+from dali_mix.fields import Field, number
 
-PAIR_METHODS = ("mixup", "cutmix", "resizemix", "fmix")
-ERASE_METHODS = ("cutout", "random_erasing")
+METHODS = _table.METHODS
+"""Candidate names, in the method table's order (`dali_mix.methods.TABLE`)."""
 
+PAIR_METHODS = _table.PAIR_METHODS
+"""The methods that mix a sample with one partner."""
+ERASE_METHODS = _table.ERASE_METHODS
+"""The methods that only erase pixels (the label is kept)."""
 
-@dataclass(frozen=True)
-class Range:
-    """The valid values of a numeric recipe field: a number between `lo` and `hi` (each bound
-    included unless `lo_open` / `hi_open`; an infinite bound only says "no bound", the value
-    must be finite), an integer when `integer`; `pair`: a (first, second) pair of such values,
-    first <= second when `ordered`."""
+RECIPE_FIELDS: tuple[Field, ...] = (
+    Field("methods", None, kind="any", doc="candidate name -> weight"),
+    Field("num_classes", 1000, kind="int", lo=1, doc="number of classes C"),
+    Field("prob", 1.0, lo=0.0, hi=1.0, doc="chance that a sample, pair or batch is mixed"),
+    Field("mode", "sample", kind="choice", choices=("sample", "pair", "batch"), doc="draw per sample, pair or batch"),
+    Field("label_smoothing", 0.0, lo=0.0, hi=1.0, open_hi=True, doc="eps"),
+    Field("target", "dense", kind="choice", choices=("dense", "sparse"), doc="target form"),
+    Field("no_self_pairs", True, kind="bool", doc="pair every sample with another one"),
+    Field("layout", "HWC", kind="choice", choices=("CHW", "HWC"), doc="layout of the images"),
+    Field("channels", 3, kind="int", lo=1, doc="C of the images"),
+    Field("after", (), kind="any", doc="erasing steps after mixing"),
+    Field("seed", 0, kind="int", lo=0, doc="seed of the FMix mask bank"),
+)
+"""The recipe's own fields (the methods' fields come from the method table)."""
 
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-    integer: bool = False
-    pair: bool = False
-    ordered: bool = True
-
-    def holds(self, v: float) -> bool:
-        """True when the single value `v` is in the range."""
-        if not math.isfinite(v) or (self.integer and v != int(v)):
-            return False
-        above = v > self.lo if self.lo_open else v >= self.lo
-        below = v < self.hi if self.hi_open else v <= self.hi
-        return above and below
-
-    def __str__(self) -> str:
-        kind = "an integer" if self.integer else "a finite number"
-        lo = "" if self.lo == -math.inf else f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        hi = "" if self.hi == math.inf else f"{'<' if self.hi_open else '<='} {self.hi:g}"
-        if lo and hi:
-            one = f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        else:
-            one = " ".join(x for x in (kind, lo, hi) if x)
-        if not self.pair:
-            return one
-        return f"a pair (lo, hi), each {one}, with lo <= hi" if self.ordered else f"a pair, each {one}"
+ALL_FIELDS: dict[str, Field] = {f.name: f for f in RECIPE_FIELDS + _table.FIELDS}
 
 
-_UNIT = Range(0.0, 1.0, lo_open=True, pair=True)
-#: The valid range of every numeric MixRecipe field, stated once (checked by `check_field` when
-#: a recipe is built). The checks that need the images (`image_problems`) come on top.
-FIELD_RANGES: dict[str, Range] = {
-    "num_classes": Range(1, integer=True),
-    "prob": Range(0.0, 1.0),
-    "label_smoothing": Range(0.0, 1.0, hi_open=True),
-    "channels": Range(1, integer=True),
-    "mixup_alpha": Range(0.0, lo_open=True),
-    "cutmix_alpha": Range(0.0, lo_open=True),
-    "cutmix_minmax": _UNIT,
-    "resizemix_scale": _UNIT,
-    "fmix_alpha": Range(0.0, lo_open=True),
-    "fmix_decay_power": Range(0.0, lo_open=True),
-    "fmix_size": Range(1, integer=True, pair=True, ordered=False),
-    "fmix_bank_size": Range(1, integer=True),
-    "cutout_holes": Range(1, integer=True),
-    "cutout_length": Range(2, integer=True),  # holes are [c - length//2, c + length//2): 1 is empty
-    "erasing_prob": Range(0.0, 1.0),
-    "erasing_area": _UNIT,
-    "erasing_aspect": Range(0.0, lo_open=True, pair=True),
-    "erasing_fill": Range(),  # or "random"; against the images' values: `image_problems`
-    "seed": Range(0, integer=True),
-}
-
-
-def check_field(name: str, value):
-    """`value` of the numeric field `name` checked against `FIELD_RANGES[name]`: returned as
-    int / float (a tuple for pairs); ValueError naming the field, the value and the range."""
-    rng = FIELD_RANGES[name]
-
-    def one(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (rng.integer and not isinstance(v, int)):
-            return None
-        return v if rng.integer else float(v)
-
-    bad = ValueError(f"{name} must be {rng}, got {value!r}")
-    if rng.pair:
-        try:
-            first, second = value
-        except (TypeError, ValueError):
-            raise bad from None
-        pair = (one(first), one(second))
-        if None in pair or not all(rng.holds(v) for v in pair) or (rng.ordered and pair[0] > pair[1]):
-            raise bad
-        return pair
-    v = one(value)
-    if v is None or not rng.holds(v):
-        raise bad
-    return v
-
-
-BOX_METHODS = ("cutmix", "resizemix", "fmix", "cutout", "random_erasing")
-"""Methods that replace a part of the image (a box, a patch, a mask)."""
-
-_WARNED: set[str] = set()
-
-
-def image_problems(recipe: "MixRecipe", height: int, width: int,
-                   value_range: tuple[float, float] | None = None,
-                   units: str = "normalised units, (pixel - mean) / std") -> list[str]:
-    """`recipe` against the images it will meet: `height` x `width` px, whose values lie in
-    `value_range` (lo, hi) when known (the normalised range with a normalisation, 0-255 for
-    uint8 pixels; None: unknown), in `units` (for the message). A value that cannot work
-    raises ValueError naming the field, its value and the valid range for these images; a legal
-    but degenerate one is returned as a warning line (`warn_once` says each once). Runs when
-    the pipeline is built (`random_mix`)."""
-    H, W = int(height), int(width)
-    used = set(recipe.candidates) | set(recipe.after) if recipe.mixes else set()
-    warnings_: list[str] = []
-    boxes = [m for m in BOX_METHODS if m in used]
-    if boxes and min(H, W) < 2:
-        raise ValueError(f"image_size ({H}, {W}): {', '.join(boxes)} need images of at least 2x2 px "
-                         "(on a 1-px side a box is the whole image or nothing)")
-    if "cutout" in used:
-        length, half = recipe.cutout_length, recipe.cutout_length // 2
-        if half >= H and half >= W:
-            raise ValueError(f"cutout_length {length} on {H}x{W} images: every hole covers the whole image; "
-                             f"valid range for these images [2, {2 * max(H, W) - 1}] (a hole is "
-                             "[c - length//2, c + length//2) around a centre c inside the image)")
-        if 2 * half >= H and 2 * half >= W:
-            warnings_.append(f"cutout_length {length} on {H}x{W} images: a hole centred near the middle covers "
-                             f"the whole image (lengths below {2 * ((max(H, W) + 1) // 2)} never do)")
-    if "random_erasing" in used and recipe.erasing_fill != "random" and value_range is not None:
-        lo, hi = value_range
-        if not lo <= recipe.erasing_fill <= hi:
-            raise ValueError(f"erasing_fill {recipe.erasing_fill:g} is outside the values the images take: "
-                             f"valid range [{lo:.4g}, {hi:.4g}] ({units})")
-    return warnings_
-
-
-def warn_once(lines, log=None) -> None:
-    """Say each warning line once per process: through `log` ("warning: ..." lines) when given,
-    else `warnings.warn`."""
-    for line in lines:
-        if line in _WARNED:
-            continue
-        _WARNED.add(line)
-        if log is not None:
-            log(f"warning: {line}")
-        else:
-            warnings.warn(line, UserWarning, stacklevel=3)
+def _with_method_fields(cls):
+    """Give the dataclass-to-be `cls` the fields of every method of the table (name, default),
+    after its own; `__post_init__` checks them with their declarations."""
+    for f in _table.FIELDS:
+        cls.__annotations__[f.name] = object
+        setattr(cls, f.name, f.default)
+    cls.__doc__ += "\n    Method fields (from `dali_mix.methods.TABLE`):\n" + "".join(
+        f"        {f.name} = {f.default!r}: {f.doc}.\n" for f in _table.FIELDS)
+    return cls
 
 
 @dataclass(frozen=True)
+@_with_method_fields
 class MixRecipe:
     """What to mix, how often, and how the targets look.
 
@@ -177,31 +73,21 @@ class MixRecipe:
             batch size); "batch": one method and one draw for the whole batch (the RandomMix
             paper, the official Mixup/CutMix code, timm's "batch").
         label_smoothing: eps; targets get eps / C on every class.
-        target: "dense" ((N, C) float32) or "sparse" ((y_a, y_b, lam), for very many classes).
+        target: "dense" ((N, C) float32) or "sparse" ((y_a, y_b, lam), for very many classes;
+            (labels (N, S), weights (N, S)) when a candidate draws from S > 2 samples).
         no_self_pairs: pair every sample with another one (batch size > 1).
         layout: layout of the images given to `random_mix`: "HWC" (what DALI's decoders and
             `fn.resize` give, the default) or "CHW" (after `fn.crop_mirror_normalize`); checked
             against the data at run time. channels: C of the images.
-        mixup_alpha: Mixup lam ~ Beta(a, a), paper 1.0 (timm's `mixup_alpha`).
-        cutmix_alpha: CutMix lam ~ Beta(a, a), paper 1.0; cutmix_minmax: timm's box side range
-            (fractions of the side) used instead of alpha when set.
-        resizemix_scale: ResizeMix tau ~ U(lo, hi), paper (0.1, 0.8).
-        fmix_alpha, fmix_decay_power: FMix lam ~ Beta(a, a) (1.0), decay power (3.0).
-        fmix_size: (H, W) of the mask bank: the image size (None: `random_mix`'s image_size;
-            another size is refused); fmix_bank_size: masks per bank (refreshed per epoch).
-        cutout_holes, cutout_length: Cutout n holes of side `length` px (paper: 1, 16 on CIFAR-10).
-        erasing_prob, erasing_area, erasing_aspect, erasing_fill: Random Erasing p = 0.5,
-            area (0.02, 0.4), aspect (0.3, 1/0.3), fill "random" (N(0,1) noise in normalised
-            units) or a number (normalised units). erasing_log_aspect: draw the aspect
-            log-uniformly (timm, torchvision) instead of uniformly (the official code).
-        after: steps applied to every sample after mixing (not candidates): any of "cutout",
-            "random_erasing" (e.g. timm's `--reprob` together with Mixup/CutMix).
-        fmix_spectrum: "official" (ecs-vlc/FMix's real spectrum: point-symmetric masks, the
-            published results) or "paper" (a complex spectrum, the paper's formula).
+        after: steps applied to every sample after mixing (not candidates): any of the erasing
+            methods (`ERASE_METHODS`: "cutout", "random_erasing"; e.g. timm's `--reprob`
+            together with Mixup/CutMix).
         seed: seed of the FMix mask bank (the planner follows the pipeline's seed).
+        Each method's own fields (defaults of its paper / official code, valid ranges) are
+        declared with the method in `dali_mix.methods`; they are listed below.
     """
 
-    methods: Mapping[str, float] = field(default_factory=lambda: {m: 1.0 for m in PAIR_METHODS})
+    methods: Mapping[str, float] = field(default_factory=lambda: {m: 1.0 for m in _table.DEFAULT_CANDIDATES})
     num_classes: int = 1000
     prob: float = 1.0
     mode: str = "sample"
@@ -210,47 +96,19 @@ class MixRecipe:
     no_self_pairs: bool = True
     layout: str = "HWC"
     channels: int = 3
-    mixup_alpha: float = 1.0
-    cutmix_alpha: float = 1.0
-    cutmix_minmax: tuple[float, float] | None = None
-    resizemix_scale: tuple[float, float] = (0.1, 0.8)
-    fmix_alpha: float = 1.0
-    fmix_decay_power: float = 3.0
-    fmix_size: tuple[int, int] | None = None
-    fmix_bank_size: int = 256
-    cutout_holes: int = 1
-    cutout_length: int = 16
-    erasing_prob: float = 0.5
-    erasing_area: tuple[float, float] = (0.02, 0.4)
-    erasing_aspect: tuple[float, float] = (0.3, 1 / 0.3)
-    erasing_fill: Any = "random"
-    erasing_log_aspect: bool = False
     after: tuple[str, ...] = ()
-    fmix_spectrum: str = "official"
     seed: int = 0
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
         set_("methods", _normalise_methods(self.methods))
-        _check_choice("mode", self.mode, ("sample", "pair", "batch"))
-        _check_choice("target", self.target, ("dense", "sparse"))
-        _check_choice("layout", self.layout, ("CHW", "HWC"))
-        for name in FIELD_RANGES:  # every numeric field against its stated range
-            value = getattr(self, name)
-            if value is None and name in ("cutmix_minmax", "fmix_size"):
-                continue
-            if name == "erasing_fill" and value == "random":
-                continue
-            if name == "fmix_size" and isinstance(value, int) and not isinstance(value, bool):
-                value = (value, value)
-            set_(name, check_field(name, value))
-        if not isinstance(self.erasing_log_aspect, bool):
-            raise ValueError(f"erasing_log_aspect must be True or False, got {self.erasing_log_aspect!r}")
+        for f in ALL_FIELDS.values():
+            set_(f.name, f.check(getattr(self, f.name)))
         after = (self.after,) if isinstance(self.after, str) else tuple(self.after)
         for step in after:
-            _check_choice("after", step, ERASE_METHODS)
+            if step not in ERASE_METHODS:
+                raise ValueError(f"after must be one of {list(ERASE_METHODS)}, got {step!r}")
         set_("after", after)
-        _check_choice("fmix_spectrum", self.fmix_spectrum, ("official", "paper"))
 
     # ---- derived views -------------------------------------------------------------------
     @property
@@ -280,7 +138,7 @@ class MixRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown recipe field(s) {unknown}; known fields: {sorted(known)}")
-        for key in ("cutmix_minmax", "resizemix_scale", "erasing_area", "erasing_aspect", "fmix_size", "after"):
+        for key in [f.name for f in ALL_FIELDS.values() if f.kind in ("pair", "size")] + ["after"]:
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -382,7 +240,7 @@ def _normalise_methods(methods) -> dict[str, float]:
     for name, w in methods.items():
         if name not in METHODS:
             raise ValueError(f"methods: unknown method {name!r}; choose from {list(METHODS)}")
-        w = _num(f"methods[{name!r}]", w)
+        w = number(f"methods[{name!r}]", w)
         if not math.isfinite(w) or w < 0:
             raise ValueError(f"methods: weight of {name!r} must be finite and >= 0, got {w}")
         out[name] = w
@@ -391,14 +249,53 @@ def _normalise_methods(methods) -> dict[str, float]:
     return out
 
 
-def _num(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    if not math.isfinite(float(v)):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    return float(v)
+BOX_METHODS = tuple(m.name for m in _table.TABLE if set(m.effects) & {PASTE, MASK, ERASE})
+"""Methods that replace a part of the image (a box, a patch, a mask): from the method table."""
+
+_WARNED: set[str] = set()
 
 
-def _check_choice(name: str, v, choices) -> None:
-    if v not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {v!r}")
+def image_problems(recipe: "MixRecipe", height: int, width: int,
+                   value_range: tuple[float, float] | None = None,
+                   units: str = "normalised units, (pixel - mean) / std") -> list[str]:
+    """`recipe` against the images it will meet: `height` x `width` px, whose values lie in
+    `value_range` (lo, hi) when known (the normalised range with a normalisation, 0-255 for
+    uint8 pixels; None: unknown), in `units` (for the message). A value that cannot work
+    raises ValueError naming the field, its value and the valid range for these images; a legal
+    but degenerate one is returned as a warning line (`warn_once` says each once). Runs when
+    the pipeline is built (`random_mix`)."""
+    H, W = int(height), int(width)
+    used = set(recipe.candidates) | set(recipe.after) if recipe.mixes else set()
+    warnings_: list[str] = []
+    boxes = [m for m in BOX_METHODS if m in used]
+    if boxes and min(H, W) < 2:
+        raise ValueError(f"image_size ({H}, {W}): {', '.join(boxes)} need images of at least 2x2 px "
+                         "(on a 1-px side a box is the whole image or nothing)")
+    if "cutout" in used:
+        length, half = recipe.cutout_length, recipe.cutout_length // 2
+        if half >= H and half >= W:
+            raise ValueError(f"cutout_length {length} on {H}x{W} images: every hole covers the whole image; "
+                             f"valid range for these images [2, {2 * max(H, W) - 1}] (a hole is "
+                             "[c - length//2, c + length//2) around a centre c inside the image)")
+        if 2 * half >= H and 2 * half >= W:
+            warnings_.append(f"cutout_length {length} on {H}x{W} images: a hole centred near the middle covers "
+                             f"the whole image (lengths below {2 * ((max(H, W) + 1) // 2)} never do)")
+    if "random_erasing" in used and recipe.erasing_fill != "random" and value_range is not None:
+        lo, hi = value_range
+        if not lo <= recipe.erasing_fill <= hi:
+            raise ValueError(f"erasing_fill {recipe.erasing_fill:g} is outside the values the images take: "
+                             f"valid range [{lo:.4g}, {hi:.4g}] ({units})")
+    return warnings_
+
+
+def warn_once(lines, log=None) -> None:
+    """Say each warning line once per process: through `log` ("warning: ..." lines) when given,
+    else `warnings.warn`."""
+    for line in lines:
+        if line in _WARNED:
+            continue
+        _WARNED.add(line)
+        if log is not None:
+            log(f"warning: {line}")
+        else:
+            warnings.warn(line, UserWarning, stacklevel=3)

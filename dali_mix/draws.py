@@ -171,6 +171,64 @@ def erasing_boxes(rng: np.random.Generator, n: int, H: int, W: int, p: float = 0
     return y, x, h, w
 
 
+def source_cycles(rng: np.random.Generator, n: int, k: int = 4) -> np.ndarray:
+    """The k sources of each output of a k-image method, (n, k) int64: the sample itself, then
+    the next k - 1 samples of one uniform random cyclic order of the batch. With n >= k the k
+    sources of an output are k different samples, and each column is a permutation of the
+    batch (every sample is source j of exactly one output, as with the official RICAP's one
+    random permutation per tile). With n < k the cycle wraps: n = 1 gives the sample itself k
+    times, n = 2 (i, j, i, j), n = 3 (i, j, l, i)."""
+    order = rng.permutation(n)
+    pos = np.empty(n, np.int64)
+    pos[order] = np.arange(n)
+    return order[(pos[:, None] + np.arange(k)[None, :]) % n].astype(np.int64)
+
+
+def ricap_tiles(rng: np.random.Generator, n: int, H: int, W: int,
+                beta: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """RICAP's four crops (jackryo/ricap `TrainerRICAP.ricap`): a boundary point, rows
+    bh = round(H * Beta(beta, beta)) and columns bw = round(W * Beta(beta, beta)) (numpy's
+    round half to even, as the official `np.round`), splits the output into four tiles, in
+    the official order top-left (bh x bw), bottom-left ((H - bh) x bw), top-right
+    (bh x (W - bw)), bottom-right; tile k is cropped from its source at a corner uniform over
+    the places it fits ([0, H - h] x [0, W - w], the official `randint(0, I - w + 1)`).
+    Returns source rects and destination rects, (n, 4, 4) int64 each, (y, x, h, w) per tile
+    (tiles of zero area included)."""
+    bh = np.round(H * rng.beta(beta, beta, size=n)).astype(np.int64)
+    bw = np.round(W * rng.beta(beta, beta, size=n)).astype(np.int64)
+    zero = np.zeros(n, np.int64)
+    th = np.stack([bh, H - bh, bh, H - bh], 1)
+    tw = np.stack([bw, bw, W - bw, W - bw], 1)
+    dy = np.stack([zero, bh, zero, bh], 1)
+    dx = np.stack([zero, zero, bw, bw], 1)
+    sy = rng.integers(0, H - th + 1)
+    sx = rng.integers(0, W - tw + 1)
+    return np.stack([sy, sx, th, tw], 2), np.stack([dy, dx, th, tw], 2)
+
+
+def mosaic_tiles(rng: np.random.Generator, n: int, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mosaic (YOLOv5 `load_mosaic`, for classification): the four H x W images are placed on a
+    2H x 2W canvas around a centre yc = int(U(H//2, 2H - H//2)), xc likewise (YOLOv5's
+    `mosaic_border` of -s//2), tile 0 top-left with its bottom-right corner at the centre, 1
+    top-right, 2 bottom-left, 3 bottom-right; the output is the canvas's H x W window at
+    (H//2, W//2), which they always cover (YOLOv5's border crop, `random_perspective` with no
+    scale or translation). In the output the boundary is (by, bx) = (yc - H//2, xc - W//2) and
+    each tile shows the corner of its image next to the centre. Returns source rects and
+    destination rects, (n, 4, 4) int64 each, (y, x, h, w) per tile (tiles of zero area
+    included)."""
+    by = np.floor(rng.uniform(H // 2, 2 * H - H // 2, size=n)).astype(np.int64) - H // 2
+    bx = np.floor(rng.uniform(W // 2, 2 * W - W // 2, size=n)).astype(np.int64) - W // 2
+    by, bx = np.clip(by, 0, H), np.clip(bx, 0, W)
+    zero = np.zeros(n, np.int64)
+    th = np.stack([by, by, H - by, H - by], 1)
+    tw = np.stack([bx, W - bx, bx, W - bx], 1)
+    dy = np.stack([zero, zero, by, by], 1)
+    dx = np.stack([zero, bx, zero, bx], 1)
+    sy = np.stack([H - by, H - by, zero, zero], 1)
+    sx = np.stack([W - bx, zero, W - bx, zero], 1)
+    return np.stack([sy, sx, th, tw], 2), np.stack([dy, dx, th, tw], 2)
+
+
 # ------------------------------------------------------------------------------------------------
 # MixMo (alexrame/mixmo-pytorch): kappa per sample; the Cut-MixMo choice and the roles per batch
 # ------------------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """The two executors of a `dali_mix.plan.Plan`: the fused CPU operator, and DALI's own operators.
 
-Both take the images as the user has them and write the mixed batch; neither needs DALI
-conditionals, so the same code runs in a `@pipeline_def` and in a class-based `Pipeline`.
+Each is one unit (`FusedExecutor`, `DaliExecutor`) with `names`, `encode(plan)` (its operators'
+inputs, numpy per sample, fed by `dali_mix.feed.PlanFeed`) and `pixels(images, plan_nodes,
+ins)` (the graph); `Eraser` is the unit of the erasing steps after either. They implement the
+effect kinds of `dali_mix.effects` once, for every method of the table. Both take the images as
+the user has them and write the mixed batch; neither needs DALI conditionals, so the same code
+runs in a `@pipeline_def` and in a class-based `Pipeline`.
 
-- "dali": `fn.multi_paste` (CutMix boxes and FMix masks as runs of partner pixels, then the
-  ResizeMix patches from `fn.resize`), then Mixup fused with the normalisation as the sum of two
+- "dali": `fn.multi_paste` (the same-size paste rows from their source samples: CutMix boxes,
+  RICAP and Mosaic tiles, and FMix masks as runs of partner pixels; then the ResizeMix
+  patches from `fn.resize`), then Mixup fused with the normalisation as the sum of two
   `fn.crop_mirror_normalize` calls with per-sample std (std / lam on the own image,
   std / (1 - lam) on the partner, which is cropped to 1x1 and broadcast for the samples that
   are not blended). This graph is the same on the CPU and the GPU: only the images' device
@@ -21,8 +26,6 @@ becomes C rectangles, one per channel plane), since `fn.multi_paste` takes HWC o
 """
 from __future__ import annotations
 
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,18 +33,15 @@ import numpy as np
 
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import do_not_convert
-from nvidia.dali.types import BatchInfo
 
 from dali_mix import native
 from dali_mix.config import MixRecipe
-from dali_mix.labels import target_weights
-from dali_mix.plan import CUTOUT, RANDOM_ERASING, MixPlanner, Plan
+from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
+from dali_mix.methods import ERASES, method
+from dali_mix.plan import MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
 
-# a plan has outputs a graph may not use ("method" unless explained); producing them costs
-# microseconds, so DALI's hint about unused external-source outputs is noise here
-warnings.filterwarnings("ignore", message=r"The external source node '<dali_mix\.execute\.Encoder")
 
 
 class Normalization(NamedTuple):
@@ -91,14 +91,6 @@ class Geometry:
         return out.reshape(-1, 4)
 
 
-def _next_run(batch_info):
-    """The batch_info of the run after `batch_info` (a DALI batch_info or a run number; None
-    for anything else)."""
-    if hasattr(batch_info, "iteration"):
-        return BatchInfo(int(batch_info.iteration) + 1, int(getattr(batch_info, "epoch_idx", 0)))
-    return int(batch_info) + 1 if np.isscalar(batch_info) else None
-
-
 def resolve_executor(executor: str, images) -> str:
     """"fused" or "dali" for `executor` ("auto": fused for CPU images when the operator can be
     built, else DALI's operators, with one warning naming the cause)."""
@@ -109,115 +101,45 @@ def resolve_executor(executor: str, images) -> str:
     return "fused" if native.use(True if executor == "fused" else None, images) else "dali"
 
 
-# ---- the plan as operator inputs ----------------------------------------------------------------
+# ---- the executors: each one unit that encodes a Plan into its operators' inputs and runs them --
 
-class Encoder:
-    """The external source of `random_mix`: called with DALI's batch_info, it draws the batch's
-    `Plan` and returns the outputs named by `names` (numpy, CPU, per sample), what the executor
-    reads: always "method", "perm", "lam", and for dense targets their label "weights"
-    (`dali_mix.labels.target_weights`); for "fused" the operator's plan inputs (blend, boxes,
-    patch, mask, mask_params); for "dali" the paste rows of CutMix/FMix ("paste_*"), the
-    ResizeMix sizes and rows ("patch_*"), Mixup's per-sample std and partner crop ("std_a",
-    "std_b", "crop_h", "crop_w"); for both, the erasing rectangles ("cut_*", "fill_*",
-    "noise_*") on the output's layout (`out_geo`)."""
+class FusedExecutor:
+    """The fused CPU operator (`dali_mix.native.mix`): `encode(plan)` gives its plan inputs
+    (`names`: blend, paste rows, FMix rank images and their parameters), `pixels` runs it.
 
-    def __init__(self, planner: MixPlanner, executor: str, geo: Geometry,
-                 normalize: Normalization | None):
+    Args: planner (for the FMix bank), geo (the input images' geometry), normalize (None: mix
+    only, the output keeps the input's layout and dtype)."""
+
+    kind = "fused"
+
+    def __init__(self, planner: MixPlanner, geo: Geometry, normalize: Normalization | None):
         self.planner = planner
-        self.executor = executor
         self.geo = geo
-        self.out_geo = geo if normalize is None else Geometry("CHW", geo.height, geo.width, geo.channels)
-        self.std = np.asarray(per_channel(1.0 if normalize is None else normalize.std, geo.channels),
-                              np.float32)
-        names = planner.recipe.candidates
-        self.paste = any(m in names for m in ("cutmix", "fmix"))
-        self.resize = "resizemix" in names
-        self.blend = "mixup" in names
-        erasing = set(planner.recipe.after) | {m for m in names if m in ("cutout", "random_erasing")}
-        random_fill = planner.recipe.erasing_fill == "random"
-        self.erase_random = "random_erasing" in erasing and random_fill
-        self.erase_cut = "cutout" in erasing
-        self.erase_fill = "random_erasing" in erasing and not random_fill
-        self.names = ["method", "perm", "lam"]
-        if planner.recipe.target == "dense":
-            self.names.append("weights")
-        if executor == "fused":
-            self.names += ["blend", "boxes", "patch", "mask", "mask_params"]
-        else:
-            if self.paste:
-                self.names += ["paste_ids", "paste_at", "paste_shape"]
-            if self.resize:
-                self.names += ["patch_size", "patch_in", "patch_out", "patch_shape"]
-            if self.blend:
-                self.names += ["std_a", "std_b", "crop_h", "crop_w"]
-        if self.erase_cut:
-            self.names += ["cut_anchor", "cut_shape"]
-        if self.erase_fill:
-            self.names += ["fill_anchor", "fill_shape"]
-        if self.erase_random:
-            self.names += ["noise_shape", "noise_in", "noise_out", "noise_size"]
-        self._ahead = None  # (key, Future) of the next run's outputs
-        self._pool = None
-
-    def __call__(self, batch_info) -> tuple:
-        """The outputs of the run `batch_info`. The next run's are drawn meanwhile in a
-        background thread (when `MixPlanner.predictable`), off the thread that feeds DALI; a
-        plan is a pure function of its inputs, so a batch drawn ahead is used only when its
-        inputs are this run's, and drawn here otherwise."""
-        inputs = self.planner.inputs(batch_info)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == self._key(inputs):
-            out = ahead[1].result()
-        else:
-            out = self.outputs(inputs)
-        nxt = _next_run(batch_info)
-        if nxt is not None and self.planner.predictable():
-            following = self.planner.inputs(nxt)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-mix-plan")
-            self._ahead = (self._key(following), self._pool.submit(self.outputs, following))
-        return out
-
-    def outputs(self, inputs: tuple) -> tuple:
-        """The outputs named by `names` for the plan of `inputs` (`MixPlanner.inputs`)."""
-        out = self.encode(self.planner.plan(*inputs))
-        return tuple(out[n] for n in self.names)
-
-    def _key(self, inputs: tuple) -> tuple:
-        """What identifies a run's outputs: its inputs, and the epoch length the FMix bank's
-        period is read from."""
-        epoch, step, enabled = inputs
-        return (epoch, step, None if enabled is None else enabled.tobytes(),
-                self.planner.clock.runs_per_epoch)
+        self.normalize = normalize
+        self.names = ["blend", "rows", "mask", "mask_params"]
+        self.casts_back = False  # its output already has the input's dtype
 
     def encode(self, plan: Plan) -> dict:
-        out = {"method": plan.method, "perm": plan.perm, "lam": plan.lam}
-        if "weights" in self.names:
-            out["weights"] = target_weights(plan.lam, self.planner.recipe.label_smoothing)
-        if self.executor == "fused":
-            out.update(self._fused(plan))
-        else:
-            if self.paste:
-                out.update(self._paste_rows(plan))
-            if self.resize:
-                out.update(self._patch_rows(plan))
-            if self.blend:
-                out.update(self._blend(plan))
-        if self.erase_cut or self.erase_fill:
-            out.update(self._erase_constant(plan))
-        if self.erase_random:
-            out.update(self._erase_random(plan))
-        return out
+        return self._fused(plan)
+
+    def pixels(self, images, plan_nodes: dict, ins: dict):
+        """The mixed images: normalised CHW float32 with `normalize`, else the input's layout
+        and dtype; the operator checks the images' layout, size and channels itself."""
+        geo, norm = self.geo, self.normalize
+        kw = {} if norm is None else dict(mean=norm.mean, std=norm.std, mirror=norm.mirror, dtype=types.FLOAT)
+        return native.mix(images, plan_nodes["perm"], ins["blend"], ins["rows"], ins["mask"],
+                          ins["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width),
+                          channels=geo.channels, **kw)
 
     def _fused(self, plan: Plan) -> dict:
-        """The fused operator's plan inputs (see `dali_mix.native.mix`): the CutMix boxes as one
-        (B, R, 4) array (samples with fewer boxes padded with empty ones, which paste nothing);
-        the FMix samples get their bank rank image (a view) and (k, flip_y, flip_x), the rest an
-        empty mask."""
+        """The fused operator's plan inputs (see `dali_mix.native.mix`): the paste rows as one
+        (B, R, 9) array with each row's slot replaced by its source sample (padding rows paste
+        nothing); the FMix samples get their bank rank image (a view) and (k, flip_y, flip_x),
+        the rest an empty mask."""
         B = len(plan.perm)
-        boxes = np.zeros((B, max(len(b) for b in plan.boxes), 4), np.int32)
-        for i, b in enumerate(plan.boxes):
-            boxes[i, :len(b)] = b
+        rows = plan.rows.copy()
+        if rows.size:
+            rows[:, :, 0] = np.take_along_axis(plan.sources, rows[:, :, 0], axis=1)
         masks = [np.zeros((0, 0, 1), np.uint16)] * B
         params = np.zeros((B, 3), np.int32)
         used = np.flatnonzero(plan.fmix[:, 0] >= 0)
@@ -226,27 +148,116 @@ class Encoder:
             for i in used:
                 masks[i] = bank[plan.fmix[i, 0]]
             params[used] = plan.fmix[used, 1:]
-        return {"blend": plan.blend, "boxes": boxes, "patch": plan.patch, "mask": masks,
-                "mask_params": params}
+        return {"blend": plan.blend, "rows": rows, "mask": masks, "mask_params": params}
+
+
+class DaliExecutor:
+    """DALI's own operators (the graph GPU users get, also runnable on the CPU); see the module
+    docstring. `encode(plan)` gives their inputs (`names`): the multi_paste rows of the
+    same-size pastes and the FMix runs, the resized pastes' sizes and rows, Mixup's per-sample
+    std and partner crop; `pixels` builds the graph. Which parts exist follows the effect kinds
+    of the recipe's candidates (`dali_mix.methods`)."""
+
+    kind = "dali"
+
+    def __init__(self, planner: MixPlanner, geo: Geometry, normalize: Normalization | None):
+        self.planner = planner
+        self.geo = geo
+        self.normalize = normalize
+        self.std = np.asarray(per_channel(1.0 if normalize is None else normalize.std, geo.channels),
+                              np.float32)
+        names = planner.recipe.candidates
+        pastes = [m for m in map(method, names) if PASTE in m.effects]
+        used = {e for m in names for e in method(m).effects}
+        # the graph's parts: the same-size pastes and the masks as multi_paste rows, the
+        # resized pastes (whole partners shrunk) through fn.resize, the blend
+        self.paste = MASK in used or any(not m.resized for m in pastes)
+        self.resize = any(m.resized for m in pastes)
+        self.blend = BLEND in used
+        self.casts_back = normalize is None and self.blend  # Mixup computes in float32
+        self.names = []
+        if self.paste:
+            self.names += ["paste_ids", "paste_from", "paste_at", "paste_shape"]
+        if self.resize:
+            self.names += ["patch_size", "patch_in", "patch_out", "patch_shape"]
+        if self.blend:
+            self.names += ["std_a", "std_b", "crop_h", "crop_w"]
+
+    def encode(self, plan: Plan) -> dict:
+        out = {}
+        if self.paste:
+            out.update(self._paste_rows(plan))
+        if self.resize:
+            out.update(self._patch_rows(plan))
+        if self.blend:
+            out.update(self._blend(plan))
+        return out
+
+    def pixels(self, images, plan_nodes: dict, ins: dict):
+        """The mixed images: normalised CHW float32 with `normalize`, else the input's layout
+        and dtype, but float32 when Mixup is a candidate (`casts_back`: `random_mix` casts it
+        back, rounding uint8 to the nearest)."""
+        geo, normalize = self.geo, self.normalize
+        images = check_images(images, geo)
+        canvas = images
+        if self.paste:
+            canvas = _paste(images, geo, [], in_ids=ins["paste_ids"], in_anchors=ins["paste_from"],
+                            out_anchors=ins["paste_at"], shapes=ins["paste_shape"])
+        partner = None
+        if self.resize or self.blend:
+            partner = fn.permute_batch(images, indices=plan_nodes["perm"])
+        if self.resize:
+            shrunk = fn.resize(partner, size=ins["patch_size"], interp_type=types.INTERP_NN, antialias=False)
+            canvas = _paste(canvas, geo, [_view(shrunk, geo)] * _copies(geo), in_anchors=ins["patch_in"],
+                            out_anchors=ins["patch_out"], shapes=ins["patch_shape"])
+        if not self.blend:
+            return canvas if normalize is None else normalize_only(canvas, normalize, "dali", layout=geo.layout,
+                                                                      channels=geo.channels)
+        mean = per_channel(0.0 if normalize is None else normalize.mean, geo.channels)
+        common = dict(mean=mean, dtype=types.FLOAT,
+                      output_layout="CHW" if normalize is not None else geo.layout,
+                      mirror=0 if normalize is None else normalize.mirror)
+        return (fn.crop_mirror_normalize(canvas, std=ins["std_a"], **common)
+                + fn.crop_mirror_normalize(partner, std=ins["std_b"], crop_h=ins["crop_h"],
+                                           crop_w=ins["crop_w"], **common))
 
     def _paste_rows(self, plan: Plan) -> dict:
-        """Per sample: row 0 copies the sample itself, then its CutMix box and FMix runs from the
-        partner: ids (R,) int32, anchors (R, 2) int32 (the same in the source and the output),
-        shapes (R, 2) int32."""
+        """Per sample: row 0 copies the sample itself, then its same-size paste rows (from
+        their source samples) and its FMix runs (from the partner, at the same place): ids (R,)
+        int32, source anchors and output anchors (R, 2) int32, shapes (R, 2) int32."""
         B = len(plan.perm)
         fmix_owner, fmix_rects = fmix_runs(self.planner, plan, per_sample=False)
-        box_owner = np.repeat(np.arange(B), [len(b) for b in plan.boxes])
-        owner, rows, pasted = paste_rows(self.geo, np.concatenate([box_owner, fmix_owner]),
-                                         np.concatenate(list(plan.boxes) + [fmix_rects]), B)
+        live = (plan.rows[:, :, 7] > 0) & (plan.rows[:, :, 8] > 0)
+        same = live & (plan.rows[:, :, 3] == plan.rows[:, :, 7]) & (plan.rows[:, :, 4] == plan.rows[:, :, 8])
+        row_owner, k = np.nonzero(same)
+        picked = plan.rows[row_owner, k]
+        owner_all = np.concatenate([row_owner, fmix_owner])
+        src_ids = np.concatenate([plan.sources[row_owner, picked[:, 0]], plan.perm[fmix_owner]])
+        dst = np.concatenate([picked[:, 5:9], fmix_rects])
+        src = np.concatenate([np.concatenate([picked[:, 1:3], picked[:, 7:9]], 1), fmix_rects])
+        owner, rows, pasted, index = paste_rows(self.geo, owner_all, dst, B, with_index=True)
+        _, src_rows, _ = paste_rows(self.geo, owner_all, src, B)
         split = _splitter(owner, B)
-        return {"paste_ids": split(np.where(pasted, plan.perm[owner], owner).astype(np.int32)),
-                "paste_at": split(rows[:, :2]), "paste_shape": split(rows[:, 2:])}
+        ids = src_ids[index] if src_ids.size else owner  # no rectangle: whole-image rows only
+        return {"paste_ids": split(np.where(pasted, ids, owner).astype(np.int32)),
+                "paste_from": split(src_rows[:, :2]), "paste_at": split(rows[:, :2]),
+                "paste_shape": split(rows[:, 2:])}
 
     def _patch_rows(self, plan: Plan) -> dict:
-        """ResizeMix: the partner's target size (B, 2) float32 ((1, 1) unused) and per sample
-        the rows pasting the canvas, then the shrunk partner at its corner."""
-        size = np.where((plan.patch[:, 2] > 0)[:, None], plan.patch[:, 2:], 1).astype(np.float32)
-        ins, outs, shapes = _pasted_whole(self.geo, plan.patch)
+        """Resized pastes (ResizeMix: the whole partner shrunk): the partner's target size
+        (B, 2) float32 ((1, 1) unused) and per sample the rows pasting the canvas, then the
+        shrunk partner at its corner."""
+        r = plan.rows
+        resized = (r[:, :, 7] > 0) & (r[:, :, 8] > 0) & ((r[:, :, 3] != r[:, :, 7]) | (r[:, :, 4] != r[:, :, 8]))
+        if np.any(resized.sum(1) > 1) or np.any(r[resized][:, 0] != 1) or np.any(
+                r[resized][:, 1:5] != (0, 0, self.geo.height, self.geo.width)):
+            raise ValueError("DALI's operators resize the whole partner only: at most one resized "
+                             "paste row per sample, from slot 1's whole image")
+        patch = np.zeros((len(r), 4), np.int32)
+        owner, k = np.nonzero(resized)
+        patch[owner] = r[owner, k, 5:9]
+        size = np.where((patch[:, 2] > 0)[:, None], patch[:, 2:], 1).astype(np.float32)
+        ins, outs, shapes = _pasted_whole(self.geo, patch)
         return {"patch_size": size, "patch_in": ins, "patch_out": outs, "patch_shape": shapes}
 
     def _blend(self, plan: Plan) -> dict:
@@ -263,6 +274,61 @@ class Encoder:
         return {"std_a": std_a, "std_b": std_b,
                 "crop_h": np.where(mixed, self.geo.height, 1).astype(np.float32),
                 "crop_w": np.full(len(mixed), self.geo.width, np.float32)}
+
+
+class Eraser:
+    """Cutout and Random Erasing after either executor, on the output (`out_geo`): `encode`
+    gives the rectangles' inputs (`names`), `apply` erases them (`fn.erase` for constant
+    fills, `fn.multi_paste` of `fn.random` noise for random ones)."""
+
+    def __init__(self, recipe: MixRecipe, out_geo: Geometry):
+        self.recipe = recipe
+        self.out_geo = out_geo
+        erasing = set(recipe.after) | {m for m in recipe.candidates if method(m).role == ERASES}
+        random_fill = recipe.erasing_fill == "random"
+        self.erase_random = "random_erasing" in erasing and random_fill
+        self.erase_cut = "cutout" in erasing
+        self.erase_fill = "random_erasing" in erasing and not random_fill
+        self.names = []
+        if self.erase_cut:
+            self.names += ["cut_anchor", "cut_shape"]
+        if self.erase_fill:
+            self.names += ["fill_anchor", "fill_shape"]
+        if self.erase_random:
+            self.names += ["noise_shape", "noise_in", "noise_out", "noise_size"]
+
+    def encode(self, plan: Plan) -> dict:
+        out = {}
+        if self.erase_cut or self.erase_fill:
+            out.update(self._erase_constant(plan))
+        if self.erase_random:
+            out.update(self._erase_random(plan))
+        return out
+
+    def apply(self, images, ins: dict, values_like):
+        """Cutout holes (fill 0: the mean colour once normalised) and Random Erasing (constant
+        `erasing_fill`, or random values) over the mixed images of layout `out_geo.layout`.
+        Random values follow the dtype of `values_like` (the input images without `normalize`,
+        the output with it): uniform pixel values 0-255 for integer images, N(0, 1) for float
+        (normalised) ones; cast like `images`."""
+        out_geo, recipe = self.out_geo, self.recipe
+        if self.erase_cut:
+            images = fn.erase(images, anchor=ins["cut_anchor"], shape=ins["cut_shape"], axis_names="HW",
+                              fill_value=0.0)
+        if self.erase_fill:
+            images = fn.erase(images, anchor=ins["fill_anchor"], shape=ins["fill_shape"],
+                              axis_names="HW", fill_value=float(recipe.erasing_fill))
+        if self.erase_random:
+            normal = fn.random.normal(shape=ins["noise_shape"])
+            uniform = fn.random.uniform(range=[-0.5, 255.5], shape=ins["noise_shape"])
+            if images.device == "gpu":
+                normal, uniform = normal.gpu(), uniform.gpu()
+            # 0.5 cast like an integer image rounds to 1, like a float image stays 0.5: pixel = 1 / 0
+            pixel = fn.cast(fn.cast_like(normal * 0.0 + 0.5, values_like), dtype=types.FLOAT) * 2.0 - 1.0
+            noise = fn.reshape(pixel * uniform + (1.0 - pixel) * normal, layout="HWC")
+            images = _paste(images, out_geo, [fn.cast_like(noise, images)] * _copies(out_geo),
+                            in_anchors=ins["noise_in"], out_anchors=ins["noise_out"], shapes=ins["noise_size"])
+        return images
 
     def _erase_constant(self, plan: Plan) -> dict:
         """`fn.erase` regions, per sample flat (y0, x0, y1, x1, ...) anchors and (h0, w0, ...)
@@ -294,13 +360,15 @@ class Encoder:
 
 
 def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
-               src_height: np.ndarray | None = None):
+               src_height: np.ndarray | None = None, with_index: bool = False):
     """The `fn.multi_paste` rows of a batch of `batch` samples of geometry `geo`: per sample a
     row copying the whole image (of the paste view), then its rectangles (n, 4) (y, x, h, w)
     in pixels, owned by samples `owner` (n,), in the paste view (C rows each for CHW, plane c
     offset by c * H, or c * `src_height` (n,) for a source of another height). Returns, sorted
     by sample (a stable sort: every sample's rectangles keep their order after its whole-image
-    row): owner (m,) int64, rows (m, 4) int32, pasted (m,) bool (False for the whole-image row)."""
+    row): owner (m,) int64, rows (m, 4) int32, pasted (m,) bool (False for the whole-image row);
+    with `with_index` also index (m,) int64, the rectangle each row comes from (0 for the
+    whole-image rows)."""
     rects = geo.planes(rects, src_height)
     full_rows = geo.height if geo.layout == "HWC" else geo.channels * geo.height
     full = np.broadcast_to(np.array([0, 0, full_rows, geo.width], np.int32), (batch, 4))
@@ -308,6 +376,9 @@ def paste_rows(geo: Geometry, owner: np.ndarray, rects: np.ndarray, batch: int,
     rows = np.concatenate([full, rects])
     pasted = np.arange(len(rows)) >= batch
     order = np.argsort(owner, kind="stable")
+    if with_index:
+        index = np.concatenate([np.zeros(batch, np.int64), np.tile(np.arange(len(rects) // _copies(geo)), _copies(geo))])
+        return owner[order], rows[order], pasted[order], index[order]
     return owner[order], rows[order], pasted[order]
 
 
@@ -425,73 +496,6 @@ def check_images(images, geo: Geometry):
         inputs.append(fn.get_property(images, key="layout"))
     shapes = fn.python_function(*inputs, function=check, batch_processing=True, num_outputs=1)
     return fn.reshape(images, shape=shapes)
-
-
-def dali_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
-    """The plan on DALI's operators: see the module docstring. Returns the mixed images:
-    normalised CHW float32 with `normalize`, else the input's layout and dtype, but float32
-    when Mixup is a candidate (`random_mix` casts it back, rounding uint8 to the nearest)."""
-    geo = enc.geo
-    canvas = images
-    if enc.paste:
-        canvas = _paste(images, geo, [], in_ids=p["paste_ids"], in_anchors=p["paste_at"],
-                        out_anchors=p["paste_at"], shapes=p["paste_shape"])
-    partner = None
-    if enc.resize or enc.blend:
-        partner = fn.permute_batch(images, indices=p["perm"])
-    if enc.resize:
-        shrunk = fn.resize(partner, size=p["patch_size"], interp_type=types.INTERP_NN, antialias=False)
-        canvas = _paste(canvas, geo, [_view(shrunk, geo)] * _copies(geo), in_anchors=p["patch_in"],
-                        out_anchors=p["patch_out"], shapes=p["patch_shape"])
-    if not enc.blend:
-        return canvas if normalize is None else normalize_only(canvas, normalize, "dali", layout=geo.layout,
-                                                                  channels=geo.channels)
-    mean = per_channel(0.0 if normalize is None else normalize.mean, geo.channels)
-    common = dict(mean=mean, dtype=types.FLOAT,
-                  output_layout="CHW" if normalize is not None else geo.layout,
-                  mirror=0 if normalize is None else normalize.mirror)
-    mixed = (fn.crop_mirror_normalize(canvas, std=p["std_a"], **common)
-             + fn.crop_mirror_normalize(partner, std=p["std_b"], crop_h=p["crop_h"],
-                                        crop_w=p["crop_w"], **common))
-    return mixed
-
-
-def fused_pixels(images, p: dict, enc: Encoder, normalize: Normalization | None):
-    """The plan on the fused CPU operator (`dali_mix.native.mix`), which checks the images'
-    layout, size and channels itself: normalised CHW float32 with `normalize`, else the
-    input's layout and dtype."""
-    geo = enc.geo
-    kw = {} if normalize is None else dict(mean=normalize.mean, std=normalize.std,
-                                           mirror=normalize.mirror, dtype=types.FLOAT)
-    return native.mix(images, p["perm"], p["blend"], p["boxes"], p["patch"], p["mask"],
-                      p["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width),
-                      channels=geo.channels, **kw)
-
-
-def erase(images, p: dict, enc: Encoder, recipe: MixRecipe, values_like):
-    """Cutout holes (fill 0: the mean colour once normalised) and Random Erasing (constant
-    `erasing_fill`, or random values) over the mixed images of layout `enc.out_geo.layout`.
-    Random values follow the dtype of `values_like` (the input images without `normalize`, the
-    output with it): uniform pixel values 0-255 for integer images, N(0, 1) for float
-    (normalised) ones; cast like `images`."""
-    out_geo = enc.out_geo
-    if enc.erase_cut:
-        images = fn.erase(images, anchor=p["cut_anchor"], shape=p["cut_shape"], axis_names="HW",
-                          fill_value=0.0)
-    if enc.erase_fill:
-        images = fn.erase(images, anchor=p["fill_anchor"], shape=p["fill_shape"],
-                          axis_names="HW", fill_value=float(recipe.erasing_fill))
-    if enc.erase_random:
-        normal = fn.random.normal(shape=p["noise_shape"])
-        uniform = fn.random.uniform(range=[-0.5, 255.5], shape=p["noise_shape"])
-        if images.device == "gpu":
-            normal, uniform = normal.gpu(), uniform.gpu()
-        # 0.5 cast like an integer image rounds to 1, like a float image stays 0.5: pixel = 1 / 0
-        pixel = fn.cast(fn.cast_like(normal * 0.0 + 0.5, values_like), dtype=types.FLOAT) * 2.0 - 1.0
-        noise = fn.reshape(pixel * uniform + (1.0 - pixel) * normal, layout="HWC")
-        images = _paste(images, out_geo, [fn.cast_like(noise, images)] * _copies(out_geo),
-                        in_anchors=p["noise_in"], out_anchors=p["noise_out"], shapes=p["noise_size"])
-    return images
 
 
 def per_channel(values, channels: int) -> list[float]:

@@ -18,10 +18,12 @@ from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import execute
 from dali_mix.config import MixRecipe, image_problems, warn_once
-from dali_mix.execute import Encoder, Geometry, Normalization
-from dali_mix.labels import dense_targets, onehot_targets, scalar_labels
+from dali_mix.execute import Geometry, Normalization
+from dali_mix.feed import PlanFeed
+from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
+from dali_mix.methods import max_sources
 from dali_mix.plan import MixPlanner
 from dali_mix.schedule import BatchClock
 
@@ -37,6 +39,9 @@ class MixResult(NamedTuple):
     lam: float32 scalar, the exact weight of labels_a (1.0 for unmixed samples) (CPU).
     method: int32 scalar, index into `recipe.candidates`, len(candidates) = not mixed (CPU).
     recipe: the recipe.
+    labels: (S,) int64 labels of the plan's S label slots (own, partner, further sources), CPU.
+    shares: (S,) float32 each slot's share of the output (`Plan.shares`: lam, 1 - lam for two
+        slots), CPU.
     """
 
     images: object
@@ -46,12 +51,16 @@ class MixResult(NamedTuple):
     lam: object
     method: object
     recipe: MixRecipe
+    labels: object = None
+    shares: object = None
 
     def outputs(self) -> tuple:
         """Pipeline outputs for `dali_mix.torch.Loader`, named by `output_names(recipe)`;
         every output on the images' device."""
         if self.recipe.target == "dense":
             return self.images, self.targets
+        if label_slots(self.recipe) > 2:
+            return (self.images,) + tuple(_on(x, self.images) for x in (self.labels, self.shares))
         return (self.images,) + tuple(_on(x, self.images) for x in (self.labels_a, self.labels_b, self.lam))
 
 
@@ -59,7 +68,15 @@ def output_names(recipe: MixRecipe) -> list[str]:
     """Names of `MixResult.outputs()`, in order, for the Loader's `output_map`."""
     if recipe.target == "dense":
         return ["images", "targets"]
+    if label_slots(recipe) > 2:
+        return ["images", "slot_labels", "slot_weights"]
     return ["images", "labels_a", "labels_b", "lam"]
+
+
+def label_slots(recipe: MixRecipe) -> int:
+    """S, the label slots of the recipe's plans: 2 (own, partner) unless a candidate draws
+    from more samples (RICAP, Mosaic: 4)."""
+    return max_sources(recipe.candidates)
 
 
 def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
@@ -142,24 +159,22 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     planner = MixPlanner(recipe, pipe.max_batch_size, (height, width), seed=seed, clock=clock,
                          fmix_bank=fmix_bank, enabled=enabled)
     geo = Geometry(recipe.layout, height, width, recipe.channels)
-    enc = Encoder(planner, kind, geo, normalize)
-    p = dict(zip(enc.names, fn.external_source(source=enc, num_outputs=len(enc.names), batch=True,
-                                               batch_info=True)))
-    if kind == "dali":
-        mixed = execute.dali_pixels(execute.check_images(images, geo), p, enc, normalize)
-    else:
-        mixed = execute.fused_pixels(images, p, enc, normalize)
-    mixed = execute.erase(mixed, p, enc, recipe, images if normalize is None else mixed)
-    if normalize is None and kind == "dali" and enc.blend:
-        mixed = fn.cast_like(mixed, images)  # Mixup on DALI's operators computes in float32
+    out_geo = geo if normalize is None else Geometry("CHW", height, width, recipe.channels)
+    pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)
+    eraser = execute.Eraser(recipe, out_geo)
+    target_inputs = TargetInputs(recipe, planner.slots)
+    plan_nodes, (t_in, x_in, e_in) = PlanFeed(planner, [target_inputs, pixels, eraser]).nodes()
+    mixed = pixels.pixels(images, plan_nodes, x_in)
+    mixed = eraser.apply(mixed, e_in, images if normalize is None else mixed)
+    if pixels.casts_back:
+        mixed = fn.cast_like(mixed, images)
     elif normalize is not None and normalize.dtype != types.FLOAT:
         mixed = fn.cast(mixed, dtype=normalize.dtype)
-    labels_b = fn.permute_batch(labels_a, indices=p["perm"])
-    targets = None
-    if recipe.target == "dense":
-        targets = _on(dense_targets(labels_a, labels_b, p["weights"], recipe.num_classes,
-                                    recipe.label_smoothing), images)
-    return MixResult(mixed, targets, labels_a, labels_b, p["lam"], p["method"], recipe)
+    targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in)
+    if targets is not None:
+        targets = _on(targets, images)
+    return MixResult(mixed, targets, labels_a, labels_b, plan_nodes["lam"], plan_nodes["method"], recipe,
+                     labels, shares)
 
 
 def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str) -> MixResult:

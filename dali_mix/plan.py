@@ -1,10 +1,13 @@
 """The planner: every random parameter of a batch, drawn once, in one vectorised numpy step.
 
 A `MixPlanner` turns (seed, epoch, step) into a `Plan`: the partner of each sample, the method
-it gets, the exact lambda, the Mixup weight, the CutMix box, the ResizeMix patch, the FMix mask
-(bank entry, threshold, flips) and the erased rectangles (Cutout, Random Erasing). The draws
-themselves are `dali_mix.draws`'s samplers; the plan is executor-neutral, and each executor
-(`dali_mix.execute`) encodes it into its operators' inputs. It is fed to the pipeline as one
+it gets, its label slots' sources and shares (lambda), the blend weight, the paste rows (slot,
+source rect, destination rect: CutMix's box, ResizeMix's shrunk partner, RICAP's and Mosaic's
+four tiles), the FMix mask (bank entry, threshold, flips) and the erased rectangles (Cutout,
+Random Erasing). It runs the draws of the method table (`dali_mix.methods`, built on
+`dali_mix.draws`'s samplers) in table order and writes their effects (`dali_mix.effects`); the
+plan is executor-neutral, and each executor (`dali_mix.execute`) encodes it into its
+operators' inputs. It is fed to the pipeline as one
 external source (`batch=True, batch_info=True`), so the graph has no random operator and no
 conditional; a plan is a pure function of (seed, epoch, step) through a `BatchClock`, so runs
 are reproducible and a resumed run (DALI restores the run counter) gets the same batches.
@@ -21,27 +24,32 @@ import numpy as np
 
 from dali_mix import draws
 from dali_mix.config import MixRecipe
+from dali_mix.effects import CUTOUT, RANDOM_ERASING, Blend, Erase, Mask, Paste  # noqa: F401 (re-exported kinds)
+from dali_mix.methods import MIX, TABLE, DrawContext, max_sources
 from dali_mix.masks import FMixMaskBank
 from dali_mix.schedule import BatchClock, MixOffSchedule
 
 _SALT = 0x6D6978  # separates the plan's random stream from the FMix bank's index stream
 
-CUTOUT, RANDOM_ERASING = 0, 1
-"""Kinds of erased rectangles in `Plan.erase` (the executors fill them as the recipe says)."""
-
 
 @dataclass
 class Plan:
-    """One batch's parameters (numpy, CPU). B = batch size, K = len(recipe.candidates).
+    """One batch's parameters (numpy, CPU). B = batch size, K = len(recipe.candidates), S = label
+    slots (2, or the most sources of a candidate: `dali_mix.methods.max_sources`), R = paste rows
+    per sample (the most of a candidate; 0 without pastes).
 
     method: (B,) int32 index into `recipe.candidates`; K = not mixed.
-    perm: (B,) int32 partner of each sample.
-    lam: (B,) float32 exact weight of each sample's own label (1.0 when not mixed).
+    perm: (B,) int32 partner of each sample (= sources[:, 1]).
+    sources: (B, S) int32 sample of each label slot: slot 0 the sample itself, slot 1 its
+        partner, slots 2.. further sources of a many-source method (the sample itself where
+        unused, with share 0).
+    lam: (B,) float32 exact weight of each sample's own label (1.0 when not mixed) = shares[:, 0].
+    shares: (B, S) float32 each slot's share of the output: lambda for a blend, the pasted or
+        masked pixel area over H * W for pastes and masks (`dali_mix.plan.label_shares`); for
+        two-source samples shares[:, 1] = 1 - lam (float32), so they sum to 1.
     blend: (B,) float32 weight of the own image in a pixel blend (Mixup's lam, else 1.0).
-    boxes: B arrays (R_i, 4) int32 (y, x, h, w) of partner pixels pasted at the same place
-        (CutMix: R_i <= 1).
-    patch: (B, 4) int32 (y, x, h, w) where the partner, shrunk to (h, w), is pasted
-        (ResizeMix); h = w = 0 when unused.
+    rows: (B, R, 9) int32 paste rows (`dali_mix.effects.ROW_COLUMNS`: slot, source rect,
+        destination rect), applied in order; rows of zero destination area paste nothing (padding).
     fmix: (B, 4) int64 bank entry, k (own pixels: rank < k), flip_y, flip_x; entry -1 unused.
     erase: B arrays (E_i, 5) int32 (y, x, h, w, kind) of erased rectangles, kind CUTOUT or
         RANDOM_ERASING (at most one per sample), applied after mixing.
@@ -50,13 +58,19 @@ class Plan:
 
     method: np.ndarray
     perm: np.ndarray
+    sources: np.ndarray
     lam: np.ndarray
+    shares: np.ndarray
     blend: np.ndarray
-    boxes: list
-    patch: np.ndarray
+    rows: np.ndarray
     fmix: np.ndarray
     erase: list
     epoch: int = 0
+
+    def rows_of(self, i: int) -> np.ndarray:
+        """Sample i's paste rows that paste something, (R_i, 9) int32."""
+        r = self.rows[i]
+        return r[(r[:, 7] > 0) & (r[:, 8] > 0)]
 
 
 class MixPlanner:
@@ -93,6 +107,9 @@ class MixPlanner:
         self.enabled = enabled
         names = recipe.candidates
         self.ids = {m: names.index(m) for m in names}
+        # the methods drawn for this recipe, in table order: its candidates and its after steps
+        self.drawn = tuple(m for m in TABLE if m.name in self.ids or m.name in recipe.after)
+        self.slots = max_sources(names)
         self.none_id = len(names)
         total = float(sum(recipe.weights)) or 1.0
         p = [recipe.prob * float(w) / total for w in recipe.weights]
@@ -132,61 +149,18 @@ class MixPlanner:
         method = rng.choice(len(self.method_p), size=B, p=self.method_p)[leader].astype(np.int32)
         on = np.ones(B, bool) if enabled is None else np.asarray(enabled, bool).reshape(B)
         method[~on] = self.none_id
-        lam = np.ones(B, np.float64)
-        blend = np.ones(B, np.float32)
-        boxes = [np.zeros((0, 4), np.int32)] * B
-        patch = np.zeros((B, 4), np.int32)
-        fmix = np.zeros((B, 4), np.int64)
-        fmix[:, 0] = -1
-        erase: list[list] = [[] for _ in range(B)]
-        # every sampler draws for the whole batch (a fixed stream per batch), then the leaders'
-        # draws are spread to their followers and only the selected samples use them
-        if "mixup" in self.ids:
-            sel = method == self.ids["mixup"]
-            lam[sel] = draws.mixup_lams(rng, B, r.mixup_alpha)[leader][sel]
-            blend[sel] = lam[sel]
-        if "cutmix" in self.ids:
-            sel = method == self.ids["cutmix"]
-            y, x, h, w = (a[leader] for a in draws.cutmix_boxes(rng, B, H, W, r.cutmix_alpha, r.cutmix_minmax))
-            lam[sel] = 1.0 - (h * w)[sel] / (H * W)
-            for i in np.flatnonzero(sel & (h * w > 0)):
-                boxes[i] = np.array([[y[i], x[i], h[i], w[i]]], np.int32)
-        if "resizemix" in self.ids:
-            sel = method == self.ids["resizemix"]
-            y, x, h, w = (a[leader] for a in draws.resizemix_patches(rng, B, H, W, r.resizemix_scale))
-            lam[sel] = 1.0 - (h * w)[sel] / (H * W)
-            patch[sel] = np.stack([y, x, h, w], 1)[sel]
-        if "fmix" in self.ids:
-            sel = method == self.ids["fmix"]
-            k, entry, flips = (a[leader] for a in draws.fmix_masks(rng, B, H * W, self.fmix_bank.bank_size,
-                                                                  r.fmix_alpha))
-            fmix[sel] = np.column_stack([entry, k, flips])[sel]
-            lam[sel] = k[sel] / float(H * W)
-        for name in ("cutout", "random_erasing"):
-            if name in self.ids or name in r.after:
-                chosen = method == self.ids[name] if name in self.ids else np.zeros(B, bool)
-                sel = (chosen | (name in r.after)) & on
-                # a candidate shares its draw as the mode says; a step after mixing is per sample
-                self._erase(rng, name, sel, np.where(chosen, leader, np.arange(B)), erase)
-        lam32 = lam.astype(np.float32)
-        return Plan(method=method, perm=perm.astype(np.int32), lam=lam32, blend=blend, boxes=boxes,
-                    patch=patch, fmix=fmix, erase=[_erase_rows(e) for e in erase], epoch=int(epoch))
-
-    def _erase(self, rng, name: str, sel: np.ndarray, leader: np.ndarray, erase: list) -> None:
-        """Add the rectangles of `name` (cutout / random_erasing) for the samples in `sel`, each
-        sample i taking the draw of sample leader[i]."""
-        r, B, H, W = self.recipe, self.batch_size, self.height, self.width
-        if name == "cutout":
-            y, x, h, w = (a[leader] for a in draws.cutout_boxes(rng, B, H, W, r.cutout_holes, r.cutout_length))
-            kind = CUTOUT
-        else:
-            y, x, h, w = (a[leader, None] for a in draws.erasing_boxes(
-                rng, B, H, W, r.erasing_prob, r.erasing_area, r.erasing_aspect, r.erasing_log_aspect))
-            kind = RANDOM_ERASING
-        for i in np.flatnonzero(sel):
-            for j in range(y.shape[1]):
-                if h[i, j] > 0 and w[i, j] > 0:
-                    erase[i].append((y[i, j], x[i, j], h[i, j], w[i, j], kind))
+        build = _Builder(B, H, W, self.slots, perm)
+        ctx = DrawContext(rng, B, H, W, r, self.fmix_bank)
+        # every draw is for the whole batch (a fixed stream per batch), then the leaders' draws
+        # are spread to their followers and only the selected samples use them
+        for m in self.drawn:
+            chosen = method == self.ids[m.name] if m.name in self.ids else np.zeros(B, bool)
+            if m.role == MIX:
+                sel, lead = chosen, leader
+            else:  # a candidate shares its draw as the mode says; a step after mixing is per sample
+                sel, lead = (chosen | (m.name in r.after)) & on, np.where(chosen, leader, np.arange(B))
+            build.apply(m.draw(ctx).take(lead), sel)
+        return build.plan(method, epoch)
 
     def fmix_mask(self, plan: Plan, i: int) -> np.ndarray:
         """(H, W) uint8 mask of sample i (1 = own pixel), for tests and previews."""
@@ -196,6 +170,80 @@ class MixPlanner:
         ranks = self.fmix_bank.bank(plan.epoch)[entry][..., 0]
         mask = (ranks < k).astype(np.uint8)
         return mask[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+
+
+class _Builder:
+    """A plan being written: the effects of the drawn methods, each for its selected samples
+    (one mixing method per sample; erasing on top), and the label shares computed from them."""
+
+    def __init__(self, B: int, H: int, W: int, slots: int, perm: np.ndarray):
+        self.B, self.H, self.W = B, H, W
+        self.lam = np.ones(B, np.float64)
+        self.blend = np.ones(B, np.float32)
+        self.sources = np.tile(np.arange(B, dtype=np.int64)[:, None], (1, slots))
+        self.sources[:, 1] = perm
+        self.area = np.zeros((B, slots), np.int64)  # pasted pixels per slot (many-source pastes)
+        self.many = np.zeros(B, bool)  # samples whose shares are their slots' areas
+        self.pastes: list = []  # (sel, rows (B, R, 9))
+        self.fmix = np.zeros((B, 4), np.int64)
+        self.fmix[:, 0] = -1
+        self.erase: list[list] = [[] for _ in range(B)]
+
+    def apply(self, effect, sel: np.ndarray) -> None:
+        HW = self.H * self.W
+        if isinstance(effect, Blend):
+            self.lam[sel] = effect.weight[sel]
+            self.blend[sel] = self.lam[sel]
+        elif isinstance(effect, Paste):
+            rows = effect.rows
+            area = rows[:, :, 7] * rows[:, :, 8]
+            per_slot = np.stack([(area * (rows[:, :, 0] == k)).sum(1) for k in range(self.area.shape[1])], 1)
+            # the own label keeps what no other slot covers (rows never overlap one another)
+            self.lam[sel] = 1.0 - per_slot[sel, 1:].sum(1) / HW
+            self.pastes.append((sel, rows))
+            if effect.sources is not None:
+                S = effect.sources.shape[1]
+                self.sources[sel, :S] = effect.sources[sel]
+                self.area[sel] = per_slot[sel]
+                self.many |= sel
+        elif isinstance(effect, Mask):
+            self.fmix[sel] = np.column_stack([effect.entry, effect.k, effect.flips])[sel]
+            self.lam[sel] = effect.k[sel] / float(HW)
+        elif isinstance(effect, Erase):
+            y, x, h, w = effect.y, effect.x, effect.h, effect.w
+            for i in np.flatnonzero(sel):
+                for j in range(y.shape[1]):
+                    if h[i, j] > 0 and w[i, j] > 0:
+                        self.erase[i].append((y[i, j], x[i, j], h[i, j], w[i, j], effect.kind))
+        else:
+            raise TypeError(f"unknown effect {type(effect).__name__}")
+
+    def plan(self, method: np.ndarray, epoch: int) -> Plan:
+        B = self.B
+        R = max([0] + [r.shape[1] for _, r in self.pastes])
+        rows = np.zeros((B, R, 9), np.int32)
+        for sel, r in self.pastes:
+            rows[sel, :r.shape[1]] = r[sel]
+        rows[(rows[:, :, 7] <= 0) | (rows[:, :, 8] <= 0)] = 0  # nothing pasted: padding
+        lam32 = self.lam.astype(np.float32)
+        return Plan(method=method, perm=self.sources[:, 1].astype(np.int32),
+                    sources=self.sources.astype(np.int32), lam=lam32,
+                    shares=label_shares(lam32, self.area, self.many, self.H * self.W),
+                    blend=self.blend, rows=rows, fmix=self.fmix,
+                    erase=[_erase_rows(e) for e in self.erase], epoch=int(epoch))
+
+
+def label_shares(lam: np.ndarray, area: np.ndarray, many: np.ndarray, pixels: int) -> np.ndarray:
+    """Each label slot's share of the output, (B, S) float32, the one place label weights come
+    from: slot 0 the own share `lam` (B,) float32 (lambda of a blend, own pixels / `pixels` of
+    a paste or mask); a two-source sample's partner 1 - lam (float32, so they sum to 1); a
+    many-source sample (`many`) slot k >= 1 its pasted `area` (B, S) int64 / `pixels`."""
+    shares = np.zeros(area.shape, np.float32)
+    shares[:, 0] = lam
+    shares[:, 1] = np.float32(1.0) - lam
+    if many.any():
+        shares[many, 1:] = (area[many, 1:] / float(pixels)).astype(np.float32)
+    return shares
 
 
 def _erase_rows(rows: list) -> np.ndarray:

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dali_mix.methods import DEFAULT_CANDIDATES, METHODS
+
 PNG_KEY = "dali-mix"
 FORMAT = "dali-mix/preview/1"
 SMALL_IMAGE = 64  # images of at most this side use crop="pad" (as train.py does for 28/32 px data)
@@ -69,13 +71,14 @@ def default_source() -> str:
 
 
 def recipe_for(mix: str, num_classes: int):
-    """A MixRecipe from a `--mix` value: "randommix" (the 4 pair methods, equal weights, the
-    default), "none", a method name, or a comma-separated list of method names."""
-    from dali_mix.config import PAIR_METHODS, MixRecipe
+    """A MixRecipe from a `--mix` value: "randommix" (RandomMix's default candidates, equal
+    weights, the default), "none", a method name, or a comma-separated list of method names."""
+    from dali_mix.config import MixRecipe
+    from dali_mix.methods import DEFAULT_CANDIDATES
 
     mix = mix.strip().lower()
     if mix == "randommix":
-        methods = list(PAIR_METHODS)
+        methods = list(DEFAULT_CANDIDATES)
     elif mix == "none":
         methods = []
     else:
@@ -222,7 +225,9 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
         source: anything `train_pipeline` accepts (ImageFolder root, .txt file list, webdataset
             shard(s)/dir/glob, a Source); None: the embedded Fashion-MNIST train set.
         recipe: a MixRecipe (its num_classes must match the data), or None for RandomMix over
-            mixup, cutmix, resizemix, fmix.
+            its default candidates (mixup, cutmix, resizemix, fmix). A recipe with a
+            four-image candidate (RICAP, Mosaic) labels its tiles with every source's class and
+            share (tile metadata "sources").
         num: samples (tiles), one pipeline batch. image_size: output side of the pipeline
             (default: the images' own side if <= 64 px, else 224). seed: the pipeline seed.
         device: "cpu" or "gpu" (decoder "mixed" on GPU 0).
@@ -273,6 +278,17 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
         tile = upscale(spectrogram_tile(images[i]) if spectrograms else denormalise(images[i]), factor)
         grid.paste(Image.fromarray(tile, "RGB"), (x0, y0))
         lines = [f"{mname}  lam={float(lam[i]):.3f}", f"a: {class_a}", f"b: {class_b}"]
+        slots = None
+        if "shares" in out:  # a many-source plan: every slot with a share, largest first
+            slots = [{"label": int(y), "class": names[int(y)] if 0 <= int(y) < len(names) else str(int(y)),
+                      "share": float(s)} for y, s in zip(out["labels"][i].reshape(-1),
+                                                          out["shares"][i].reshape(-1).astype(np.float32))]
+            per_class: dict[str, float] = {}
+            for s_ in slots:
+                per_class[s_["class"]] = per_class.get(s_["class"], 0.0) + s_["share"]
+            shown = sorted(((c, w) for c, w in per_class.items() if w > 0), key=lambda cw: -cw[1])
+            text = [f"{c} {w:.2f}" for c, w in shown]
+            lines[1:] = [" ".join(text[:2]), " ".join(text[2:])]
         for k, text in enumerate(lines):
             draw.text((x0, y0 + side + _PAD + k * line_h), _fit(draw, text, font, side_w), fill="black",
                       font=font)
@@ -281,6 +297,7 @@ def make_preview(source, recipe=None, *, num: int = 16, image_size: int | None =
             "method": mname, "method_id": m, "label_a": a, "label_b": bb,
             "class_a": class_a, "class_b": class_b, "lam": float(lam[i]),
             "target": None if targets is None else [float(v) for v in targets[i].reshape(-1)],
+            **({} if slots is None else {"sources": slots}),
         })
     meta = {
         "format": FORMAT,
@@ -354,8 +371,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--recipe", metavar="FILE", default=None,
                    help="YAML/JSON MixRecipe file (num_classes is taken from the data)")
     g.add_argument("--mix", metavar="NAME", default="randommix",
-                   help="randommix (mixup, cutmix, resizemix, fmix; default), none, a method name "
-                        "or a comma-separated list of them")
+                   help=f"randommix ({', '.join(DEFAULT_CANDIDATES)}; default), none, a method "
+                        f"name ({', '.join(METHODS)}) or a comma-separated list of them")
     p.add_argument("--num", type=_positive_int, default=16, help="number of tiles (default: 16)")
     p.add_argument("--num-classes", type=_positive_int, default=None,
                    help="number of classes, for sources that do not name them (webdataset shards "

@@ -4,13 +4,15 @@
 
 Each takes the images and labels as `random_mix` does, `num_classes`, `image_size`, the
 method's own parameters (named as below) and any other `MixRecipe` field or `random_mix` keyword
-(`normalize`, `executor`, `label_smoothing`, `mode`, ...); returns a `MixResult`.
+(`normalize`, `executor`, `label_smoothing`, `mode`, ...); returns a `MixResult`. There is
+one per method of the table (`dali_mix.methods.TABLE`), its short keywords the fields' aliases.
 """
 from __future__ import annotations
 
 from dataclasses import fields
 
 from dali_mix.config import MixRecipe
+from dali_mix.methods import TABLE
 from dali_mix.mix import MixResult, random_mix
 
 _RECIPE_FIELDS = {f.name for f in fields(MixRecipe)}
@@ -30,10 +32,7 @@ def _single(method: str, renames: dict[str, str]):
     return wrapper
 
 
-mixup = _single("mixup", {"alpha": "mixup_alpha"})
-cutmix = _single("cutmix", {"alpha": "cutmix_alpha", "minmax": "cutmix_minmax"})
-resizemix = _single("resizemix", {"scale": "resizemix_scale"})
-fmix = _single("fmix", {"alpha": "fmix_alpha", "decay_power": "fmix_decay_power"})
-cutout = _single("cutout", {"holes": "cutout_holes", "length": "cutout_length"})
-random_erasing = _single("random_erasing", {"p": "erasing_prob", "area": "erasing_area",
-                                            "aspect": "erasing_aspect", "fill": "erasing_fill"})
+for _m in TABLE:  # one function per method of the table, keywords from its fields' aliases
+    globals()[_m.name] = _single(_m.name, _m.aliases)
+
+__all__ = [m.name for m in TABLE]

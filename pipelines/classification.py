@@ -30,6 +30,13 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEVICES = ("cpu", "gpu")
 _EXPLAIN = ("labels_a", "labels_b", "lam", "method")
+_EXPLAIN_SLOTS = ("labels", "shares")  # recipes with a many-source candidate (RICAP, Mosaic)
+
+
+def _explained(recipe) -> list[str]:
+    """The `explain` outputs of `recipe` that its usual outputs do not already give."""
+    names = list(_EXPLAIN) + (list(_EXPLAIN_SLOTS) if dm.mix.label_slots(recipe) > 2 else [])
+    return [n for n in names if n not in dm.output_names(recipe)]
 
 
 @dataclass
@@ -245,15 +252,14 @@ def train_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu
                             executor=executor)
         out = out._replace(images=random_shift(out.images, crop=crop, pad=pad, image_size=image_size))
         if explain:
-            extra = [n for n in _EXPLAIN if n not in dm.output_names(recipe)]
-            return out.outputs() + tuple(getattr(out, n) for n in extra)
+            return out.outputs() + tuple(getattr(out, n) for n in _explained(recipe))
         return out.outputs()
 
     if explain and recipe is None:
         raise ValueError("explain=True needs a recipe")
     output_map = ["images", "labels"] if recipe is None else dm.output_names(recipe)
     if explain:
-        output_map = output_map + [n for n in _EXPLAIN if n not in output_map]
+        output_map = output_map + _explained(recipe)
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}
     return BuiltPipeline(pipe(**kw), output_map, reader_name, source, n_classes, recipe, fmix_bank, clock)
 

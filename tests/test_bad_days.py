@@ -286,7 +286,7 @@ CASES = [
          ("erasing_fill 1e+06 is outside the values the images take: valid range [-2.118, 2.64]",),
          recipe="methods: [random_erasing]\nerasing_fill: 1.0e+6\n"),
     Case("erasing-fill-nan", ["--output", "{out}", "--recipe", "{tmp}/recipe.yaml"],
-         ("erasing_fill must be a finite number, got nan",), status=2,
+         ("erasing_fill must be 'random' or a finite number, got nan",), status=2,
          recipe="methods: [random_erasing]\nerasing_fill: .nan\n"),
     Case("image-size-1", ["--output", "{out}", "--image-size", "1"],
          ("--image-size 1 (--crop pad)", "valid range with crop 'pad': image_size >= 5")),

@@ -1,4 +1,4 @@
-"""dali_mix.execute.Encoder draws the next run's plan in a background thread: whatever order
+"""dali_mix.feed.PlanFeed draws the next run's plan in a background thread: whatever order
 the runs come in, and whatever happens to the clock in between, every run gets the outputs of
 its own plan, and an arbitrary `enabled` callable is never called ahead."""
 from __future__ import annotations
@@ -7,7 +7,9 @@ import numpy as np
 from nvidia.dali.types import BatchInfo
 
 import dali_mix as dm
-from dali_mix.execute import Encoder, Geometry
+from dali_mix.execute import DaliExecutor, Eraser, FusedExecutor, Geometry
+from dali_mix.feed import PlanFeed
+from dali_mix.labels import TargetInputs
 from dali_mix.masks import FMixMaskBank
 from dali_mix.plan import MixPlanner
 from dali_mix.schedule import BatchClock, MixOffSchedule
@@ -28,12 +30,20 @@ def encoder(executor, *, enabled=None, clock=None, min_refresh_batches=0):
     bank = FMixMaskBank((H, W), B, bank_size=16, seed=3, clock=clock,
                         min_refresh_batches=min_refresh_batches)
     planner = MixPlanner(recipe, B, (H, W), seed=7, clock=clock, fmix_bank=bank, enabled=enabled)
-    return Encoder(planner, executor, Geometry("HWC", H, W, 3), None)
+    return feed_of(planner, executor)
+
+
+def feed_of(planner, executor):
+    """The plan feed of `random_mix` for `planner` on `executor` ("fused" or "dali")."""
+    geo = Geometry("HWC", H, W, 3)
+    pixels = (FusedExecutor if executor == "fused" else DaliExecutor)(planner, geo, None)
+    return PlanFeed(planner, [TargetInputs(planner.recipe, planner.slots), pixels,
+                              Eraser(planner.recipe, geo)])
 
 
 def expected(enc, info):
-    """The outputs of run `info` drawn on their own, by a fresh encoder of the same pipeline."""
-    fresh = Encoder(enc.planner, enc.executor, enc.geo, None)
+    """The outputs of run `info` drawn on their own, by a fresh feed of the same pipeline."""
+    fresh = feed_of(enc.planner, enc.units[1].kind)
     return fresh.outputs(enc.planner.inputs(info))
 
 
@@ -70,9 +80,9 @@ def test_the_same_batch_under_another_epoch_length_takes_its_own_fmix_bank():
     assert enc.planner.inputs(Info(8))[:2] == (2, 0)
     got = enc(Info(8))
     same(got, expected(enc, Info(8)))
-    stale = Encoder(enc.planner, "fused", enc.geo, None)
+    stale = feed_of(enc.planner, "fused")
     enc.planner.clock.runs_per_epoch = 5
-    masks = stale.names.index("mask")
+    masks = stale.names.index("1.mask")
     assert any(not np.array_equal(a, b) for a, b in zip(got[masks], stale.outputs((2, 0, None))[masks]))
 
 

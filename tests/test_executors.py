@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
-@pytest.mark.parametrize("methods", [["mixup"], ["cutmix"], ["resizemix"], ["fmix"], ["cutout"],
-                                     ["random_erasing"], ["mixup", "cutmix", "resizemix", "fmix"]])
+@pytest.mark.parametrize("methods", [["mixup"], ["cutmix"], ["resizemix"], ["fmix"], ["ricap"],
+                                     ["mosaic"], ["cutout"], ["random_erasing"],
+                                     ["mixup", "cutmix", "resizemix", "fmix"],
+                                     ["mixup", "cutmix", "resizemix", "fmix", "ricap", "mosaic"]])
 @pytest.mark.parametrize("kind", ["normalize", "float16", "uint8", "chw", "grey_chw"])
 def test_both_executors_give_the_same_batch(methods, kind):
     """One plan (same seed) on both executors: same methods, lambdas and targets, pixels equal

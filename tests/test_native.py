@@ -58,6 +58,20 @@ def reference(images, perm, blend, boxes, patch, mask, mask_params, mirror, mean
     return np.stack(out)
 
 
+def to_rows(perm, boxes, patch, H, W):
+    """The operator's paste rows (source, source rect, destination rect) of CutMix-like boxes
+    (the partner's pixels at the same place) and a ResizeMix-like patch (the whole partner
+    shrunk into it), in that order, per sample (R_i, 9) int32."""
+    out = []
+    for i, j in enumerate(perm):
+        rows = [(j, y, x, h, w, y, x, h, w) for y, x, h, w in np.asarray(boxes[i]).reshape(-1, 4)]
+        y, x, h, w = patch[i]
+        if (h, w) != (0, 0):
+            rows.append((j, 0, 0, H, W, y, x, h, w))
+        out.append(np.asarray(rows, np.int32).reshape(-1, 9))
+    return out
+
+
 def run_op(images, perm, blend, boxes, patch, mask, mask_params, mirror, *, mean, std,
            dtype=types.FLOAT):
     n = len(images)
@@ -68,8 +82,9 @@ def run_op(images, perm, blend, boxes, patch, mask, mask_params, mirror, *, mean
             return fn.external_source(source=lambda: [np.asarray(v, dt) for v in values], batch=True)
         x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
         m = src(mirror, np.int32)
+        rows = to_rows(perm, boxes, patch, *images[0].shape[:2])
         return native.mix_normalize(x, src(perm, np.int32), src(blend, np.float32),
-                                    src(boxes, np.int32), src(patch, np.int32),
+                                    src(rows, np.int32),
                                     src(mask, mask[0].dtype), src(mask_params, np.int32),
                                     mean=mean, std=std, mirror=m, dtype=dtype)
 
@@ -144,15 +159,15 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     run_bad(images, perm, bad_blend, boxes, patch, "blend of sample 0 must be in")
     bad_boxes = list(boxes)
     bad_boxes[1] = np.array([[5, 5, 6, 2]], np.int32)  # rows 5..10 of a 10-row image
-    run_bad(images, perm, blend, bad_boxes, patch, "box 0 of sample 1 is outside the image")
+    run_bad(images, perm, blend, bad_boxes, patch, "row 0 of sample 1 is outside the image")
     huge = list(boxes)
     huge[1] = np.array([[0, 1, 10, 2 ** 31 - 1]], np.int32)  # x + w would wrap around in int32
-    run_bad(images, perm, blend, huge, patch, "box 0 of sample 1 is outside the image")
+    run_bad(images, perm, blend, huge, patch, "row 0 of sample 1 is outside the image")
     bad_patch = patch.copy()
     bad_patch[2] = (0, 10, 3, 4)
-    run_bad(images, perm, blend, boxes, bad_patch, "patch of sample 2 is outside the image")
+    run_bad(images, perm, blend, boxes, bad_patch, "row 0 of sample 2 is outside the image")
     bad_patch[2] = (1, 0, 2 ** 31 - 1, 8)
-    run_bad(images, perm, blend, boxes, bad_patch, "patch of sample 2 is outside the image")
+    run_bad(images, perm, blend, boxes, bad_patch, "row 0 of sample 2 is outside the image")
     odd = list(images)
     odd[2] = np.zeros((10, 12, 3), np.uint8)
     run_bad(odd, perm, blend, boxes, patch, "sample 2 differs from sample 0")
@@ -351,8 +366,11 @@ def run_mix(images, plan, mirror, data_layout, *, plan_less=False, **kw):
         if plan_less:
             return native.normalize(x, mirror=src(mirror, np.int32), **kw)
         perm, blend, boxes, patch, mask, params = plan
-        return native.mix(x, src(perm, np.int32), src(blend, np.float32), src(boxes, np.int32),
-                          src(patch, np.int32), src(mask), src(params, np.int32),
+        shape = np.asarray(images[0]).shape
+        H, W = shape[1:] if (kw.get("layout") or data_layout) == "CHW" else shape[:2]
+        rows = to_rows(perm, boxes, patch, H, W)
+        return native.mix(x, src(perm, np.int32), src(blend, np.float32), src(rows, np.int32),
+                          src(mask), src(params, np.int32),
                           mirror=src(mirror, np.int32), **kw)
 
     p = pipe()
@@ -527,9 +545,9 @@ def test_bad_arguments_are_refused():
         run_mix(make_images(np.float32, "HWC"), make_plan("blend"), np.zeros(N), "HWC",
                 dtype=types.UINT8)
     with pytest.raises(ValueError, match="needs both mean and std"):
-        native.mix(None, None, None, None, None, None, None, mean=MEAN)
+        native.mix(None, None, None, None, None, None, mean=MEAN)
     with pytest.raises(ValueError, match="layout must be 'HWC' or 'CHW', got 'NHWC'"):
-        native.mix(None, None, None, None, None, None, None, layout="NHWC")
+        native.mix(None, None, None, None, None, None, layout="NHWC")
     with pytest.raises(ValueError, match="image_size must be one or two positive ints"):
         native.normalize(None, image_size=(1, 2, 3))
     # normalize=False leaves given mean/std unused: the input's type and layout
@@ -549,3 +567,51 @@ def test_uint8_mixed_without_normalisation_to_float32():
     for a, b in zip(got, mix_reference(images, "HWC", plan, mirror)):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def nn_index(src: int, dst: int) -> np.ndarray:
+    """The source index of each of `dst` destination pixels resizing `src` pixels by nearest
+    neighbour as DALI's CPU resize picks them (columns floor((x + 0.5) * scale); rows the scale
+    accumulated in float32 from 0.5 * scale: the same values for these sizes)."""
+    scale = np.float32(src) / np.float32(dst)
+    pos = np.float32(0.5) * scale + np.arange(dst, dtype=np.float32) * scale
+    return np.minimum(np.floor(pos).astype(np.int64), src - 1)
+
+
+@pytest.mark.parametrize("layout", ["HWC", "CHW"])
+def test_paste_rows_from_any_sample_any_rect_resized(layout):
+    """General paste rows (RICAP, Mosaic, ResizeMix): each row writes its source sample's
+    source rect into its destination rect, resized by nearest neighbour where the sizes
+    differ, in order; the partner (perm) is not involved."""
+    n = 5  # images of the module's H x W
+    images = make_images(np.uint8, layout, n=n, seed=4)
+    rows = [np.zeros((0, 9), np.int32) for _ in range(n)]
+    rows[0] = np.array([[3, 0, 0, 6, 7, 0, 0, 6, 7], [4, 2, 3, 6, 8, 0, 7, 6, 8],
+                        [1, 6, 7, 6, 7, 6, 0, 6, 7], [2, 1, 1, 6, 8, 6, 7, 6, 8]], np.int32)  # quadrants
+    rows[2] = np.array([[0, 3, 4, 5, 6, 1, 1, 9, 11]], np.int32)  # a sub-rect enlarged
+    rows[3] = np.array([[1, 0, 0, H, W, 2, 3, 4, 5], [3, 0, 0, 0, 0, 0, 0, 0, 0]], np.int32)  # the whole image shrunk; padding
+    rows[4] = np.array([[4, 0, 0, 3, 3, 0, 0, 3, 3]], np.int32)  # from itself
+    perm = np.array([1, 2, 3, 4, 0], np.int32)
+
+    @pipeline_def(batch_size=n, num_threads=2, device_id=None)
+    def pipe():
+        def src(values, dt=None):
+            return fn.external_source(source=lambda: [np.asarray(v, dt) for v in values], batch=True)
+        x = fn.external_source(source=lambda: images, batch=True, layout=layout)
+        return native.mix(x, src(perm, np.int32), src(np.ones(n), np.float32), src(rows, np.int32),
+                          src([np.zeros((0, 0, 1), np.uint16)] * n), src(np.zeros((n, 3)), np.int32),
+                          layout=layout)
+
+    p = pipe()
+    p.build()
+    out, = p.run()
+    hwc = [np.asarray(im) if layout == "HWC" else np.asarray(im).transpose(1, 2, 0) for im in images]
+    for i in range(n):
+        want = hwc[i].copy()
+        for s, sy, sx, sh, sw, dy, dx, dh, dw in rows[i]:
+            if dh == 0 or dw == 0:
+                continue
+            crop = hwc[s][sy:sy + sh, sx:sx + sw]
+            want[dy:dy + dh, dx:dx + dw] = crop[nn_index(sh, dh)][:, nn_index(sw, dw)]
+        got = np.asarray(out[i])
+        np.testing.assert_array_equal(got if layout == "HWC" else got.transpose(1, 2, 0), want)

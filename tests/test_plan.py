@@ -29,6 +29,28 @@ def plans(p, n, epoch=0):
     return [p.plan(epoch, step) for step in range(n)]
 
 
+def boxes_of(plan, i):
+    """Sample i's CutMix boxes: its paste rows from the partner (slot 1) at the same place,
+    (R, 4) (y, x, h, w)."""
+    r = plan.rows_of(i)
+    same = (r[:, 0] == 1) & np.all(r[:, 1:5] == r[:, 5:9], axis=1)
+    assert same.all(), "CutMix pastes the partner's pixels at the same place"
+    return r[:, 5:9]
+
+
+def patches(plan):
+    """Each sample's ResizeMix patch (B, 4) (y, x, h, w), zeros without: its one paste row,
+    the partner's (slot 1) whole image resized."""
+    out = np.zeros((len(plan.perm), 4), np.int64)
+    for i in range(len(plan.perm)):
+        r = plan.rows_of(i)
+        if len(r):
+            (row,) = r
+            assert row[0] == 1 and tuple(row[1:5]) == (0, 0, H, W)
+            out[i] = row[5:9]
+    return out
+
+
 def test_permutation_is_a_derangement_for_any_batch_size():
     for b in (2, 3, 7, 64):
         for plan in plans(planner(["cutmix"], batch_size=b), 20):
@@ -44,18 +66,19 @@ def test_permutation_is_a_derangement_for_any_batch_size():
 def test_cutmix_box_is_clipped_and_lam_its_complement():
     for plan in plans(planner(["cutmix"]), 10):
         for i in range(64):
-            if len(plan.boxes[i]) == 0:  # an empty box: lam 1
+            if len(boxes_of(plan, i)) == 0:  # an empty box: lam 1
                 assert plan.lam[i] == 1.0
                 continue
-            (y, x, h, w), = plan.boxes[i]
+            (y, x, h, w), = boxes_of(plan, i)
             assert 0 <= y and y + h <= H and 0 <= x and x + w <= W and h * w > 0
             assert plan.lam[i] == np.float32(1 - h * w / (H * W))
             assert plan.blend[i] == 1.0
+            assert plan.shares[i, 1] == np.float32(1) - plan.lam[i] and plan.shares[i, 0] == plan.lam[i]
 
 
 def test_resizemix_patch_inside_with_floor_of_tau_side():
     for plan in plans(planner(["resizemix"]), 10):
-        y, x, h, w = plan.patch.T
+        y, x, h, w = patches(plan).T
         assert np.all(y >= 0) and np.all(x >= 0) and np.all(y + h <= H) and np.all(x + w <= W)
         # one tau for both sides: h = max(1, floor(tau H)), w = max(1, floor(tau W))
         tau_lo, tau_hi = np.maximum(h / H, w / W), np.minimum((h + 1) / H, (w + 1) / W)
@@ -114,8 +137,7 @@ def test_batch_mode_one_method_one_lambda_one_box_per_batch():
     for plan in plans(p, 200):
         assert np.all(plan.method == plan.method[0])
         np.testing.assert_array_equal(plan.lam, plan.lam[0])
-        np.testing.assert_array_equal(plan.patch, plan.patch[[0]].repeat(64, 0))
-        assert len({b.tobytes() for b in plan.boxes}) == 1
+        np.testing.assert_array_equal(plan.rows, plan.rows[[0]].repeat(64, 0))
         assert len({tuple(f) for f in plan.fmix}) == 1
         firsts.append(plan.method[0])
     assert stats.chisquare(np.bincount(firsts, minlength=4)).pvalue > SIGNIFICANCE
@@ -131,8 +153,7 @@ def test_pair_mode_pairs_share_their_draw():
         assert not np.any(perm == np.arange(16))
         np.testing.assert_array_equal(plan.method, plan.method[perm])
         np.testing.assert_array_equal(plan.lam, plan.lam[perm])
-        np.testing.assert_array_equal(plan.patch, plan.patch[perm])
-        assert all(np.array_equal(plan.boxes[i], plan.boxes[j]) for i, j in enumerate(perm))
+        np.testing.assert_array_equal(plan.rows, plan.rows[perm])
         lams.append(plan.lam[plan.method == 0])
     assert stats.kstest(np.concatenate(lams), stats.beta(1, 1).cdf).pvalue > SIGNIFICANCE
 
@@ -143,9 +164,10 @@ def test_unmixed_samples_are_untouched():
         assert none.any()
         np.testing.assert_array_equal(plan.lam[none], 1.0)
         np.testing.assert_array_equal(plan.blend[none], 1.0)
-        np.testing.assert_array_equal(plan.patch[none], 0)
+        np.testing.assert_array_equal(plan.rows[none], 0)
         np.testing.assert_array_equal(plan.fmix[none, 0], -1)
-        assert all(len(plan.boxes[i]) == 0 and len(plan.erase[i]) == 0 for i in np.flatnonzero(none))
+        np.testing.assert_array_equal(plan.shares[none], [[1, 0]] * none.sum())
+        assert all(len(plan.erase[i]) == 0 for i in np.flatnonzero(none))
 
 
 def test_erasing_as_candidates_and_after_mixing():
@@ -192,10 +214,10 @@ def test_plans_are_a_pure_function_of_seed_epoch_step():
     a, b, other = planner(PAIR), planner(PAIR), planner(PAIR, seed=1)
 
     def same(x, y):
-        for k in ("method", "perm", "lam", "blend", "patch", "fmix"):
+        for k in ("method", "perm", "sources", "lam", "shares", "blend", "rows", "fmix"):
             if not np.array_equal(getattr(x, k), getattr(y, k)):
                 return False
-        return all(np.array_equal(u, v) for u, v in zip(x.boxes, y.boxes))
+        return True
 
     assert same(a.plan(2, 5), b.plan(2, 5))
     assert not same(a.plan(2, 5), a.plan(2, 6))

@@ -3,8 +3,9 @@
 `fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file; Python: `mix`, alias
 `mix_normalize`, and `normalize` without a plan) does a planned RandomMix batch, and optionally
 its normalisation, in one pass over the pixels: per sample, the own image or its Mixup blend
-with the partner, the partner's pixels inside the CutMix boxes and where the FMix mask says, the
-shrunk partner inside the ResizeMix patch; then, with mean and std, `(x - mean) / std`, the
+with the partner, the partner's pixels where the FMix mask says, then the plan's paste rows
+(a source sample's rectangle written into a destination rectangle, resized by nearest
+neighbour where the sizes differ: CutMix, ResizeMix, RICAP, Mosaic); then, with mean and std, `(x - mean) / std`, the
 horizontal flip and the output layout (CHW by default), as `fn.crop_mirror_normalize` computes
 them. It takes every input users have: uint8 or float32 images, HWC or CHW (the layout is read
 from the data at run time and checked against `layout`; the size against `image_size`).
@@ -257,7 +258,7 @@ def normalize(images, *, mean=None, std=None, mirror=0, dtype=None, layout=None,
                                                      channels))
 
 
-def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=None, mirror=0,
+def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mirror=0,
         dtype=None, layout=None, image_size=None, output_layout=None, normalize=None,
         channels=None):
     """Mix a batch as planned (see the module docstring), and normalise it if asked, on the CPU.
@@ -265,11 +266,14 @@ def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=
     Args (DataNodes, CPU, one sample per image):
         images: uint8 or float32, layout HWC or CHW (read from the data; data without a layout
             is taken as `layout`, else HWC), every image the same shape, 1-4 channels.
-        perm: int32 scalar, the partner of each sample (an index into the batch).
+        perm: int32 scalar, the partner of each sample (an index into the batch), for the
+            blend and the mask.
         blend: float32 scalar in [0, 1], the weight of the own image (Mixup; 1 = no blend).
-        boxes: int32 (R_i, 4), rows (y, x, h, w) of pixels taken from the partner, in pixels.
-        patch: int32 (4,), (y, x, h, w) of the partner shrunk to h x w (nearest neighbour,
-            the pixels `fn.resize(interp_type=INTERP_NN)` picks), h = 0 or w = 0 for none.
+        rows: int32 (R_i, 9) paste rows, in pixels: source sample (an index into the batch),
+            source rect (y, x, h, w), destination rect (y, x, h, w); the destination gets the
+            source rect's pixels, resized by nearest neighbour where the sizes differ (the
+            pixels `fn.resize(interp_type=INTERP_NN)` picks from an image of the source rect's
+            size); a destination of zero area pastes nothing. Applied in order, after the mask.
         mask: uint16 or int32 (H, W[, 1]) pixel ranks, or empty (0, 0, 1) for none: the
             partner's pixels are those whose rank, at the position flipped as mask_params
             says, is >= k.
@@ -295,7 +299,7 @@ def mix(images, perm, blend, boxes, patch, mask, mask_params, *, mean=None, std=
     """
     load()
     from nvidia.dali import fn
-    return fn.dali_mix.mix_normalize(images, perm, blend, boxes, patch, mask, mask_params,
+    return fn.dali_mix.mix_normalize(images, perm, blend, rows, mask, mask_params,
                                      **_args(mean, std, mirror, dtype, layout, image_size,
                                              output_layout, normalize, channels))
 

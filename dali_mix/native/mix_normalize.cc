@@ -6,12 +6,13 @@
 // Per sample i, with partner j = perm[i] (all images of the batch of one shape):
 //   base   pixel (y, x)        = blend_i * own(y, x) + (1 - blend_i) * partner(y, x)   (Mixup;
 //                                 blend 1 = the own pixel, no arithmetic on the partner)
-//   boxes  (y0, x0, h, w) rows  : pixels inside a box are the partner's                 (CutMix)
 //   mask   (H, W) ranks, k, flips: pixels whose rank (at the flipped position) is >= k are
 //                                 the partner's: k own pixels, lam = k / (H W) exactly    (FMix)
-//   patch  (y0, x0, h, w)       : pixels inside are the partner shrunk to h x w by nearest
-//                                 neighbour (the same pixels as fn.resize with INTERP_NN)
-//                                                                                  (ResizeMix)
+//   rows   (R, 9): source s, source rect (sy, sx, sh, sw), destination rect (dy, dx, dh, dw):
+//                                 the destination's pixels are sample s's source rect, resized
+//                                 by nearest neighbour where the sizes differ (the same pixels
+//                                 as fn.resize with INTERP_NN); in order, after the mask
+//                                 (CutMix, ResizeMix, RICAP, Mosaic)
 // then, with mean and std, out[c, y, x'] = (pixel[c] - mean[c]) / std[c] with x' = W - 1 - x
 // when mirror_i, as fn.crop_mirror_normalize computes it (float32 or float16, CHW unless
 // output_layout says HWC). Without normalisation the mixed pixels keep the input's layout and
@@ -49,7 +50,8 @@ using ::dali::Workspace;
 namespace {
 
 constexpr int kMaxChannels = 4;
-constexpr int kNumInputs = 7;  // images and the six plan inputs
+constexpr int kNumInputs = 6;  // images and the five plan inputs
+constexpr int kRowLen = 9;     // source, source rect, destination rect
 
 struct Affine {  // stored value = pixel * scale[c] + shift[c] (1 and 0 without normalisation)
   float scale[kMaxChannels];
@@ -138,11 +140,11 @@ inline void MirrorCopy(T *o, int W, const T *src) {
 
 struct SampleArgs {
   const void *own;       // the sample's pixels (the input type)
-  const void *partner;   // its partner's
+  const void *partner;   // its partner's (blend and mask)
   float blend;
-  const int32_t *boxes;  // (n_boxes, 4): y0, x0, h, w
-  int64_t n_boxes;
-  const int32_t *patch;  // (4,): y0, x0, h, w; h or w == 0: none
+  const int32_t *rows;   // (n_rows, 9): source, sy, sx, sh, sw, dy, dx, dh, dw
+  int64_t n_rows;
+  std::vector<const void *> row_src;  // the pixels of each row's source sample
   const void *mask;      // (H, W) ranks (uint16 or int32) or nullptr: none
   bool int32_ranks;
   const int32_t *mask_params;  // (3,): k, flip_y, flip_x
@@ -155,38 +157,44 @@ struct Geometry {
   bool out_planar;  // CHW output (else HWC)
 };
 
-// ResizeMix: the source row and column of every patch pixel, nearest neighbour exactly as
-// DALI's CPU resize (INTERP_NN, antialias off) picks them: columns at floor((x + 0.5f) * scale),
-// rows by accumulating the scale in float from 0.5f * scale.
-struct PatchMap {
-  int y0 = 0, x0 = 0, h = 0, w = 0;
-  std::vector<int> rows;  // source row of patch row y - y0
-  std::vector<int> cols;  // source column of output column x (x0 <= x < x0 + w)
+// A paste row: the source row and column of every destination pixel. Same size: the same
+// offsets (copied span by span). Resized: nearest neighbour exactly as DALI's CPU resize
+// (INTERP_NN, antialias off) picks them for a source of the source rect's size: columns at
+// floor((x + 0.5f) * scale), rows by accumulating the scale in float from 0.5f * scale.
+struct RowMap {
+  int dy = 0, dx = 0, dh = 0, dw = 0, sy = 0, sx = 0;
+  bool resized = false;
+  std::vector<int> rows;  // source row of destination row y - dy (resized)
+  std::vector<int> cols;  // source column of destination column x - dx (resized)
 };
 
-PatchMap MakePatchMap(int H, int W, const int32_t *patch) {
-  PatchMap m;
-  if (patch[2] <= 0 || patch[3] <= 0) return m;
-  m.y0 = patch[0], m.x0 = patch[1], m.h = patch[2], m.w = patch[3];
-  m.cols.resize(W);
-  const float sx = static_cast<float>(W) / static_cast<float>(m.w);
-  for (int x = 0; x < m.w; x++)
-    m.cols[m.x0 + x] = std::min(static_cast<int>(std::floor((x + 0.5f) * sx)), W - 1);
-  const float sy = static_cast<float>(H) / static_cast<float>(m.h);
+RowMap MakeRowMap(const int32_t *r) {
+  RowMap m;
+  m.sy = r[1], m.sx = r[2];
+  const int sh = r[3], sw = r[4];
+  m.dy = r[5], m.dx = r[6], m.dh = r[7], m.dw = r[8];
+  if (m.dh <= 0 || m.dw <= 0) {
+    m.dh = m.dw = 0;
+    return m;
+  }
+  m.resized = sh != m.dh || sw != m.dw;
+  if (!m.resized) return m;
+  const float sx = static_cast<float>(sw) / static_cast<float>(m.dw);
+  for (int x = 0; x < m.dw; x++)
+    m.cols.push_back(m.sx + std::min(static_cast<int>(std::floor((x + 0.5f) * sx)), sw - 1));
+  const float sy = static_cast<float>(sh) / static_cast<float>(m.dh);
   float src_y = 0.5f * sy;
-  for (int y = 0; y < m.h; y++, src_y += sy)
-    m.rows.push_back(std::min(static_cast<int>(std::floor(src_y)), H - 1));
+  for (int y = 0; y < m.dh; y++, src_y += sy)
+    m.rows.push_back(m.sy + std::min(static_cast<int>(std::floor(src_y)), sh - 1));
   return m;
 }
 
-// Whether row y has any of the partner's pixels other than by a blend.
-inline bool RowTouched(int y, const SampleArgs &s, const PatchMap &pm) {
+// Whether row y has any other sample's pixels other than by a blend.
+inline bool RowTouched(int y, const SampleArgs &s, const std::vector<RowMap> &maps) {
   if (s.mask) return true;
-  for (int64_t b = 0; b < s.n_boxes; b++) {
-    const int32_t *box = s.boxes + 4 * b;
-    if (y >= box[0] && y < box[0] + box[2] && box[3] > 0) return true;
-  }
-  return pm.h && y >= pm.y0 && y < pm.y0 + pm.h;
+  for (const RowMap &m : maps)
+    if (m.dw > 0 && y >= m.dy && y < m.dy + m.dh) return true;
+  return false;
 }
 
 // FMix: the partner's pixels of row y where the rank (at the flipped position) is >= k. FMix
@@ -213,31 +221,37 @@ inline void MaskRow(T *__restrict buf, const In *__restrict partner, int H, int 
   }
 }
 
-// Writes the partner's pixels of view row y (mask, boxes, then the shrunk patch) over `buf`,
-// which holds the row's W * CI values (own or blended). `partner` is the partner's view.
+// Writes the other samples' pixels of view row y (the mask's, then the paste rows') over `buf`,
+// which holds the row's W * CI values (own or blended). `partner` is the partner's view, `v`
+// the view (plane) of the rows' sources, of `plane` values each.
 template <int CI, typename T, typename In>
 void PartnerPixels(int y, int H, int W, const In *partner, const SampleArgs &s,
-                   const PatchMap &pm, T *buf) {
+                   const std::vector<RowMap> &maps, int v, int64_t plane, T *buf) {
   const int64_t stride = static_cast<int64_t>(W) * CI;
-  const In *prow = partner + y * stride;
   if (s.mask) {
+    const In *prow = partner + y * stride;
     if (s.int32_ranks) MaskRow<CI, int32_t>(buf, prow, H, W, y, s);
     else MaskRow<CI, uint16_t>(buf, prow, H, W, y, s);
   }
-  for (int64_t b = 0; b < s.n_boxes; b++) {
-    const int32_t *box = s.boxes + 4 * b;
-    if (y < box[0] || y >= box[0] + box[2] || box[3] == 0) continue;
-    const int64_t x0 = static_cast<int64_t>(box[1]) * CI, len = static_cast<int64_t>(box[3]) * CI;
-    if constexpr (std::is_same_v<T, In>) {
-      std::memcpy(buf + x0, prow + x0, static_cast<size_t>(len) * sizeof(T));
-    } else {
-      for (int64_t i = x0; i < x0 + len; i++) buf[i] = static_cast<T>(prow[i]);
+  for (size_t r = 0; r < maps.size(); r++) {
+    const RowMap &m = maps[r];
+    if (m.dw == 0 || y < m.dy || y >= m.dy + m.dh) continue;
+    const In *src = static_cast<const In *>(s.row_src[r]) + v * plane;
+    if (!m.resized) {
+      const In *srow = src + static_cast<int64_t>(m.sy + y - m.dy) * stride + static_cast<int64_t>(m.sx) * CI;
+      T *dst = buf + static_cast<int64_t>(m.dx) * CI;
+      const int64_t len = static_cast<int64_t>(m.dw) * CI;
+      if constexpr (std::is_same_v<T, In>) {
+        std::memcpy(dst, srow, static_cast<size_t>(len) * sizeof(T));
+      } else {
+        for (int64_t i = 0; i < len; i++) dst[i] = static_cast<T>(srow[i]);
+      }
+      continue;
     }
-  }
-  if (pm.h && y >= pm.y0 && y < pm.y0 + pm.h) {
-    const In *src = partner + pm.rows[y - pm.y0] * stride;
-    for (int x = pm.x0; x < pm.x0 + pm.w; x++)
-      for (int c = 0; c < CI; c++) buf[x * CI + c] = static_cast<T>(src[pm.cols[x] * CI + c]);
+    const In *srow = src + static_cast<int64_t>(m.rows[y - m.dy]) * stride;
+    for (int x = 0; x < m.dw; x++)
+      for (int c = 0; c < CI; c++)
+        buf[(m.dx + x) * CI + c] = static_cast<T>(srow[m.cols[x] * CI + c]);
   }
 }
 
@@ -249,7 +263,8 @@ void MixSample(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a
   const int64_t plane = static_cast<int64_t>(H) * W;
   const int64_t stride = static_cast<int64_t>(W) * CI;
   const int views = g.in_planar ? C : 1;
-  const PatchMap pm = MakePatchMap(H, W, s.patch);
+  std::vector<RowMap> maps;
+  for (int64_t r = 0; r < s.n_rows; r++) maps.push_back(MakeRowMap(s.rows + kRowLen * r));
   std::vector<float> tmp(stride);
   std::vector<In> buf(stride);
   constexpr bool kSameType = std::is_same_v<In, Out>;
@@ -276,28 +291,28 @@ void MixSample(Out *out, const Geometry &g, const SampleArgs &s, const Affine &a
           if (copy) {  // straight into the output row (uint8: rounded), or flipped from buf
             Out *dst = s.mirror ? buf.data() : o;
             Blend(dst, own_row, partner + y * stride, stride, wa, wb);
-            PartnerPixels<CI>(y, H, W, partner, s, pm, dst);
+            PartnerPixels<CI>(y, H, W, partner, s, maps, v, plane, dst);
             if (s.mirror) MirrorCopy<In, CI>(o, W, dst);
             continue;
           }
         }
         Blend(tmp.data(), own_row, partner + y * stride, stride, wa, wb);
-        PartnerPixels<CI>(y, H, W, partner, s, pm, tmp.data());
+        PartnerPixels<CI>(y, H, W, partner, s, maps, v, plane, tmp.data());
         store(o, tmp.data());
         continue;
       }
-      const bool touched = RowTouched(y, s, pm);
+      const bool touched = RowTouched(y, s, maps);
       if constexpr (kSameType) {
         if (copy && !s.mirror) {  // the output row is the view row
           std::memcpy(o, own_row, static_cast<size_t>(stride) * sizeof(In));
-          if (touched) PartnerPixels<CI>(y, H, W, partner, s, pm, o);
+          if (touched) PartnerPixels<CI>(y, H, W, partner, s, maps, v, plane, o);
           continue;
         }
       }
       const In *row = own_row;
       if (touched) {
         std::memcpy(buf.data(), own_row, static_cast<size_t>(stride) * sizeof(In));
-        PartnerPixels<CI>(y, H, W, partner, s, pm, buf.data());
+        PartnerPixels<CI>(y, H, W, partner, s, maps, v, plane, buf.data());
         row = buf.data();
       }
       if constexpr (kSameType) {
@@ -402,7 +417,7 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                  (normalize_ ? std::string(" and mean/std") : std::string()));
     DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs,
                  "MixNormalize: give the images alone (normalise only) or with all six plan "
-                 "inputs (perm, blend, boxes, patch, mask, mask_params)");
+                 "inputs (perm, blend, rows, mask, mask_params)");
     const bool mixing = ws.NumInput() == kNumInputs;
     const auto &shape = images.shape();
     TensorListShape<3> out_shape(n);
@@ -448,7 +463,7 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     }
     if (mixing)
       ValidatePlan(ws.Input<CPUBackend>(1), ws.Input<CPUBackend>(2), ws.Input<CPUBackend>(3),
-                   ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5), ws.Input<CPUBackend>(6));
+                   ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5));
     output_desc.resize(1);
     output_desc[0] = {out_shape, out_type_};
     return true;
@@ -460,30 +475,28 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
 
   void ValidatePlan(const ::dali::TensorList<CPUBackend> &perm,
                     const ::dali::TensorList<CPUBackend> &blend,
-                    const ::dali::TensorList<CPUBackend> &boxes,
-                    const ::dali::TensorList<CPUBackend> &patch,
+                    const ::dali::TensorList<CPUBackend> &rows,
                     const ::dali::TensorList<CPUBackend> &mask,
                     const ::dali::TensorList<CPUBackend> &mask_params) const {
     const int n = static_cast<int>(geom_.size());
     DALI_ENFORCE(perm.type() == DALI_INT32 && blend.type() == DALI_FLOAT &&
-                 boxes.type() == DALI_INT32 && patch.type() == DALI_INT32,
-                 "MixNormalize: perm, boxes and patch must be int32 and blend float32");
+                 rows.type() == DALI_INT32,
+                 "MixNormalize: perm and rows must be int32 and blend float32");
     DALI_ENFORCE(mask.type() == DALI_UINT16 || mask.type() == DALI_INT32,
                  "MixNormalize: mask (pixel ranks) must be uint16 or int32");
     DALI_ENFORCE(mask_params.type() == DALI_INT32, "MixNormalize: mask_params must be int32");
-    DALI_ENFORCE(perm.num_samples() == n && blend.num_samples() == n && boxes.num_samples() == n &&
-                 patch.num_samples() == n && mask.num_samples() == n &&
+    DALI_ENFORCE(perm.num_samples() == n && blend.num_samples() == n && rows.num_samples() == n &&
+                 mask.num_samples() == n &&
                  mask_params.num_samples() == n,
                  "MixNormalize: every input needs one sample per image");
     for (int i = 0; i < n; i++) {
       const int64_t H = geom_[i].H, W = geom_[i].W;
       DALI_ENFORCE(perm.shape().tensor_size(i) == 1 && blend.shape().tensor_size(i) == 1,
                    "MixNormalize: perm and blend are one value per sample");
-      auto bs = boxes.shape().tensor_shape_span(i);
-      DALI_ENFORCE(boxes.sample_dim() == 2 && bs[1] == 4,
-                   "MixNormalize: boxes must be (R, 4) per sample: y, x, h, w");
-      DALI_ENFORCE(patch.shape().tensor_size(i) == 4,
-                   "MixNormalize: patch must be (4,) per sample: y, x, h, w");
+      auto rs = rows.shape().tensor_shape_span(i);
+      DALI_ENFORCE(rows.sample_dim() == 2 && rs[1] == kRowLen,
+                   "MixNormalize: rows must be (R, 9) per sample: source, sy, sx, sh, sw, dy, dx, "
+                   "dh, dw");
       auto ms = mask.shape().tensor_shape_span(i);
       const bool empty = mask.shape().tensor_size(i) == 0;
       DALI_ENFORCE(empty || ((mask.sample_dim() == 2 || (mask.sample_dim() == 3 && ms[2] == 1)) &&
@@ -519,14 +532,13 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     const bool mixing = ws.NumInput() == kNumInputs;
     auto &out = ws.Output<CPUBackend>(0);
     const int n = images.num_samples();
-    static const int32_t kNone[4] = {0, 0, 0, 0};  // no patch; mask params of no mask
+    static const int32_t kNone[3] = {0, 0, 0};  // mask params of no mask
     std::vector<SampleArgs> args(n);
     for (int i = 0; i < n; i++) {  // validate everything before any work starts
       const bool mirror = this->spec_.template GetArgument<int>("mirror", &ws, i) != 0;
       const void *own = images.raw_tensor(i);
       args[i] = mixing ? PlanArgs(ws, i, geom_[i].H, geom_[i].W, mirror)
-                       : SampleArgs{own, own, 1.0f, nullptr, 0, kNone, nullptr, false, kNone,
-                                    mirror};
+                       : SampleArgs{own, own, 1.0f, nullptr, 0, {}, nullptr, false, kNone, mirror};
     }
     auto &pool = ws.GetThreadPool();
     for (int i = 0; i < n; i++) {
@@ -550,15 +562,14 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     pool.RunAll();
   }
 
-  // Sample i's plan (inputs 1-6), checked against the image size H x W.
+  // Sample i's plan (inputs 1-5), checked against the image size H x W.
   static SampleArgs PlanArgs(const Workspace &ws, int i, int H, int W, bool mirror) {
     const auto &images = ws.Input<CPUBackend>(0);
     const auto &perm = ws.Input<CPUBackend>(1);
     const auto &blend = ws.Input<CPUBackend>(2);
-    const auto &boxes = ws.Input<CPUBackend>(3);
-    const auto &patch = ws.Input<CPUBackend>(4);
-    const auto &mask = ws.Input<CPUBackend>(5);
-    const auto &mask_params = ws.Input<CPUBackend>(6);
+    const auto &rows = ws.Input<CPUBackend>(3);
+    const auto &mask = ws.Input<CPUBackend>(4);
+    const auto &mask_params = ws.Input<CPUBackend>(5);
     const int n = images.num_samples();
     const int j = perm.tensor<int32_t>(i)[0];
     DALI_ENFORCE(j >= 0 && j < n, "MixNormalize: perm of " + SampleName(i) + " is " +
@@ -566,18 +577,23 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     const float lam = blend.tensor<float>(i)[0];
     DALI_ENFORCE(lam >= 0.0f && lam <= 1.0f, "MixNormalize: blend of " + SampleName(i) +
                  " must be in [0, 1], got " + std::to_string(lam));
-    const int32_t *bx = boxes.tensor<int32_t>(i);
-    const int64_t nb = boxes.shape().tensor_shape_span(i)[0];
-    for (int64_t b = 0; b < nb; b++) {
-      const int32_t *r = bx + 4 * b;
-      DALI_ENFORCE(Inside(r, H, W), "MixNormalize: box " + std::to_string(b) + " of " +
-                   SampleName(i) + " is outside the image");
+    const int32_t *rw = rows.tensor<int32_t>(i);
+    const int64_t nr = rows.shape().tensor_shape_span(i)[0];
+    std::vector<const void *> src(nr);
+    for (int64_t r = 0; r < nr; r++) {
+      const int32_t *row = rw + kRowLen * r;
+      DALI_ENFORCE(row[0] >= 0 && row[0] < n, "MixNormalize: row " + std::to_string(r) + " of " +
+                   SampleName(i) + " takes sample " + std::to_string(row[0]) +
+                   ", outside the batch of " + std::to_string(n));
+      const bool empty = row[7] <= 0 || row[8] <= 0;
+      DALI_ENFORCE(Inside(row + 5, H, W) && (empty || (row[3] > 0 && row[4] > 0 &&
+                   Inside(row + 1, H, W))),
+                   "MixNormalize: row " + std::to_string(r) + " of " + SampleName(i) +
+                   " is outside the image");
+      src[r] = images.raw_tensor(row[0]);
     }
-    const int32_t *p = patch.tensor<int32_t>(i);
-    DALI_ENFORCE(Inside(p, H, W), "MixNormalize: patch of " + SampleName(i) +
-                 " is outside the image");
     const void *m = mask.shape().tensor_size(i) ? mask.raw_tensor(i) : nullptr;
-    return {images.raw_tensor(i), images.raw_tensor(j), lam, bx, nb, p, m,
+    return {images.raw_tensor(i), images.raw_tensor(j), lam, rw, nr, std::move(src), m,
             mask.type() == DALI_INT32, mask_params.tensor<int32_t>(i), mirror};
   }
 
@@ -605,10 +621,10 @@ DALI_SCHEMA(dali_mix__MixNormalize)
 Images: uint8 or float32, HWC or CHW (the layout is read from the data; `layout`, when given,
 must agree with it). With the images alone: no mixing (every image may have its own size). With
 the plan (every image of one shape), per sample i with partner perm[i]: the base image is
-blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels in `boxes` are the partner's
-(CutMix); pixels whose `mask` rank (at the position flipped as `mask_params` says) is >= k are
-the partner's (FMix); pixels in `patch` are the partner shrunk to the patch by nearest neighbour
-(ResizeMix). Then, with mean and std, (x - mean) / std as float32 (or `dtype`) in
+blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels whose `mask` rank (at the position
+flipped as `mask_params` says) is >= k are the partner's (FMix); then each of the `rows` (source
+sample, source rect, destination rect) writes the source's pixels into its destination rect,
+resized by nearest neighbour where the sizes differ (CutMix, ResizeMix, RICAP, Mosaic). Then, with mean and std, (x - mean) / std as float32 (or `dtype`) in
 `output_layout` (default CHW); without them the mixed pixels in the input's type and layout
 (unless `dtype` / `output_layout` say otherwise; float to uint8 rounds and saturates). Flipped
 horizontally where `mirror`.)")
@@ -617,11 +633,10 @@ horizontally where `mirror`.)")
               "the batch (with a plan, every image the same shape)")
     .InputDox(1, "perm", "TensorList of int32 scalars", "partner of each sample")
     .InputDox(2, "blend", "TensorList of float32 scalars", "weight of the own image (Mixup)")
-    .InputDox(3, "boxes", "TensorList of int32 (R, 4)", "y, x, h, w boxes taken from the partner")
-    .InputDox(4, "patch", "TensorList of int32 (4,)",
-              "y, x, h, w of the shrunk partner (h = 0: none)")
-    .InputDox(5, "mask", "TensorList of uint16 or int32 (H, W[, 1])", "FMix pixel ranks, or empty")
-    .InputDox(6, "mask_params", "TensorList of int32 (3,)", "k (own pixels), flip_y, flip_x")
+    .InputDox(3, "rows", "TensorList of int32 (R, 9)",
+              "source, sy, sx, sh, sw, dy, dx, dh, dw: paste rows (dh or dw 0: none)")
+    .InputDox(4, "mask", "TensorList of uint16 or int32 (H, W[, 1])", "FMix pixel ranks, or empty")
+    .InputDox(5, "mask_params", "TensorList of int32 (3,)", "k (own pixels), flip_y, flip_x")
     .NumOutput(1)
     .MakeStateless()
     .AddOptionalArg("mean", "per-channel mean, pixel units (with std: normalise)",

@@ -181,6 +181,10 @@ class Loader:
                 t = t.reshape(-1).long()
             elif name == "lam":
                 t = t.reshape(-1).float()
+            elif name == "slot_labels":  # (N, S): the labels of a many-source plan's slots
+                t = t.reshape(t.shape[0], -1).long()
+            elif name == "slot_weights":
+                t = t.reshape(t.shape[0], -1).float()
             out.append(t)
         if self.num_classes is not None:
             check_batch(dict(zip(self.output_map, out)), self.num_classes)
@@ -227,7 +231,7 @@ class LabelError(ValueError):
 def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
     """Raise LabelError (a ValueError) if labels leave [0, num_classes) or dense target rows do
     not sum to 1 (a label >= num_classes made an all-zero one-hot row)."""
-    for name in _LABEL_NAMES:
+    for name in _LABEL_NAMES + ("slot_labels",):
         if name in batch:
             labels = batch[name]
             bad = (labels < 0) | (labels >= num_classes)

@@ -30,3 +30,24 @@ def mixed_cross_entropy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: 
     ce_b = F.cross_entropy(logits, labels_b.long(), reduction="none", label_smoothing=smoothing)
     lam = lam.float().reshape(-1)
     return (lam * ce_a + (1.0 - lam) * ce_b).mean()
+
+
+def slot_cross_entropy(logits: torch.Tensor, slot_labels: torch.Tensor, slot_weights: torch.Tensor,
+                       smoothing: float = 0.0) -> torch.Tensor:
+    """Sparse-target loss of S label slots (RICAP, Mosaic: S = 4): mean over the batch of
+    sum_k w_k * CE(y_k), with label smoothing.
+
+    slot_labels: (N, S) int64 class ids; slot_weights: (N, S) float32 shares (rows sum to 1),
+    the pipeline's "slot_labels" / "slot_weights" outputs (`dali_mix.output_names`). Equal to
+    `soft_target_cross_entropy` against the dense target with the same smoothing; with S = 2
+    it is `mixed_cross_entropy`.
+    """
+    logits = logits.float()
+    labels = slot_labels.long()
+    if labels.ndim != 2 or slot_weights.shape != labels.shape or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"slot_labels {tuple(labels.shape)} and slot_weights "
+                         f"{tuple(slot_weights.shape)} must both be (N, S) with N = {logits.shape[0]}")
+    N, S = labels.shape
+    ce = F.cross_entropy(logits.repeat_interleave(S, 0), labels.reshape(-1), reduction="none",
+                         label_smoothing=smoothing).reshape(N, S)
+    return (slot_weights.float() * ce).sum(1).mean()

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 
 from dali_mix.config import MixRecipe
-from dali_mix.torch import MixMoNet, mixed_cross_entropy, mixmo_loss, soft_target_cross_entropy
+from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixmo_loss, slot_cross_entropy,
+                            soft_target_cross_entropy)
 from dali_mix.train_support import build_model, evaluate
 
 
@@ -106,6 +107,9 @@ class ClassificationTask(Task):
             return nn.functional.cross_entropy(logits, rest[0].to(device))
         if self.recipe.target == "dense":
             return soft_target_cross_entropy(logits, rest[0].to(device))
+        if "slot_labels" in names:  # a many-source candidate (RICAP, Mosaic): S label slots
+            labels, weights = (rest[names.index(k)].to(device) for k in ("slot_labels", "slot_weights"))
+            return slot_cross_entropy(logits, labels, weights, smoothing=self.recipe.label_smoothing)
         ya, yb, lam = (rest[names.index(k)].to(device) for k in ("labels_a", "labels_b", "lam"))
         return mixed_cross_entropy(logits, ya, yb, lam, smoothing=self.recipe.label_smoothing)
 

@@ -1,0 +1,93 @@
+"""The plan feed: one external source that draws each batch's `Plan` and hands every unit
+(the targets, the executor, the eraser) its own inputs.
+
+`PlanFeed(planner, units)` is the callable of `random_mix`'s one `fn.external_source`
+(`batch=True, batch_info=True`): for DALI's batch_info it draws the run's plan and returns the
+plan-wide outputs ("method", "perm", "lam"), then each unit's `encode(plan)` outputs (numpy,
+CPU, per sample), in the order of `names`. `nodes()` builds the external source and returns the
+plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own names, so no
+name is shared between units. The next run's outputs are drawn meanwhile in a background thread
+when the planner allows it (`MixPlanner.predictable`).
+"""
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from nvidia.dali import fn
+from nvidia.dali.types import BatchInfo
+
+from dali_mix.plan import MixPlanner, Plan
+
+PLAN_NAMES = ("method", "perm", "lam")
+"""The plan-wide outputs every unit may read: (B,) int32 method, int32 partner, float32 lam."""
+
+# a plan has outputs a graph may not use ("method" unless explained); producing them costs
+# microseconds, so DALI's hint about unused external-source outputs is noise here
+warnings.filterwarnings("ignore", message=r"The external source node '<dali_mix\.feed\.PlanFeed")
+
+
+def _next_run(batch_info):
+    """The batch_info of the run after `batch_info` (a DALI batch_info or a run number; None
+    for anything else)."""
+    if hasattr(batch_info, "iteration"):
+        return BatchInfo(int(batch_info.iteration) + 1, int(getattr(batch_info, "epoch_idx", 0)))
+    return int(batch_info) + 1 if np.isscalar(batch_info) else None
+
+
+class PlanFeed:
+    """See the module docstring. units: objects with `names` (list of str) and
+    `encode(plan) -> {name: per-sample values}`."""
+
+    def __init__(self, planner: MixPlanner, units: list):
+        self.planner = planner
+        self.units = list(units)
+        self.names = list(PLAN_NAMES) + [f"{k}.{n}" for k, u in enumerate(self.units) for n in u.names]
+        self._ahead = None  # (key, Future) of the next run's outputs
+        self._pool = None
+
+    def __call__(self, batch_info) -> tuple:
+        """The outputs of the run `batch_info`; a batch drawn ahead is used only when its inputs
+        are this run's (a plan is a pure function of them), and drawn here otherwise."""
+        inputs = self.planner.inputs(batch_info)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == self._key(inputs):
+            out = ahead[1].result()
+        else:
+            out = self.outputs(inputs)
+        nxt = _next_run(batch_info)
+        if nxt is not None and self.planner.predictable():
+            following = self.planner.inputs(nxt)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-mix-plan")
+            self._ahead = (self._key(following), self._pool.submit(self.outputs, following))
+        return out
+
+    def outputs(self, inputs: tuple) -> tuple:
+        """The outputs, in `names` order, of the plan of `inputs` (`MixPlanner.inputs`)."""
+        return self.encode(self.planner.plan(*inputs))
+
+    def encode(self, plan: Plan) -> tuple:
+        out = [plan.method, plan.perm, plan.lam]
+        for unit in self.units:
+            enc = unit.encode(plan)
+            out += [enc[n] for n in unit.names]
+        return tuple(out)
+
+    def nodes(self) -> tuple[dict, list[dict]]:
+        """Build the external source: (plan-wide DataNodes by name, one dict per unit)."""
+        outs = fn.external_source(source=self, num_outputs=len(self.names), batch=True, batch_info=True)
+        plan_nodes = dict(zip(PLAN_NAMES, outs[:len(PLAN_NAMES)]))
+        per_unit, at = [], len(PLAN_NAMES)
+        for unit in self.units:
+            per_unit.append(dict(zip(unit.names, outs[at:at + len(unit.names)])))
+            at += len(unit.names)
+        return plan_nodes, per_unit
+
+    def _key(self, inputs: tuple) -> tuple:
+        """What identifies a run's outputs: its inputs, and the epoch length the FMix bank's
+        period is read from."""
+        epoch, step, enabled = inputs
+        return (epoch, step, None if enabled is None else enabled.tobytes(),
+                self.planner.clock.runs_per_epoch)

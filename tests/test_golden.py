@@ -1,0 +1,28 @@
+"""Bit-for-bit behaviour of every existing recipe kind on both executors: the digests of
+fixed-seed batches (images, targets, labels, lambdas) must equal tests/golden/golden.json,
+written by tests/golden/make_golden.py before the method-table refactoring (issue 24)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.golden import make_golden as golden
+
+WANT = json.loads(golden.GOLDEN.read_text())
+
+
+@pytest.mark.parametrize("executor", golden.EXECUTORS)
+@pytest.mark.parametrize("name", list(golden.CASES))
+def test_same_batches_bit_for_bit(name, executor):
+    got = golden.run_case(name, executor)
+    want = WANT["cases"][f"{name}/{executor}"]
+    for step, (g, w) in enumerate(zip(got, want)):
+        assert g["lam_values"] == w["lam_values"], f"batch {step}: lambdas moved"
+        assert g == w, f"batch {step}: outputs moved: " + ", ".join(
+            k for k in w if g.get(k) != w[k])
+    assert len(got) == len(want)
+
+
+def test_mixmo_inputs_bit_for_bit():
+    assert golden.run_mixmo() == WANT["mixmo"]
