@@ -41,6 +41,7 @@ RECIPE_FIELDS: tuple[Field, ...] = (
     Field("channels", 3, kind="int", lo=1, doc="C of the images"),
     Field("after", (), kind="any", doc="erasing steps after mixing"),
     Field("seed", 0, kind="int", lo=0, doc="seed of the FMix mask bank"),
+    Field("ignore_index", 255, kind="int", doc="mask value of erased pixels (segmentation masks)"),
 )
 """The recipe's own fields (the methods' fields come from the method table)."""
 
@@ -83,6 +84,8 @@ class MixRecipe:
             methods (`ERASE_METHODS`: "cutout", "random_erasing"; e.g. timm's `--reprob`
             together with Mixup/CutMix).
         seed: seed of the FMix mask bank (the planner follows the pipeline's seed).
+        ignore_index: the value erased pixels take in segmentation masks (`random_mix(masks=)`;
+            the loss ignores it, `dali_mix.torch.mixed_segmentation_loss`).
         Each method's own fields (defaults of its paper / official code, valid ranges) are
         declared with the method in `dali_mix.methods`; they are listed below.
     """
@@ -98,6 +101,7 @@ class MixRecipe:
     channels: int = 3
     after: tuple[str, ...] = ()
     seed: int = 0
+    ignore_index: int = 255
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)

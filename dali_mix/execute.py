@@ -279,13 +279,15 @@ class DaliExecutor:
 class Eraser:
     """Cutout and Random Erasing after either executor, on the output (`out_geo`): `encode`
     gives the rectangles' inputs (`names`), `apply` erases them (`fn.erase` for constant
-    fills, `fn.multi_paste` of `fn.random` noise for random ones)."""
+    fills, `fn.multi_paste` of `fn.random` noise for random ones). `fill`: one value for every
+    erased pixel instead of the recipe's fills (segmentation masks: `ignore_index`)."""
 
-    def __init__(self, recipe: MixRecipe, out_geo: Geometry):
+    def __init__(self, recipe: MixRecipe, out_geo: Geometry, fill: float | None = None):
         self.recipe = recipe
         self.out_geo = out_geo
+        self.fill = fill
         erasing = set(recipe.after) | {m for m in recipe.candidates if method(m).role == ERASES}
-        random_fill = recipe.erasing_fill == "random"
+        random_fill = recipe.erasing_fill == "random" and fill is None
         self.erase_random = "random_erasing" in erasing and random_fill
         self.erase_cut = "cutout" in erasing
         self.erase_fill = "random_erasing" in erasing and not random_fill
@@ -314,10 +316,10 @@ class Eraser:
         out_geo, recipe = self.out_geo, self.recipe
         if self.erase_cut:
             images = fn.erase(images, anchor=ins["cut_anchor"], shape=ins["cut_shape"], axis_names="HW",
-                              fill_value=0.0)
+                              fill_value=0.0 if self.fill is None else self.fill)
         if self.erase_fill:
-            images = fn.erase(images, anchor=ins["fill_anchor"], shape=ins["fill_shape"],
-                              axis_names="HW", fill_value=float(recipe.erasing_fill))
+            images = fn.erase(images, anchor=ins["fill_anchor"], shape=ins["fill_shape"], axis_names="HW",
+                              fill_value=float(recipe.erasing_fill) if self.fill is None else self.fill)
         if self.erase_random:
             normal = fn.random.normal(shape=ins["noise_shape"])
             uniform = fn.random.uniform(range=[-0.5, 255.5], shape=ins["noise_shape"])

@@ -24,6 +24,7 @@ from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.methods import max_sources
+from dali_mix.pixel_maps import PixelMaps, unmoved_maps
 from dali_mix.plan import MixPlanner
 from dali_mix.schedule import BatchClock
 
@@ -42,6 +43,15 @@ class MixResult(NamedTuple):
     labels: (S,) int64 labels of the plan's S label slots (own, partner, further sources), CPU.
     shares: (S,) float32 each slot's share of the output (`Plan.shares`: lam, 1 - lam for two
         slots), CPU.
+    masks, masks_b: (H, W) int64 class maps moved with the pixels (`random_mix(masks=)`; None
+        without), on the images' device: `masks` the class of each output pixel (the own
+        mask where a blend mixed), `masks_b` the partner's at the same pixels for blends,
+        equal to `masks` elsewhere; erased pixels are `recipe.ignore_index` in both
+        (`dali_mix.pixel_maps`).
+    mask_weight: float32 scalar, the weight of `masks` in the per-pixel loss (Mixup's lambda
+        for blended samples, 1.0 otherwise), on the images' device.
+    source: (H, W) uint8, 0 where an output pixel is the sample's own, 1 where it came from
+        another sample (`random_mix(source_map=True)`; None without), on the images' device.
     """
 
     images: object
@@ -53,24 +63,41 @@ class MixResult(NamedTuple):
     recipe: MixRecipe
     labels: object = None
     shares: object = None
+    masks: object = None
+    masks_b: object = None
+    mask_weight: object = None
+    source: object = None
 
     def outputs(self) -> tuple:
-        """Pipeline outputs for `dali_mix.torch.Loader`, named by `output_names(recipe)`;
-        every output on the images' device."""
+        """Pipeline outputs for `dali_mix.torch.Loader`, named by `output_names(recipe,
+        masks=..., source_map=...)`; every output on the images' device."""
         if self.recipe.target == "dense":
-            return self.images, self.targets
-        if label_slots(self.recipe) > 2:
-            return (self.images,) + tuple(_on(x, self.images) for x in (self.labels, self.shares))
-        return (self.images,) + tuple(_on(x, self.images) for x in (self.labels_a, self.labels_b, self.lam))
+            out = (self.images, self.targets)
+        elif label_slots(self.recipe) > 2:
+            out = (self.images,) + tuple(_on(x, self.images) for x in (self.labels, self.shares))
+        else:
+            out = (self.images,) + tuple(_on(x, self.images) for x in (self.labels_a, self.labels_b, self.lam))
+        if self.masks is not None:
+            out += (self.masks, self.masks_b, self.mask_weight)
+        if self.source is not None:
+            out += (self.source,)
+        return out
 
 
-def output_names(recipe: MixRecipe) -> list[str]:
-    """Names of `MixResult.outputs()`, in order, for the Loader's `output_map`."""
+def output_names(recipe: MixRecipe, *, masks: bool = False, source_map: bool = False) -> list[str]:
+    """Names of `MixResult.outputs()`, in order, for the Loader's `output_map`; `masks`,
+    `source_map`: as given to `random_mix`."""
     if recipe.target == "dense":
-        return ["images", "targets"]
-    if label_slots(recipe) > 2:
-        return ["images", "slot_labels", "slot_weights"]
-    return ["images", "labels_a", "labels_b", "lam"]
+        names = ["images", "targets"]
+    elif label_slots(recipe) > 2:
+        names = ["images", "slot_labels", "slot_weights"]
+    else:
+        names = ["images", "labels_a", "labels_b", "lam"]
+    if masks:
+        names += ["masks", "masks_b", "mask_weight"]
+    if source_map:
+        names += ["source"]
+    return names
 
 
 def label_slots(recipe: MixRecipe) -> int:
@@ -81,7 +108,8 @@ def label_slots(recipe: MixRecipe) -> int:
 
 def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
                normalize: Normalization | None = None, executor: str = "auto", enabled=None,
-               clock: BatchClock | None = None, fmix_bank: FMixMaskBank | None = None) -> MixResult:
+               clock: BatchClock | None = None, fmix_bank: FMixMaskBank | None = None,
+               masks=None, source_map: bool = False) -> MixResult:
     """Mix a batch as `recipe` says: a method per sample (or pair, or batch) among the recipe's
     candidates, its parameters drawn by one `MixPlanner` per batch, then Cutout / Random
     Erasing, and the soft targets. Needs no DALI conditionals.
@@ -108,6 +136,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         clock: `BatchClock` mapping the pipeline's run counter to (epoch, step) for the plan's
             random stream and for `enabled`; defaults to the FMix bank's clock or a plain one.
         fmix_bank: FMix mask bank of `image_size`; made from the recipe when None.
+        masks: optional per-pixel class maps (uint8 or int32, (H, W) or (H, W, 1), the images'
+            H and W, after the same crop, flip and resize as the images), on the device the
+            images' executor runs on: moved with the pixels into `MixResult.masks` /
+            `masks_b` / `mask_weight` (`dali_mix.pixel_maps`). A wrong shape raises naming the
+            mask.
+        source_map: also give `MixResult.source`, which output pixels came from another sample.
 
     Returns:
         `MixResult`; `.outputs()` gives (images, targets) for a dense recipe, targets (N, C)
@@ -133,8 +167,11 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
                          f"that are already normalised")
     labels_a = scalar_labels(labels)
     kind = execute.resolve_executor(executor, images)
+    if masks is not None and kind == "fused" and getattr(masks, "device", "cpu") == "gpu":
+        raise ValueError("random_mix: the masks are on the GPU but the images are mixed by the fused "
+                         "CPU operator; give CPU masks, or GPU images (DALI's operators)")
     if not recipe.mixes:
-        return _unmixed(images, labels_a, recipe, normalize, kind)
+        return _unmixed(images, labels_a, recipe, normalize, kind, masks, source_map)
     if image_size is None:
         raise ValueError("random_mix needs image_size=(H, W): the plan's boxes are drawn for it "
                          "before the images exist (it is checked against every image at run time)")
@@ -163,7 +200,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)
     eraser = execute.Eraser(recipe, out_geo)
     target_inputs = TargetInputs(recipe, planner.slots)
-    plan_nodes, (t_in, x_in, e_in) = PlanFeed(planner, [target_inputs, pixels, eraser]).nodes()
+    maps = PixelMaps(planner, kind, height, width, normalize, masks is not None, source_map)
+    plan_nodes, (t_in, x_in, e_in, *m_in) = PlanFeed(planner, [target_inputs, pixels, eraser, *maps.units]).nodes()
     mixed = pixels.pixels(images, plan_nodes, x_in)
     mixed = eraser.apply(mixed, e_in, images if normalize is None else mixed)
     if pixels.casts_back:
@@ -173,12 +211,15 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in)
     if targets is not None:
         targets = _on(targets, images)
+    extra = maps.build(masks, plan_nodes, m_in, mixed) if masks is not None or source_map else {}
     return MixResult(mixed, targets, labels_a, labels_b, plan_nodes["lam"], plan_nodes["method"], recipe,
-                     labels, shares)
+                     labels, shares, **extra)
 
 
-def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str) -> MixResult:
-    """A recipe that never mixes: images only normalised (when asked), one-hot targets."""
+def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str,
+             masks=None, source_map: bool = False) -> MixResult:
+    """A recipe that never mixes: images only normalised (when asked), one-hot targets, the
+    masks as they are (flipped with the images)."""
     lam = fn.cast(labels_a * 0 + 1, dtype=types.FLOAT)
     if normalize is not None:
         if kind == "dali":  # the fused operator checks the layout itself
@@ -189,7 +230,10 @@ def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | Non
     if recipe.target == "dense":
         targets = _on(onehot_targets(labels_a, recipe.num_classes, recipe.label_smoothing), images)
     method = fn.cast(labels_a * 0 + len(recipe.candidates), dtype=types.INT32)
-    return MixResult(images, targets, labels_a, labels_a, lam, method, recipe)
+    extra = {}
+    if masks is not None or source_map:
+        extra = unmoved_maps(masks, None if normalize is None else normalize.mirror, source_map, lam, images)
+    return MixResult(images, targets, labels_a, labels_a, lam, method, recipe, **extra)
 
 
 def _on(node, images):

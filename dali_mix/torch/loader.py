@@ -179,7 +179,7 @@ class Loader:
             if name in _LABEL_NAMES:
                 check_label_shape(name, t)
                 t = t.reshape(-1).long()
-            elif name == "lam":
+            elif name in ("lam", "mask_weight"):
                 t = t.reshape(-1).float()
             elif name == "slot_labels":  # (N, S): the labels of a many-source plan's slots
                 t = t.reshape(t.shape[0], -1).long()

@@ -51,3 +51,30 @@ def slot_cross_entropy(logits: torch.Tensor, slot_labels: torch.Tensor, slot_wei
     ce = F.cross_entropy(logits.repeat_interleave(S, 0), labels.reshape(-1), reduction="none",
                          label_smoothing=smoothing).reshape(N, S)
     return (slot_weights.float() * ce).sum(1).mean()
+
+
+def mixed_segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, masks_b: torch.Tensor,
+                            mask_weight: torch.Tensor, ignore_index: int = 255,
+                            label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-pixel loss of mixed segmentation masks: w * CE(logits, masks) + (1 - w) * CE(logits,
+    masks_b) at every pixel, pixels equal to `ignore_index` left out, averaged over the
+    weighted pixels that count (with w = 1 everywhere: `F.cross_entropy(logits, masks,
+    ignore_index=...)`, its mean over the non-ignored pixels).
+
+    logits: (N, C, H, W) float (computed in float32); masks, masks_b: (N, H, W) int64 class
+    maps (`MixResult.masks` / `masks_b`); mask_weight: (N,) float32 (`MixResult.mask_weight`).
+    """
+    if masks.shape != masks_b.shape or logits.ndim != 4 or masks.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"masks {tuple(masks.shape)} and masks_b {tuple(masks_b.shape)} must both be (N, H, W) "
+                         f"of the logits {tuple(logits.shape)} (N, C, H, W)")
+    logits = logits.float()
+    w = mask_weight.float().reshape(-1, 1, 1)
+    total = torch.zeros((), device=logits.device)
+    counted = torch.zeros((), device=logits.device)
+    for mask, weight in ((masks, w), (masks_b, 1.0 - w)):
+        ce = F.cross_entropy(logits, mask.long(), reduction="none", ignore_index=ignore_index,
+                             label_smoothing=label_smoothing)
+        valid = (mask != ignore_index).float()
+        total = total + (weight * ce * valid).sum()
+        counted = counted + (weight * valid).sum()
+    return total / counted.clamp_min(torch.finfo(torch.float32).tiny)
