@@ -3,9 +3,9 @@ applied to both, then mixing of images and masks by one plan.
 
     built = train_pipeline("/data/scenes/train", batch_size=32, image_size=64,
                            recipe=dali_mix.MixRecipe(methods=["cutmix"], num_classes=6))
-    loader = dali_mix.torch.Loader(built.pipe, built.output_map, built.reader_name)
+    loader = Loader(built.pipe, built.output_map, built.reader_name)   # from dali_mix.torch
     for images, masks, masks_b, mask_weight in loader:
-        loss = dali_mix.torch.mixed_segmentation_loss(model(images), masks, masks_b, mask_weight)
+        loss = mixed_segmentation_loss(model(images), masks, masks_b, mask_weight)
 
 Data (`pair_files`): a folder holding `images/` and `masks/` with the same file stems (what
 `dali-mix data scenes` writes), or the Pascal VOC layout (`JPEGImages/`,
@@ -146,7 +146,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, recipe, device: st
         jpegs = _paired(jpegs, idx, midx)
         images = fn.decoders.image(jpegs, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
         masks = fn.decoders.image(pngs, output_type=types.GRAY)
-        anchor, shape = fn.random_crop_generator(fn.shapes(masks), random_area=list(scale),
+        anchor, shape = fn.random_crop_generator(masks.shape(dtype=types.INT64), random_area=list(scale),
                                                  random_aspect_ratio=list(ratio))
         images = fn.resize(fn.slice(images, start=anchor, shape=shape, axes=[0, 1]),
                            size=[image_size, image_size])

@@ -6,6 +6,7 @@
     dali-mix data imagenet-like [--root DIR] [--num-images N] [--num-classes N] [--seed S]
     dali-mix data cifar --bin-dir DIR [--root DIR]   # CIFAR-10/100 binary version -> ImageFolder
     dali-mix data spoken-commands [--out DIR] [--seed S] [--takes N] [--workers N]
+    dali-mix data scenes [--root DIR] [--train N] [--val N] [--size S] [--seed S]
 
 Both are cached: running a command again prints the same paths at once.
 """
@@ -86,6 +87,20 @@ def _spoken_commands(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenes(args: argparse.Namespace) -> int:
+    from dali_mix.data.scenes import prepare_scenes
+
+    try:
+        data = prepare_scenes(args.root, train=args.train, val=args.val, size=args.size, seed=args.seed,
+                              progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"dali-mix data scenes: {exc}", file=sys.stderr)
+        return 2
+    print(f"{data.root}: {data.counts['train']} train and {data.counts['val']} val scenes, "
+          f"classes {', '.join(data.classes)}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -145,4 +160,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sc.add_argument("--no-install", action="store_true",
                     help="never run apt-get to install a missing espeak-ng")
     sc.set_defaults(func=_spoken_commands)
+
+    sn = sub.add_parser("scenes", help="segmentation: shapes of known classes on textured backgrounds, "
+                                       "image/mask PNG pairs (images/ + masks/ per split)")
+    sn.add_argument("--root", default=None, help="output folder (default $DALI_MIX_DATA/scenes-<size>)")
+    sn.add_argument("--train", type=_positive_int, default=800)
+    sn.add_argument("--val", type=_positive_int, default=200)
+    sn.add_argument("--size", type=_positive_int, default=64, help="side of every scene, pixels (>= 16)")
+    sn.add_argument("--seed", type=int, default=0)
+    sn.add_argument("--no-progress", action="store_true")
+    sn.set_defaults(func=_scenes)
     return parser
