@@ -60,7 +60,8 @@ from dali_mix.training.evaluate import val_loader as build_val_loader
 from dali_mix.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
 from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
 from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
-from dali_mix.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task, TimmMixupTask
+from dali_mix.training.tasks import (AudioClassificationTask, ClassificationTask, MixMoTask, SegmentationTask, Task,
+                                     TimmMixupTask)
 
 MIX_CHOICES = ("none", *MIX_METHODS, "randommix")
 """--mix: no mixing, one mixing method of the table alone, or RandomMix over its default candidates."""
@@ -72,9 +73,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
+    d.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                   help="segmentation: image + mask pairs (--data: a folder with train/ and val/, each holding "
+                        "images/ and masks/, or a Pascal VOC root; default the generated scenes), masks mixed "
+                        "with the images, val mIoU")
     d.add_argument("--data", default=None, help="ImageFolder root with train/ and val/, or a train source; "
                    f"'{AUDIO_DATA}' or a folder in the Speech Commands layout (sound); "
-                   "default: the embedded Fashion-MNIST")
+                   "default: the embedded Fashion-MNIST (segmentation: the generated scenes)")
     d.add_argument("--n-mels", type=int, default=40, help="sound: mel bands of the log-mel spectrogram")
     d.add_argument("--val-data", default=None, help="validation source (default: DATA/val)")
     d.add_argument("--num-classes", type=int, default=None, help="number of classes, for sources that do "
@@ -173,6 +178,9 @@ def validate_args(args, parser) -> None:
     def fail(msg):
         parser.error(msg)
 
+    if args.task == "segmentation":
+        validate_segmentation_args(args, fail)
+        return
     if args.model is None:
         args.model = "kws_cnn" if is_sound(args) else "resnet18"
     known = (*CIFAR_MODELS, *AUDIO_MODELS)
@@ -231,6 +239,36 @@ def validate_args(args, parser) -> None:
             mix_weights(args.mix_weights)
         except ValueError as exc:
             fail(f"--mix-weights: {exc}")
+    try:
+        recipe_from_args(args, num_classes=2)
+    except ValueError as exc:
+        fail(f"mixing flags: {exc}")
+
+
+def validate_segmentation_args(args, fail) -> None:
+    """--task segmentation: its model, and the flags it does not take, named."""
+    from dali_mix.training.segmentation_models import SEGMENTATION_MODELS
+
+    args.model = args.model or "fcn_resnet18"
+    if args.model not in SEGMENTATION_MODELS:
+        fail(f"--task segmentation: --model must be one of {', '.join(SEGMENTATION_MODELS)}, got {args.model!r}")
+    refused = {"--mixmo": args.mixmo, "--timm-peer": args.timm_peer, "--label-noise": args.label_noise,
+               "--evaluate": args.evaluate, "--check-data": args.check_data, "--targets sparse": args.targets != "dense",
+               "--mix-off-epochs": args.mix_off_epochs, "--mixup-mode": args.mixup_mode}
+    given = [flag for flag, v in refused.items() if v]
+    if given:
+        fail(f"--task segmentation does not take {', '.join(given)} (it trains on image + mask pairs and "
+             "reports val mIoU every epoch in metrics.jsonl)")
+    if args.data is not None and not Path(args.data).is_dir():
+        fail(f"--task segmentation: --data {args.data!r} is not a folder")
+    for flag in ("epochs", "batch_size", "image_size", "workers", "num_classes"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            fail(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
+    if args.batch_size == 1:
+        fail("--batch-size 1: mixing pairs each sample with another sample of its batch; use 2 or more")
+    if args.overwrite and args.resume:
+        fail("--overwrite starts a fresh run: drop --resume, or drop --overwrite to continue the run")
     try:
         recipe_from_args(args, num_classes=2)
     except ValueError as exc:
@@ -426,11 +464,50 @@ class Data:
     val_spec: str = ""  # absolute where it is a path (recorded in checkpoints for `dali-mix evaluate`)
     label_noise: LabelNoise | None = None  # --label-noise: the corrupted train samples
     audio: object = None  # sound: the dali_mix.audio_sources.SpeechCommandsSplits
+    segmentation: bool = False  # --task segmentation: train and val are pipelines.segmentation.PairedFolder
+
+
+def open_segmentation_data(args, rt: Runtime) -> Data:
+    """--task segmentation: the image/mask pairs of train and val (`pipelines.segmentation`):
+    the generated scenes (built on first use) without --data, a folder with train/ and val/
+    (each images/ + masks/), or a Pascal VOC root (splits train and val). The number of
+    classes: the scenes' manifest, 21 for VOC, else --num-classes (required)."""
+    from dali_mix.data.fashion_mnist import read_manifest
+    from dali_mix.data.scenes import prepare_scenes
+    from pipelines.segmentation import PairedFolder
+
+    if args.data is None:
+        if rt.env.rank == 0:
+            scenes = prepare_scenes(progress=not args.no_progress)
+        if dist.is_initialized():
+            dist.barrier()
+        if rt.env.rank != 0:
+            scenes = prepare_scenes(progress=False)
+        root, train_dir, val_dir, classes = scenes.root, scenes.root / "train", scenes.root / "val", len(scenes.classes)
+    else:
+        root = Path(args.data)
+        voc = (root / "JPEGImages").is_dir()
+        train_dir = root if voc else Path(args.data) / "train"
+        val_dir = root if voc else Path(args.val_data) if args.val_data else root / "val"
+        manifest = read_manifest(root)
+        classes = 21 if voc else len(manifest["classes"]) if manifest and "classes" in manifest else None
+    num_classes = args.num_classes or classes
+    if num_classes is None:
+        raise SystemExit(f"error: --task segmentation --data {args.data}: pass --num-classes (the masks do not "
+                         "say how many classes there are)")
+    try:
+        train, val = PairedFolder.of(train_dir, "train"), PairedFolder.of(val_dir, "val")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return Data(str(Path(root).absolute()), train, val, num_classes, True, str(Path(val_dir).absolute()),
+                segmentation=True)
 
 
 def open_data(args, rt: Runtime) -> Data:
     """Resolve and validate both sources; a train/val class mismatch stops the run, naming the
     classes. With --check-data the train source becomes the clean list (in --output)."""
+    if args.task == "segmentation":
+        return open_segmentation_data(args, rt)
     audio = resolve_audio(args, rt.env.rank)
     if audio is not None:
         train = audio.train
@@ -487,13 +564,14 @@ class Settings:
 
     @classmethod
     def resolve(cls, args, data: Data, env: DistributedEnv) -> Settings:
-        small, sound = data.small_default, data.audio is not None
-        image_size = args.n_mels if sound else args.image_size or (28 if small else 224)
-        epochs = args.epochs or (10 if sound else 5 if small else 90)
-        mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else (1 if small and epochs > 1 else 0)
+        small, sound, seg = data.small_default, data.audio is not None, data.segmentation
+        image_size = args.n_mels if sound else args.image_size or (64 if seg else 28 if small else 224)
+        epochs = args.epochs or (10 if sound or seg else 5 if small else 90)
+        mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else \
+            (1 if small and not seg and epochs > 1 else 0)
         if mix_off >= epochs:
             raise SystemExit(f"error: --mix-off-epochs {mix_off} leaves no mixed epoch of {epochs}")
-        batch_size = args.batch_size or (64 if sound else 128 if small else 256)
+        batch_size = args.batch_size or (32 if seg else 64 if sound else 128 if small else 256)
         return cls(image_size=image_size,
                    crop=args.crop if args.crop != "auto" else ("pad" if image_size <= 64 else "random_resized"),
                    epochs=epochs, mix_off_epochs=mix_off, batch_size=batch_size,
@@ -511,6 +589,12 @@ def make_task(args, data: Data, s: Settings, log: Callable[..., None] = print) -
 
     if args.timm_peer:
         return TimmMixupTask(data.num_classes, mixup_args=timm_mixup_args(args, data.num_classes))
+    if data.segmentation:
+        try:
+            recipe = recipe_from_args(args, data.num_classes, s.image_size)
+        except ValueError as exc:
+            raise SystemExit(f"error: {flag_names(exc, args, s)}") from None
+        return SegmentationTask(data.num_classes, recipe=recipe)
     try:
         if args.mixmo:
             check_mixmo_args(batch_repetition=args.mixmo_b, batch_size=s.batch_size)
@@ -585,13 +669,13 @@ def load_resume(args, out_dir: Path, signature: dict) -> tuple[str | None, dict 
     return resume, state
 
 
-def restore_best(run: RunDir | None, resume: str | None, state: dict | None) -> None:
+def restore_best(run: RunDir | None, resume: str | None, state: dict | None, key: str = "val_top1") -> None:
     """A run killed between writing last.pt and copying it to best.pt at the end of its best
     epoch left best.pt behind: copy the checkpoint now, so best.pt holds the model that
-    `best_top1` describes."""
+    `best_top1` (the task's first val metric, `key` in the history) describes."""
     if run is None or not state or state["step_in_epoch"] or not state.get("history"):
         return
-    if state["history"][-1]["val_top1"] != round(state["best_top1"], 3):
+    if state["history"][-1][key] != round(state["best_top1"], 3):
         return  # the last finished epoch is not the best one
     best = run.path / "best.pt"
     try:
@@ -644,6 +728,12 @@ def log_evaluation(rt: Runtime, doc: dict) -> None:
 def val_loader(rt: Runtime, data: Data, s: Settings, source: Source | None = None) -> NamingErrors:
     """The val loader of `dali-mix evaluate` (`source`: another source than the val data); on
     sound, the audio val pipeline (`pipelines.audio`)."""
+    if data.segmentation:
+        from pipelines.segmentation import val_pipeline
+
+        built = val_pipeline(source or data.val, batch_size=s.batch_size, image_size=s.image_size,
+                             num_threads=s.workers, **rt.shard_args())
+        return Loader(built.pipe, built.output_map, built.reader_name, train=False)
     if data.audio is None:
         return build_val_loader(source or data.val, batch_size=s.batch_size, image_size=s.image_size, crop=s.crop,
                                 workers=s.workers, num_classes=data.num_classes, **rt.shard_args())
@@ -690,7 +780,7 @@ def main(argv=None) -> int:
         task = make_task(args, data, s, rt.log)
         signature = run_signature(args, rt, data, s, task)
         resume, state = load_resume(args, out_dir, signature)
-        restore_best(run, resume, state)
+        restore_best(run, resume, state, task.metric_keys[0])
         trainer = Trainer(args, rt, data, s, task, run, state, signature)
         if state and trainer.start_epoch < s.epochs:  # a finished run says so in fit()
             rt.log(f"resumed from {resume} at epoch {trainer.start_epoch + 1}, step {trainer.start_step}")
@@ -763,7 +853,8 @@ class Trainer:
     def fit(self) -> int:
         s, log = self.s, self.rt.log
         if self.start_epoch >= s.epochs:
-            log(finished_run(self.history, s.epochs, self.best, self.args.output))
+            log(finished_run(self.history, s.epochs, self.best, self.args.output, self.task.metric_keys[0],
+                             self.task.metric_labels[0]))
             if self.args.evaluate:  # a finished run can still be scored: --resume auto --evaluate
                 self.final_evaluation()
             return 0
@@ -772,6 +863,7 @@ class Trainer:
             with writing(f"{self.args.step_log}.rank{self.rt.env.rank}"):
                 step_log = open(f"{self.args.step_log}.rank{self.rt.env.rank}", "a")
         top1 = float("nan")
+        label = self.task.metric_labels[0]
         for epoch in range(self.start_epoch, s.epochs):
             first = self.start_step if epoch == self.start_epoch else 0
             if first == 0:
@@ -780,7 +872,7 @@ class Trainer:
                 log(f"stopped after {self.global_step} steps (--stop-after-steps); resume with --resume auto")
                 return 0
             top1 = self.end_epoch(epoch)
-        log(f"done: {s.epochs} epochs | final val top-1 {top1:.2f}% | best {self.best:.2f}% | output {self.args.output}")
+        log(f"done: {s.epochs} epochs | final {label} {top1:.2f}% | best {self.best:.2f}% | output {self.args.output}")
         if self.data.label_noise is not None:
             self.memorisation()
         if self.args.evaluate:
@@ -872,11 +964,13 @@ class Trainer:
             self.model, self.ddp, self.val_loader, rt.device, channels_last=self.args.channels_last,
             amp_dtype=self.amp_dtype, world_size=rt.env.world_size)
         self.best = max(self.best, top1)
-        record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_top1": round(top1, 3),
-                  "val_top5": round(top5, 3), "val_samples": n_val, "images_per_s": round(self.ips, 1),
+        key1, key2 = self.task.metric_keys
+        label1, label2 = self.task.metric_labels
+        record = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), key1: round(top1, 3),
+                  key2: round(top5, 3), "val_samples": n_val, "images_per_s": round(self.ips, 1),
                   "lr": self.lr, "seconds": round(time.time() - self.t0, 1), "mixing": self.task.mixing(epoch), **heads}
         head_text = "".join(f" | {k.replace('val_top1_', '')} {v:.2f}%" for k, v in heads.items())
-        rt.log(f"epoch {epoch + 1}/{s.epochs}: train loss {train_loss:.4f} | val top-1 {top1:.2f}% top-5 "
+        rt.log(f"epoch {epoch + 1}/{s.epochs}: train loss {train_loss:.4f} | {label1} {top1:.2f}% {label2} "
                f"{top5:.2f}% ({n_val} imgs){head_text} | {self.ips:.0f} images/s | {record['seconds']}s")
         self.history = [r for r in self.history if r["epoch"] < epoch + 1] + [record]
         self.save("last.pt", epoch + 1, 0)

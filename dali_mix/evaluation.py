@@ -89,6 +89,49 @@ class PixelScale:
         return (x - mean) / std
 
 
+class ConfusionTally:
+    """Per-pixel confusion counts of a segmentation model, (C, C) float64 (row: true class,
+    column: predicted), one tensor so every rank's counts are summed in one all_reduce.
+    Pixels whose true class is `ignore_index` are left out."""
+
+    def __init__(self, num_classes: int, device: torch.device, ignore_index: int = 255):
+        self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
+        # the C x C counts, then the number of images, summed over ranks together
+        self.sums = torch.zeros(self.num_classes * self.num_classes + 1, dtype=torch.float64, device=device)
+
+    def add(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        """logits (N, C, H, W) float, masks (N, H, W) int64, same device. A mask value outside
+        [0, C) other than ignore_index raises ValueError naming it."""
+        C = self.num_classes
+        keep = masks != self.ignore_index
+        true = masks[keep]
+        if true.numel() and (int(true.min()) < 0 or int(true.max()) >= C):
+            bad = int(true.max()) if int(true.max()) >= C else int(true.min())
+            raise ValueError(f"a val mask holds class {bad}, outside the run's {C} classes "
+                             f"(and not ignore_index {self.ignore_index})")
+        pred = logits.argmax(dim=1)[keep]
+        self.sums[:C * C] += torch.bincount(true * C + pred, minlength=C * C).double()
+        self.sums[-1] += masks.shape[0]
+
+    def all_reduce(self, world_size: int) -> None:
+        if world_size > 1:
+            dist.all_reduce(self.sums)
+
+    def result(self) -> dict:
+        """{"miou": mean IoU % over the classes that occur (true or predicted: union > 0),
+        "pixel_acc": %, "iou": per-class IoU % (None where the union is 0), "pixels", "images"}."""
+        C = self.num_classes
+        c = self.sums[:C * C].cpu().reshape(C, C)
+        tp = c.diag()
+        union = c.sum(0) + c.sum(1) - tp
+        iou = [round(100.0 * float(t / u), 3) if u > 0 else None for t, u in zip(tp, union)]
+        present = [v for v in iou if v is not None]
+        total = float(c.sum())
+        return {"miou": round(sum(present) / max(len(present), 1), 3),
+                "pixel_acc": round(100.0 * float(tp.sum()) / max(total, 1.0), 3),
+                "iou": iou, "pixels": int(total), "images": int(self.sums[-1])}
+
+
 class Tally:
     """Running sums for one (head, condition): samples, top-1, top-5, NLL and the ECE bins, as
     one float64 tensor so that all of them are summed over ranks in one all_reduce."""

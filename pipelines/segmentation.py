@@ -32,6 +32,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
 from dali_mix.execute import Normalization, normalize_only
+from dali_mix.schedule import BatchClock
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -47,6 +48,32 @@ class SegmentationPipeline:
     reader_name: str
     images: list
     masks: list
+    clock: BatchClock | None = None  # of the train pipeline's plan (dali_mix.schedule)
+
+
+@dataclass(frozen=True)
+class PairedFolder:
+    """The image/mask pairs of one split (`pair_files`): root, split, images, masks (paths)."""
+
+    root: str
+    split: str
+    images: tuple
+    masks: tuple
+
+    @classmethod
+    def of(cls, data: str | Path, split: str) -> "PairedFolder":
+        images, masks = pair_files(data, split)
+        return cls(str(data), split, tuple(images), tuple(masks))
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+
+def _files(data, split: str) -> tuple[list[str], list[str]]:
+    if isinstance(data, PairedFolder):
+        return list(data.images), list(data.masks)
+    return pair_files(data, split)
 
 
 def pair_files(data: str | Path, split: str = "train") -> tuple[list[str], list[str]]:
@@ -130,16 +157,24 @@ def _paired(encoded, images_idx, masks_idx):
 def train_pipeline(data, *, batch_size: int, image_size: int, recipe, device: str = "cpu",
                    device_id=None, num_threads: int = 2, seed: int = 0, split: str = "train",
                    scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), shard_id: int = 0, num_shards: int = 1,
-                   source_map: bool = False, executor: str = "auto") -> SegmentationPipeline:
-    """The train pipeline (see the module docstring). recipe: a `dali_mix.MixRecipe` (HWC, three
+                   source_map: bool = False, executor: str = "auto", enable_checkpointing: bool = False,
+                   checkpoint=None) -> SegmentationPipeline:
+    """The train pipeline (see the module docstring). data: a folder (`pair_files`) or a
+    `PairedFolder`. recipe: a `dali_mix.MixRecipe` (HWC, three
     channels; `num_classes` the classes of the masks). Outputs (`output_map`): images (N, 3,
     image_size, image_size) float32 normalised, masks, masks_b (N, image_size, image_size)
-    int64, mask_weight (N,) float32 (and source with `source_map`); no image-level targets."""
-    images_files, masks_files = pair_files(data, split)
+    int64, mask_weight (N,) float32 (and source with `source_map`); no image-level targets.
+    seed: the readers shuffle with `seed` on every shard; the augmentation seed is
+    seed * 1000 + shard_id + 1. enable_checkpointing, checkpoint: DALI checkpointing (a resumed
+    run). The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run."""
+    images_files, masks_files = _files(data, split)
     labels = list(range(len(images_files)))
     reader = dict(random_shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards, labels=labels)
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed)
+    clock = BatchClock()
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+                  seed=seed * 1000 + shard_id + 1, enable_checkpointing=enable_checkpointing)
     def pipe():
         jpegs, idx = fn.readers.file(files=images_files, name="Reader", **reader)
         pngs, midx = fn.readers.file(files=masks_files, **reader)
@@ -155,11 +190,12 @@ def train_pipeline(data, *, batch_size: int, image_size: int, recipe, device: st
         flip = fn.random.coin_flip()
         norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=flip)
         out = dm.random_mix(images, idx * 0, recipe, image_size=image_size, normalize=norm, masks=masks,
-                            source_map=source_map, executor=executor)  # no image labels: targets unused
+                            source_map=source_map, executor=executor, clock=clock)  # no image labels
         return tuple(getattr(out, n) for n in names)
 
     names = ["images", "masks", "masks_b", "mask_weight"] + (["source"] if source_map else [])
-    return SegmentationPipeline(pipe(), names, "Reader", images_files, masks_files)
+    kw = {} if checkpoint is None else {"checkpoint": checkpoint}
+    return SegmentationPipeline(pipe(**kw), names, "Reader", images_files, masks_files, clock)
 
 
 def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,
@@ -168,7 +204,7 @@ def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu",
     """The val pipeline: images (N, 3, S, S) float32 normalised and masks (N, S, S) int64, both
     resized to `image_size` (the mask by nearest neighbour); each pair once per epoch, in order
     (readers with `pad_last_batch`, for `dali_mix.torch.Loader(train=False)`)."""
-    images_files, masks_files = pair_files(data, split)
+    images_files, masks_files = _files(data, split)
     labels = list(range(len(images_files)))
     reader = dict(random_shuffle=False, shard_id=shard_id, num_shards=num_shards, labels=labels,
                   pad_last_batch=True)

@@ -197,3 +197,47 @@ def test_mixed_segmentation_loss_against_a_restatement():
     # weight 1 everywhere: torch's own cross entropy with ignore_index
     ones = mixed_segmentation_loss(logits, a, b, torch.ones(N), ignore_index=IGNORE)
     torch.testing.assert_close(ones, torch.nn.functional.cross_entropy(logits, a, ignore_index=IGNORE))
+
+
+@pytest.mark.parametrize("masks_on_gpu", [False, True])
+@pytest.mark.parametrize("methods", [["mixup", "cutmix", "resizemix", "fmix", "ricap"], []])
+def test_gpu_graph_with_masks_is_defined_with_every_output_on_the_gpu(methods, masks_on_gpu):
+    """GPU images (DALI's operators): the maps' graph is defined with every output on the GPU,
+    masks given on the CPU or the GPU (no GPU needed to define it; the gpu tests run it)."""
+    recipe = dm.MixRecipe(methods=methods, num_classes=K, after=["random_erasing"])
+
+    @pipeline_def(batch_size=4, num_threads=1, device_id=0)
+    def pipe():
+        x = fn.external_source(name="x", layout="HWC").gpu()
+        m = fn.external_source(name="m")
+        y = fn.external_source(name="y")
+        out = dm.random_mix(x, y, recipe, image_size=(H, W), masks=m.gpu() if masks_on_gpu else m,
+                            source_map=True, normalize=dm.Normalization(MEAN, STD, mirror=fn.random.coin_flip()))
+        return out.outputs()
+
+    p = pipe()
+    p._build_graph()
+    assert [o.device for o in p._graph_outputs] == ["gpu"] * len(dm.output_names(recipe, masks=True, source_map=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["cutmix", "fmix", "mosaic"])
+def test_paste_masks_follow_the_pixels_on_the_gpu(method):
+    """The value test of the paste methods with GPU images and GPU masks (needs a GPU)."""
+    recipe = dm.MixRecipe(methods=[method], num_classes=K)
+    masks = [scene(i) for i in range(5)]
+    images = [colour(m) for m in masks]
+
+    @pipeline_def(batch_size=5, num_threads=1, device_id=0, seed=2)
+    def pipe():
+        x = fn.external_source(source=lambda: images, batch=True, layout="HWC").gpu()
+        m = fn.external_source(source=lambda: masks, batch=True).gpu()
+        y = fn.external_source(source=lambda: [np.array([0], np.int32)] * 5, batch=True)
+        out = dm.random_mix(x, y, recipe, image_size=(H, W), masks=m)
+        return out.images, out.masks
+
+    p = pipe()
+    p.build()
+    got_images, got_masks = p.run()
+    shown = shown_class(np.stack([np.asarray(got_images.as_cpu()[i]) for i in range(5)]), "uint8")
+    np.testing.assert_array_equal(np.stack([np.asarray(got_masks.as_cpu()[i]) for i in range(5)]), shown)

@@ -108,6 +108,8 @@ def clean_folder_split(source: Source, log: Callable[..., None]) -> Source:
 
 def decode_error_hint(exc: BaseException, source: Source, split: str = "train") -> str | None:
     """When DALI fails to read or decode, name the files at fault (DALI's own message does not)."""
+    if not isinstance(source, Source):  # e.g. the image/mask pairs of segmentation: DALI's message
+        return None
     text = str(exc)
     words = ("decoders", "nvImageCodec", "decode", "webdataset", ".tar")
     if not any(w.lower() in text.lower() for w in words):

@@ -148,6 +148,9 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, robustness
     rank, world_size: this process under torchrun (the val data is sharded by rank).
     """
     state = load_checkpoint(path)
+    if (state.get("signature") or {}).get("task") == "segmentation":
+        raise EvaluationError(f"{path} is a segmentation checkpoint: its val mIoU and pixel accuracy are in the "
+                              "run's metrics.jsonl (dali-mix evaluate scores classifiers)")
     if (state.get("signature") or {}).get("task") == "audio-classification":
         raise EvaluationError(f"{path} is a sound checkpoint: evaluate it with train.py --evaluate --resume {path} "
                               "--data SPEECH_COMMANDS_DIR (clean metrics; the robustness set perturbs images)")

@@ -48,12 +48,14 @@ def _short(value) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def finished_run(history: list[dict], epochs: int, best_top1: float, output) -> str:
+def finished_run(history: list[dict], epochs: int, best_top1: float, output, key: str = "val_top1",
+                 label: str = "val top-1") -> str:
     """The line for resuming a run that has trained all its `epochs` already (nothing to do):
-    its final val top-1 from the last `history` record (metrics.jsonl's), never "nan"."""
+    its final val metric (`key` of the last `history` record, metrics.jsonl's; `label` in the
+    text), never "nan"."""
     last = history[-1] if history else None
-    final = (f"final val top-1 {last['val_top1']:.2f}% (epoch {last['epoch']})" if last
-             else "no val top-1 recorded")
+    final = (f"final {label} {last[key]:.2f}% (epoch {last['epoch']})" if last
+             else f"no {label} recorded")
     return (f"the run in {output} is finished: {epochs} of {epochs} epochs trained, {final}, best "
             f"{best_top1:.2f}%; nothing to train (a new run: another --output, or --overwrite)")
 

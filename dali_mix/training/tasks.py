@@ -12,6 +12,11 @@ The trainer's loop, checkpoints and output directory are the same for every task
   from audio files through `pipelines.audio`, mixed there by the recipe.
 - `MixMoTask`: a `MixMoNet` (two inputs, two encoders, two heads) fed the MixMo pipeline's two
   images; features are mixed in the model.
+- `SegmentationTask`: a segmentation model on image + mask pairs (`pipelines.segmentation`),
+  images and masks mixed there by the recipe; per-pixel loss, val mIoU.
+
+Each task names its two val metrics (`metric_keys` in metrics.jsonl, `metric_labels` in the
+log); the first is the one best.pt follows.
 
 Batches are the loader's tuples in `built.output_map` order: images first ((N, 3, H, W)
 float32), then the task's targets.
@@ -24,7 +29,8 @@ import torch
 import torch.nn as nn
 
 from dali_mix.config import MixRecipe
-from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixmo_loss, slot_cross_entropy,
+from dali_mix.evaluation import ConfusionTally
+from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixed_segmentation_loss, mixmo_loss, slot_cross_entropy,
                             soft_target_cross_entropy)
 from dali_mix.train_support import build_model, evaluate
 
@@ -36,6 +42,8 @@ class Task:
     num_classes: int
 
     name = "task"
+    metric_keys = ("val_top1", "val_top5")
+    metric_labels = ("val top-1", "top-5")
 
     def signature(self) -> dict:
         """Settings of this task that a resumed run must keep (plain data)."""
@@ -63,7 +71,8 @@ class Task:
         raise NotImplementedError
 
     def metrics(self, model: nn.Module, ddp: nn.Module, loader, device: torch.device, **kw):
-        """(top-1 %, top-5 %, samples, extra per-head dict) on the val loader, all ranks."""
+        """(first metric %, second metric %, samples, extra dict) on the val loader, all ranks:
+        (top-1, top-5, samples, per-head top-1) for classifiers."""
         return evaluate(ddp, loader, device, **kw)
 
     def mixing(self, epoch: int) -> bool:
@@ -236,3 +245,71 @@ class MixMoTask(Task):
 
     def metrics(self, model, ddp, loader, device, **kw):
         return evaluate(model, loader, device, mixmo=True, **kw)  # both heads, outside DDP
+
+
+@dataclass
+class SegmentationTask(Task):
+    """A segmentation model (`dali_mix.training.segmentation_models`) on image + mask pairs;
+    `recipe` mixes images and masks in the pipeline (its `num_classes` the masks' classes),
+    None for no mixing; the loss is `mixed_segmentation_loss`, the val metrics mIoU and pixel
+    accuracy (%)."""
+
+    recipe: MixRecipe | None = None
+
+    name = "segmentation"
+    metric_keys = ("val_miou", "val_pixel_acc")
+    metric_labels = ("val mIoU", "pixel acc")
+
+    def __post_init__(self):
+        if self.recipe is None:  # no mixing: the same pipeline with a recipe that never mixes
+            self.recipe = MixRecipe(methods=[], num_classes=self.num_classes)
+
+    def signature(self) -> dict:
+        return {"task": self.name, "recipe": self.recipe.to_dict()}
+
+    def describe(self) -> str:
+        return ClassificationTask.describe(self) + " (images and masks)"
+
+    def train_pipeline(self, source, *, batch_size, image_size, seed, num_threads, shard_id=0, num_shards=1,
+                       device="cpu", device_id=None, enable_checkpointing=False, checkpoint=None, **_):
+        from pipelines.segmentation import train_pipeline
+
+        return train_pipeline(source, batch_size=batch_size, image_size=image_size, recipe=self.recipe, seed=seed,
+                              num_threads=num_threads, shard_id=shard_id, num_shards=num_shards, device=device,
+                              device_id=device_id, enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
+
+    def model(self, name, small_images):
+        from dali_mix.training.segmentation_models import SEGMENTATION_MODELS
+
+        return SEGMENTATION_MODELS[name](self.num_classes)
+
+    def forward(self, model, images, batch, device):
+        return model(images)["out"]
+
+    def loss(self, output, batch, output_map, device):
+        masks, masks_b, weight = (batch[output_map.index(k)].to(device) for k in ("masks", "masks_b", "mask_weight"))
+        seen = masks[masks != self.recipe.ignore_index]
+        if seen.numel() and (int(seen.max()) >= self.num_classes or int(seen.min()) < 0):
+            bad = int(seen.max()) if int(seen.max()) >= self.num_classes else int(seen.min())
+            raise SystemExit(f"error: a train mask holds class {bad}, outside the run's {self.num_classes} classes "
+                             f"(and not ignore_index {self.recipe.ignore_index}): check the masks or --num-classes")
+        return mixed_segmentation_loss(output.float(), masks, masks_b, weight, ignore_index=self.recipe.ignore_index,
+                                       label_smoothing=self.recipe.label_smoothing)
+
+    def metrics(self, model, ddp, loader, device, *, channels_last=False, amp_dtype=None, world_size=1):
+        model.eval()
+        tally = ConfusionTally(self.num_classes, device, self.recipe.ignore_index)
+        with torch.no_grad():
+            for images, masks in loader:
+                images = images.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = model(images)["out"].float()
+                tally.add(logits, masks.to(device))
+        tally.all_reduce(world_size)
+        r = tally.result()
+        return r["miou"], r["pixel_acc"], r["images"], {}
+
+    def mixing(self, epoch: int) -> bool:
+        return self.recipe.mixes
