@@ -3,6 +3,7 @@
     python -m benchmarks.accuracy                       # the ablation and parity runs, then the report
     python -m benchmarks.accuracy --experiment noise    # the Mixup paper's label-noise experiment
     python -m benchmarks.accuracy --report-only         # tables and figure from the runs already made
+    python -m benchmarks.accuracy --experiment segmentation   # masks mixed with the images: val mIoU
 
 Every run is `train.py` in its own process on a balanced subset of the embedded Fashion-MNIST
 (`--limit`: that many train and val samples), with the same model, budget and seed list for
@@ -16,7 +17,10 @@ mode (one lambda and box per batch: the papers' and timm's default protocol) wit
 (`train.py --timm-peer`) with the same alphas, probability, mode and smoothing. The noise
 experiment trains no mixing, Mixup and RandomMix with 20% and 40% of the train labels replaced
 (`train.py --label-noise`) and reports val top-1 and the share of corrupted samples the model
-gives their wrong label (memorisation).
+gives their wrong label (memorisation). The segmentation experiment trains `train.py --task
+segmentation` on the generated scenes (`dali-mix data scenes`) with no mixing, Mixup, CutMix,
+RandomMix and RICAP (batch mode), images and masks mixed by one plan, and reports the final val
+mIoU and pixel accuracy (`--limit` does not apply: the scenes set's 800 / 200 pairs).
 
 Writes `OUT/accuracy.md` (tables: mean +- sd over seeds; parity: difference of means, its
 standard error, Welch's t and p), `OUT/accuracy_runs.json` (every run's metrics) and, with
@@ -44,11 +48,13 @@ ARMS = {
 }
 PARITY = (("mixup", "timm-mixup"), ("cutmix", "timm-cutmix"))
 NOISE_ARMS = ("none", "mixup", "randommix")
+SEGMENTATION_ARMS = {arm: ["--task", "segmentation", "--mix", arm, "--mix-mode", "batch"]
+                     for arm in ("none", "mixup", "cutmix", "randommix", "ricap")}
 NOISE_LEVELS = (0.2, 0.4)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", choices=("methods", "noise"), default="methods")
+    p.add_argument("--experiment", choices=("methods", "noise", "segmentation"), default="methods")
     p.add_argument("--arms", default=None, help="comma-separated arms (default: all of the experiment)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--limit", type=int, default=2000, help="train and val samples (balanced; default 2000)")
@@ -67,10 +73,11 @@ def runs_of(args) -> list[tuple[str, float, int]]:
     if args.experiment == "noise":
         arms = args.arms.split(",") if args.arms else list(NOISE_ARMS)
         return [(a, p, s) for s in range(args.seeds) for p in NOISE_LEVELS for a in arms]
-    arms = args.arms.split(",") if args.arms else list(ARMS)
-    unknown = [a for a in arms if a not in ARMS]
+    known = SEGMENTATION_ARMS if args.experiment == "segmentation" else ARMS
+    arms = args.arms.split(",") if args.arms else list(known)
+    unknown = [a for a in arms if a not in known]
     if unknown:
-        raise SystemExit(f"error: unknown arm(s) {unknown}; choose from {list(ARMS)}")
+        raise SystemExit(f"error: unknown arm(s) {unknown}; choose from {list(known)}")
     return [(a, 0.0, s) for s in range(args.seeds) for a in arms]
 
 
@@ -79,7 +86,22 @@ def run_dir(args, arm: str, noise: float, seed: int) -> Path:
     return Path(args.work) / f"{tag}-seed{seed}"
 
 
+def finished(args, d: Path) -> bool:
+    """Whether the run in `d` is done: its evaluation.json (classification), or its last epoch
+    in metrics.jsonl (segmentation, which reports its metrics every epoch)."""
+    if args.experiment != "segmentation":
+        return (d / "evaluation.json").is_file()
+    history = d / "metrics.jsonl"
+    lines = [x for x in history.read_text().splitlines() if x.strip()] if history.is_file() else []
+    return bool(lines) and json.loads(lines[-1])["epoch"] == args.epochs
+
+
 def train_command(args, arm: str, noise: float, seed: int) -> list[str]:
+    if args.experiment == "segmentation":
+        return [sys.executable, str(ROOT / "train.py"), *SEGMENTATION_ARMS[arm], "--epochs", str(args.epochs),
+                "--batch-size", str(args.batch_size), "--smoothing", str(args.smoothing), "--warmup-epochs", "1",
+                "--seed", str(seed), "--output", str(run_dir(args, arm, noise, seed)), "--overwrite",
+                "--no-progress", *args.extra.split()]
     cmd = [sys.executable, str(ROOT / "train.py"), *ARMS[arm], "--limit", str(args.limit), "--epochs",
            str(args.epochs), "--batch-size", str(args.batch_size), "--model", args.model, "--smoothing",
            str(args.smoothing), "--mix-off-epochs", "0", "--warmup-epochs", "1", "--seed", str(seed),
@@ -91,7 +113,7 @@ def train_command(args, arm: str, noise: float, seed: int) -> list[str]:
 
 
 def run_all(args) -> None:
-    todo = [r for r in runs_of(args) if not (run_dir(args, *r) / "evaluation.json").is_file()]
+    todo = [r for r in runs_of(args) if not finished(args, run_dir(args, *r))]
     for k, (arm, noise, seed) in enumerate(todo, 1):
         cmd = train_command(args, arm, noise, seed)
         print(f"[{k}/{len(todo)}] {arm} noise {noise:g} seed {seed}: {' '.join(cmd[1:])}", flush=True)
@@ -107,10 +129,12 @@ def collect(args) -> list[dict]:
     out = []
     for arm, noise, seed in runs_of(args):
         d = run_dir(args, arm, noise, seed)
-        if not (d / "evaluation.json").is_file():
+        if not finished(args, d):
             continue
-        rec = {"arm": arm, "noise": noise, "seed": seed, "evaluation": json.loads((d / "evaluation.json").read_text()),
-               "history": [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]}
+        history = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        evaluation = (json.loads((d / "evaluation.json").read_text()) if args.experiment != "segmentation"
+                      else {"clean": {k: history[-1][f"val_{k}"] for k in ("miou", "pixel_acc")}})
+        rec = {"arm": arm, "noise": noise, "seed": seed, "evaluation": evaluation, "history": history}
         if noise:
             rec["memorisation"] = json.loads((d / "label_noise.json").read_text())["memorisation"]
         out.append(rec)
@@ -146,7 +170,7 @@ def metric_rows(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
     table: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         ev, row = r["evaluation"], table.setdefault(r["arm"] if not r["noise"] else f"{r['arm']} @{r['noise']:g}", {})
-        for k in ("top1", "top5", "nll", "ece"):
+        for k in ev["clean"]:  # top1, top5, nll, ece; segmentation: miou, pixel_acc
             row.setdefault(k, []).append(ev["clean"][k])
         for kind in ("fgsm", "noise", "occlusion"):
             for key, v in ev.get(kind, {}).items():
@@ -162,6 +186,16 @@ def markdown(args, runs: list[dict]) -> str:
     if not table:
         return "no finished runs\n"
     cols = list(next(iter(table.values())).keys())
+    if args.experiment == "segmentation":
+        lines = [f"Budget: fcn_resnet18 on the generated scenes (800 train / 200 val pairs, 64 px, 6 classes), "
+                 f"{args.epochs} epochs, batch {args.batch_size}, SGD (1 warm-up epoch, cosine), label smoothing "
+                 f"{args.smoothing}, batch mode; images and masks mixed by one plan. Final val mIoU and pixel "
+                 "accuracy in %, mean +- sd over seeds (n in the last column).", "",
+                 "| arm | " + " | ".join(cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
+        for arm, row in table.items():
+            cells = [f"{m:.2f} +- {sd:.2f}" for m, sd in (mean_sd(row[c]) for c in cols)]
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(row[cols[0]])} |")
+        return "\n".join(lines) + "\n"
     lines = [f"Budget: {args.model}, {args.limit} train / {args.limit} val Fashion-MNIST samples (balanced), "
              f"28 px, {args.epochs} epochs, batch {args.batch_size}, SGD lr 0.1 (1 warm-up epoch, cosine), "
              f"label smoothing {args.smoothing}; robustness: `dali-mix evaluate --robustness` defaults. "
@@ -231,11 +265,11 @@ def report(args) -> int:
     runs = collect(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "accuracy" if args.experiment == "methods" else "accuracy_noise"
+    stem = {"methods": "accuracy", "noise": "accuracy_noise", "segmentation": "accuracy_segmentation"}[args.experiment]
     text = markdown(args, runs)
     (out / f"{stem}.md").write_text(text)
     (out / f"{stem}_runs.json").write_text(json.dumps(runs, indent=1) + "\n")
-    fig = figure(args, runs, out / f"{stem}.png") if runs else None
+    fig = figure(args, runs, out / f"{stem}.png") if runs and args.experiment != "segmentation" else None
     print(text)
     print(f"wrote {out / (stem + '.md')}" + (f" and {fig}" if fig else ""))
     return 0
