@@ -23,7 +23,9 @@ import dataclasses
 import numpy as np
 from nvidia.dali import fn, types
 
+from dali_mix.effects import BLEND
 from dali_mix.execute import DaliExecutor, Eraser, FusedExecutor, Geometry, Normalization
+from dali_mix.methods import method
 from dali_mix.plan import MixPlanner, Plan
 
 __all__ = ["PixelMaps", "check_masks", "unmoved_maps"]
@@ -77,7 +79,7 @@ class PixelMaps:
         self.mirror = None if normalize is None else normalize.mirror
         self.masks, self.source_map = bool(masks), bool(source_map)
         executor = FusedExecutor if kind == "fused" else DaliExecutor
-        blends = any(m == "mixup" for m in recipe.candidates)
+        blends = any(BLEND in method(m).effects for m in recipe.candidates)
         self.own = _Unblended(executor(planner, self.geo, None), partner=False)
         self.partner = _Unblended(executor(planner, self.geo, None), partner=True) if masks and blends else None
         self.eraser = Eraser(recipe, self.geo, fill=float(recipe.ignore_index)) if masks else None
