@@ -140,7 +140,8 @@ def _chw_pipeline(source, recipe, cfg):
     from nvidia.dali import fn, pipeline_def, types
 
     import dali_mix as dm
-    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, decode_train
+    from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
+    from pipelines.classification import decode_train
     from pipelines.sources import read
 
     size = cfg["image_size"]

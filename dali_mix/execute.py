@@ -44,6 +44,12 @@ EXECUTORS = ("auto", "fused", "dali")
 
 
 
+#: ImageNet's per-channel mean and std in pixel units (0-255), RGB: torchvision's
+#: (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225) times 255, for `Normalization`.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
 class Normalization(NamedTuple):
     """Normalisation done inside `random_mix` (replacing your `fn.crop_mirror_normalize`):
     per-channel mean and std in pixel units, the per-sample horizontal flip (a 0/1 DataNode or

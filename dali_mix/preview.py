@@ -137,7 +137,7 @@ def upscale_factor(image_size: int, min_tile: int = MIN_TILE) -> int:
 
 def denormalise(chw) -> np.ndarray:
     """A normalised CHW float image from the train pipeline -> HWC uint8 (rounded, clipped)."""
-    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD
+    from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 
     a = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
     a = a * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)

@@ -22,12 +22,10 @@ from nvidia.dali import fn, pipeline_def, types
 import dali_mix as dm
 from dali_mix import native
 from dali_mix.config import image_problems
-from dali_mix.execute import Normalization, normalize_only
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD, Normalization, normalize_only
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.sources import Source, read, resolve_source
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEVICES = ("cpu", "gpu")
 _EXPLAIN = ("labels_a", "labels_b", "lam", "method")
 _EXPLAIN_SLOTS = ("labels", "shares")  # recipes with a many-source candidate (RICAP, Mosaic)

@@ -28,7 +28,7 @@ from dali_mix.mixmo import (CutProbSchedule, check_mixmo_args, mixmo_inputs, out
                             repeat_batch, repetition_pairing)
 from dali_mix.torch import Loader
 from dali_mix.torch.mixmo import MixMoNet, mixmo_loss, mixmo_p_schedule, resize_mask
-from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 from pipelines.mixmo import mixmo_train_pipeline
 
 H, W, C = 20, 28, 3

@@ -26,7 +26,8 @@ from PIL import Image
 import dali_mix as dm
 from dali_mix import preview as pv
 from dali_mix.cli import main
-from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, train_pipeline
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
+from pipelines.classification import train_pipeline
 
 NUM = 8
 SEED = 3

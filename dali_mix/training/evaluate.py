@@ -34,8 +34,8 @@ class EvaluationError(Exception):
 
 
 def imagenet_pixels() -> PixelScale:
-    """The normalisation of the reference pipelines (`pipelines.classification`)."""
-    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD
+    """The normalisation of the reference pipelines (`dali_mix.execute.IMAGENET_MEAN`, `IMAGENET_STD`)."""
+    from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 
     return PixelScale(IMAGENET_MEAN, IMAGENET_STD)
 
