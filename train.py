@@ -47,7 +47,7 @@ from dali_mix.config import METHODS, warn_once
 from dali_mix.methods import DEFAULT_CANDIDATES, MIX_METHODS
 from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress
-from dali_mix.sources import Source, class_mismatch, resolve_source
+from dali_mix.data.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
 from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
 from dali_mix.training.audio_models import AUDIO_MODELS
@@ -244,7 +244,7 @@ def evaluate_only(args) -> bool:
 
 def is_sound(args) -> bool:
     """--data names the synthesised sound set or a folder in the Speech Commands layout."""
-    from dali_mix.audio_sources import is_speech_commands
+    from dali_mix.data.audio_sources import is_speech_commands
 
     return args.data == AUDIO_DATA or (args.data is not None and args.val_data is None
                                        and is_speech_commands(args.data))
@@ -390,7 +390,7 @@ def resolve_data(args, rank: int) -> tuple[str, str, bool]:
 def resolve_audio(args, rank: int):
     """The Speech Commands splits when --data is 'spoken-commands' (synthesised on first use) or a
     folder in that layout; None for image data."""
-    from dali_mix.audio_sources import resolve_speech_commands
+    from dali_mix.data.audio_sources import resolve_speech_commands
 
     if args.data == AUDIO_DATA:
         from dali_mix.data.spoken_commands import EspeakNotFoundError, prepare_spoken_commands
@@ -425,7 +425,7 @@ class Data:
     small_default: bool  # the embedded Fashion-MNIST (28 px defaults), or sound
     val_spec: str = ""  # absolute where it is a path (recorded in checkpoints for `dali-mix evaluate`)
     label_noise: LabelNoise | None = None  # --label-noise: the corrupted train samples
-    audio: object = None  # sound: the dali_mix.audio_sources.SpeechCommandsSplits
+    audio: object = None  # sound: the dali_mix.data.audio_sources.SpeechCommandsSplits
 
 
 def open_data(args, rt: Runtime) -> Data:

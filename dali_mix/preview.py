@@ -171,7 +171,7 @@ def build_preview_pipeline(source, recipe=None, *, num: int = 16, image_size: in
     pair methods for the source's classes. A folder in the Speech Commands layout goes through
     the audio pipeline: image_size is then (mels, frames) and crop "spectrogram".
     """
-    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
+    from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
     from pipelines.classification import train_pipeline
     from pipelines.sources import Source, resolve_source
 
@@ -388,7 +388,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``preview``; returns 0, or 2 with a message on stderr for a bad source or recipe."""
-    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
+    from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
     from dali_mix.config import MixRecipe
     from pipelines.sources import resolve_source
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dali_mix.sources import resolve_source
+from dali_mix.data.sources import resolve_source
 from dali_mix.training.label_noise import corrupt_labels, corrupted_subset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_label_noise_is_recorded_and_memorisation_scored(trained, fmnist_small):
 def test_corrupt_labels_draw():
     files = tuple(f"/x/{i}.png" for i in range(1000))
     labels = tuple(i % 10 for i in range(1000))
-    from dali_mix.sources import Source
+    from dali_mix.data.sources import Source
 
     src = Source("folder", "/x", files, labels, tuple(str(i) for i in range(10)), num_samples=1000)
     noisy, rec = corrupt_labels(src, 0.4, seed=3)

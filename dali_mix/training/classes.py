@@ -15,7 +15,7 @@ file's `num_classes`, a checkpoint's).
 from __future__ import annotations
 
 from dali_mix.config import read_recipe_file
-from dali_mix.sources import Source
+from dali_mix.data.sources import Source
 
 
 def data_classes(source: Source) -> int | None:

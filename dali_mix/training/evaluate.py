@@ -23,7 +23,7 @@ import torch.nn as nn
 from dali_mix import checkpoint as ckpt
 from dali_mix.atomic import write_atomic
 from dali_mix.evaluation import PixelScale, Robustness, evaluate_model, format_table
-from dali_mix.sources import Source, resolve_source
+from dali_mix.data.sources import Source, resolve_source
 
 # keys every train.py checkpoint holds (older ones too); anything else is not ours
 REQUIRED_KEYS = ("model", "num_classes", "model_name", "epoch")
