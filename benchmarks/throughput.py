@@ -104,7 +104,7 @@ def _dali_contender(name, cfg):
     import dali_mix as dm
     from dali_mix.torch import Loader
     from pipelines.classification import train_pipeline
-    from pipelines.sources import resolve_source
+    from dali_mix.data.sources import resolve_source
 
     source = resolve_source(cfg["data"])
     num_classes = source.num_classes
@@ -509,7 +509,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
     from dali_mix.execute import DaliExecutor, FusedExecutor, Geometry, fmix_runs
     from dali_mix.schedule import BatchClock
-    from pipelines.sources import resolve_source
+    from dali_mix.data.sources import resolve_source
 
     recipe = MixRecipe(num_classes=1)
     size, batch = cfg["image_size"], cfg["batch_size"]

@@ -90,7 +90,7 @@ def _first_image_size(source) -> tuple[int, int] | None:
     """(width, height) of the first image of a resolved Source, or None if it cannot be read."""
     from PIL import Image
 
-    from pipelines.sources import IMAGE_EXTENSIONS
+    from dali_mix.data.sources import IMAGE_EXTENSIONS
 
     try:
         if source.kind == "folder":
@@ -173,7 +173,7 @@ def build_preview_pipeline(source, recipe=None, *, num: int = 16, image_size: in
     """
     from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
     from pipelines.classification import train_pipeline
-    from pipelines.sources import Source, resolve_source
+    from dali_mix.data.sources import Source, resolve_source
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num must be an integer >= 1, got {num!r}")
@@ -390,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``preview``; returns 0, or 2 with a message on stderr for a bad source or recipe."""
     from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
     from dali_mix.config import MixRecipe
-    from pipelines.sources import resolve_source
+    from dali_mix.data.sources import resolve_source
 
     try:
         if not args.source:

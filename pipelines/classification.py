@@ -24,7 +24,8 @@ from dali_mix import native
 from dali_mix.config import image_problems
 from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD, Normalization, normalize_only
 from dali_mix.schedule import BatchClock, MixOffSchedule
-from pipelines.sources import Source, read, resolve_source
+from dali_mix.data.sources import Source, resolve_source
+from pipelines.sources import read
 
 DEVICES = ("cpu", "gpu")
 _EXPLAIN = ("labels_a", "labels_b", "lam", "method")

@@ -49,7 +49,7 @@ from dali_mix.data.imagenet_like import build_imagenet_like
 from dali_mix.torch import Loader
 from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 from pipelines.classification import train_pipeline, val_pipeline
-from pipelines.sources import resolve_source
+from dali_mix.data.sources import resolve_source
 
 MEAN = np.array(IMAGENET_MEAN, dtype=np.float64)
 STD = np.array(IMAGENET_STD, dtype=np.float64)
