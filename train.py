@@ -49,18 +49,18 @@ from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress
 from dali_mix.data.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
-from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
-from dali_mix.training.audio_models import AUDIO_MODELS
-from dali_mix.training.bad_data import NamingErrors, clean_folder_split, clean_source, left_out, named_errors
-from dali_mix.training.cifar_models import CIFAR_MODELS
-from dali_mix.training.classes import recipe_classes_mismatch, resolve_num_classes
-from dali_mix.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
-                                        evaluate_in_memory, load_checkpoint, robustness_from_args, write_json)
-from dali_mix.training.evaluate import val_loader as build_val_loader
-from dali_mix.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
-from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
-from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
-from dali_mix.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task, TimmMixupTask
+from dali_mix_tools.training.support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
+from dali_mix_tools.training.audio_models import AUDIO_MODELS
+from dali_mix_tools.training.bad_data import NamingErrors, clean_folder_split, clean_source, left_out, named_errors
+from dali_mix_tools.training.cifar_models import CIFAR_MODELS
+from dali_mix_tools.training.classes import recipe_classes_mismatch, resolve_num_classes
+from dali_mix_tools.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
+                                              evaluate_in_memory, load_checkpoint, robustness_from_args, write_json)
+from dali_mix_tools.training.evaluate import val_loader as build_val_loader
+from dali_mix_tools.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
+from dali_mix_tools.training.resume import check_evaluation, finished_run, incompatibilities
+from dali_mix_tools.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
+from dali_mix_tools.training.tasks import AudioClassificationTask, ClassificationTask, MixMoTask, Task, TimmMixupTask
 
 MIX_CHOICES = ("none", *MIX_METHODS, "randommix")
 """--mix: no mixing, one mixing method of the table alone, or RandomMix over its default candidates."""
@@ -556,7 +556,7 @@ def flag_names(exc: ValueError, args, s: Settings) -> str:
 
 
 def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dict:
-    """What a resumed run must keep (see dali_mix.training.resume)."""
+    """What a resumed run must keep (see dali_mix_tools.training.resume)."""
     return {"world_size": rt.env.world_size, "batch_size": s.batch_size, "data": data.train_spec,
             "train_samples": data.train.num_samples, "num_classes": data.num_classes, "model": args.model,
             "image_size": s.image_size, "crop": s.crop, "epochs": s.epochs, "mix_off_epochs": s.mix_off_epochs,

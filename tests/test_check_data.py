@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from dali_mix.cli import main as cli_main
+from dali_mix_tools.cli import main as cli_main
 from dali_mix.data.check import CheckReport, check_source, write_clean_list
 
 RNG = np.random.default_rng(0)

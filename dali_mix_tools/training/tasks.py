@@ -1,7 +1,7 @@
 """The kinds of model the reference trainer trains, one `Task` each.
 
 A task supplies what differs between them: the train pipeline, the model, the forward pass, the
-loss, the validation metrics and its part of the run signature (`dali_mix.training.resume`).
+loss, the validation metrics and its part of the run signature (`dali_mix_tools.training.resume`).
 The trainer's loop, checkpoints and output directory are the same for every task.
 
 - `ClassificationTask`: one model on images mixed in the pipeline by a `MixRecipe` (or
@@ -26,7 +26,7 @@ import torch.nn as nn
 from dali_mix.config import MixRecipe
 from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixmo_loss, slot_cross_entropy,
                             soft_target_cross_entropy)
-from dali_mix.train_support import build_model, evaluate
+from dali_mix_tools.training.support import build_model, evaluate
 
 
 @dataclass

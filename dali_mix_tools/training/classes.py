@@ -10,7 +10,7 @@ file's `num_classes`, a checkpoint's).
   the number, and the loader refuses any label at or above it.
 - A recipe file's or a checkpoint's number that differs from the result is an error naming
   both, never an override (`recipe_classes_mismatch`, and the resume and evaluate checks of
-  `dali_mix.training.resume`).
+  `dali_mix_tools.training.resume`).
 """
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., No
         return source
     for path, reason in report.bad:
         log(f"--check-data: leaving out {path}: {reason}")
-    from dali_mix.training.run_dir import writing
+    from dali_mix_tools.training.run_dir import writing
 
     clean = out_dir / f"clean-list.rank{rank}.txt"
     with writing(clean):

@@ -1,5 +1,0 @@
-import sys
-
-from dali_mix.cli import main
-
-sys.exit(main())
