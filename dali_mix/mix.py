@@ -64,8 +64,26 @@ class MixResult(NamedTuple):
         return (self.images,) + tuple(_on(x, self.images) for x in (self.labels_a, self.labels_b, self.lam))
 
 
-def output_names(recipe: MixRecipe) -> list[str]:
-    """Names of `MixResult.outputs()`, in order, for the Loader's `output_map`."""
+def output_names(recipe: MixRecipe | None = None, *, mixmo: bool = False,
+                 num_classes: int | None = None) -> list[str]:
+    """Names of a pipeline's outputs, in order, for the Loader's `output_map`: those of
+    `MixResult.outputs()` of `random_mix` with `recipe`, or (`mixmo=True`) those of
+    `MixMoBatch.outputs()` of `dali_mix.mixmo.mixmo_inputs` with `num_classes` (dense targets
+    "targets0"/"targets1" when given, else int64 "labels0"/"labels1").
+
+        dm.output_names(recipe)                          # ["images", "targets"] (dense recipe)
+        dm.output_names(mixmo=True, num_classes=100)     # ["images0", "images1", "targets0", ...]
+    """
+    if mixmo:
+        if recipe is not None:
+            raise ValueError("output_names: a recipe names random_mix's outputs, mixmo=True those of "
+                             "mixmo_inputs (with its num_classes); give one of them")
+        t = ["targets0", "targets1"] if num_classes is not None else ["labels0", "labels1"]
+        return ["images0", "images1", *t, "kappa", "mask", "use_cut"]
+    if recipe is None:
+        raise ValueError("output_names needs the recipe of random_mix (or mixmo=True for mixmo_inputs)")
+    if num_classes is not None:
+        raise ValueError("output_names: num_classes is mixmo_inputs' (mixmo=True); a recipe carries its own")
     if recipe.target == "dense":
         return ["images", "targets"]
     if label_slots(recipe) > 2:

@@ -19,9 +19,9 @@ batch comes from DALI (`fn.batch_permutation`).
 
 Inside your own `@pipeline_def`::
 
-    from dali_mix.mixmo import mixmo_inputs, output_names
+    from dali_mix.mixmo import mixmo_inputs
     mm = mixmo_inputs(images, labels, num_classes=100)
-    return mm.outputs()      # names: output_names(num_classes=100) == mm.output_names()
+    return mm.outputs()      # names: dali_mix.output_names(mixmo=True, num_classes=100)
 
 and on the torch side::
 
@@ -91,7 +91,7 @@ _SALT = 0x6D6D6F  # separates MixMo's draws from other streams of the same seed
 
 __all__ = [
     "CutProbSchedule", "MixMoBatch", "MixMoSampler", "check_mixmo_args", "cut_mixmo_mask",
-    "mixmo_inputs", "output_names", "repeat_batch", "repetition_indices", "repetition_pairing",
+    "mixmo_inputs", "repeat_batch", "repetition_indices", "repetition_pairing",
 ]
 
 
@@ -108,7 +108,8 @@ class MixMoBatch(NamedTuple):
     use_cut: bool CPU scalar, Cut-MixMo (True) or Linear-MixMo (False).
     kappa_drawn: float32 CPU scalar ~ Beta(alpha, alpha) (before the mask; for inspection).
     swapped: bool CPU scalar, True where the mask roles were swapped (box of zeros in ones).
-    num_classes: int or None (decides `outputs()` / `output_names()`).
+    num_classes: int or None (decides `outputs()`, named by
+        `dali_mix.output_names(mixmo=True, num_classes=num_classes)`).
     """
 
     images0: object
@@ -125,20 +126,10 @@ class MixMoBatch(NamedTuple):
     num_classes: object = None
 
     def outputs(self) -> tuple:
-        """(images0, images1, targets0, targets1, kappa, mask, use_cut); see `output_names`."""
+        """(images0, images1, targets0, targets1, kappa, mask, use_cut), named by
+        `dali_mix.output_names(mixmo=True, num_classes=self.num_classes)`."""
         return (self.images0, self.images1, self.targets0, self.targets1, self.kappa, self.mask,
                 self.use_cut)
-
-    def output_names(self) -> list[str]:
-        """Names of `outputs()`, for a DALI iterator's `output_map`."""
-        return output_names(self.num_classes)
-
-
-def output_names(num_classes: int | None = None) -> list[str]:
-    """Names of `MixMoBatch.outputs()`: targets are "targets0"/"targets1" (dense float32 rows)
-    when `num_classes` is given, else "labels0"/"labels1" (int64)."""
-    t = ["targets0", "targets1"] if num_classes is not None else ["labels0", "labels1"]
-    return ["images0", "images1", *t, "kappa", "mask", "use_cut"]
 
 
 def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetition: int = 1,
