@@ -29,18 +29,19 @@ and on the torch side::
     logits, k_used = net(x0, x1, kappa=kappa, mask=mask, use_cut=use_cut, return_kappa=True)
     loss = mixmo_loss(logits, t0, t1, k_used)
 
-Cut-MixMo mask (default ``box="official"``, the official `_cutmix_mask` /
-`_rand_bbox_of_area_lam`, as `dali_mix.torch.mixmo.cut_mixmo_mask(clip=True)`): a box of sides
+Cut-MixMo mask (one sampler, `dali_mix.draws.cut_mixmo_boxes`; default ``box="official"``, the
+official `_cutmix_mask` / `_rand_bbox_of_area_lam`): a box of sides
 ``int(sqrt(k) * H)`` and ``int(sqrt(k) * W)``, centre uniform over the image, clipped at the
 borders, is set to 1 and the rest 0; the roles of the two inputs are swapped with probability 1/2
 (``mask -> 1 - mask``). The clipped box usually covers less than k (mask mean 0.31 at
 k ~ Beta(2, 2), not 0.5): as in the official code, the output ``kappa`` of a Cut-MixMo sample is
 the exact mask mean (float32, correctly rounded ratio of integer pixel counts), which the loss
 weights use; for linear samples it is the drawn kappa. ``box="inside"`` is this library's first
-box (as `cut_mixmo_mask(clip=False)`): height ``round(sqrt(k) * H)``, width
+box: height ``round(sqrt(k) * H)``, width
 ``round(k * H * W / height)``, fully inside, mean k to half a pixel row. With ``image_size`` the
 boxes are drawn in pixels in numpy; without, the graph scales the same draws to each sample's
-size (`cut_mixmo_mask`), with the same float32 arithmetic, so both give the same masks.
+size (`cut_mixmo_mask`, which draws nothing), with the same float32 arithmetic, so both give the
+same masks.
 The mask is made for every sample (the model ignores it where ``use_cut`` is False). It is built
 with copies only (`fn.full` + two `fn.erase` over a single-channel uint8 image), no arithmetic over
 pixels, no per-sample Python. Give the model the kappa it reports (`return_kappa=True`): at
@@ -86,7 +87,7 @@ from dali_mix._graph import check_layout, clamp, floor_int, image_hw, to_float
 from dali_mix.labels import check_smoothing, onehot_targets, scalar_labels
 from dali_mix.schedule import BatchClock
 
-BOXES = ("official", "inside")
+BOXES = draws.CUT_MIXMO_BOXES
 _SALT = 0x6D6D6F  # separates MixMo's draws from other streams of the same seed
 
 __all__ = [
@@ -177,7 +178,7 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     check_mixmo_args(p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
                      smoothing=smoothing, num_classes=num_classes)
     b = int(batch_repetition)
-    _check_box(box)
+    draws.check_cut_mixmo_box(box)
     p = _cut_probability(p_cut)
 
     labels = scalar_labels(labels)
@@ -203,8 +204,8 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     kappa_drawn, swapped = d["kappa_drawn"], d["swapped"]
     use_cut = d["use_cut"] if "use_cut" in d else d["u_cut"] < p
     if image_size is None:
-        mask, kappa_cut, _ = cut_mixmo_mask(images0, kappa_drawn, layout=layout, box=box,
-                                            centres=d["centres"], swapped=swapped)
+        mask, kappa_cut = cut_mixmo_mask(images0, kappa_drawn, d["centres"], swapped, layout=layout,
+                                         box=box)
     else:
         H, W = image_hw(images0, layout)
         y, x, bh, bw = (d["box"][i] for i in range(4))
@@ -239,31 +240,26 @@ def check_mixmo_args(*, p_cut=0.5, alpha: float = 2.0, batch_repetition: int = 1
         _check_layout_size(int(batch_size), b)
 
 
-def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True,
-                   box: str = "official", centres=None, swapped=None):
-    """Cut-MixMo masks at the resolution of `images`, the box scaled in the graph to each
-    sample's size (as `dali_mix.draws.cut_mixmo_boxes`, from the same float32 draws).
+def cut_mixmo_mask(images, kappa, centres, swapped, *, layout: str = "CHW", box: str = "official"):
+    """Cut-MixMo masks at the resolution of `images`: the boxes of
+    `dali_mix.draws.cut_mixmo_boxes` (its arithmetic restated in float32 in the graph, so the
+    same draws give the same pixels) scaled to each sample's size. Draws nothing: the random
+    parameters come from `MixMoSampler` (or any numpy draw of `dali_mix.draws`).
 
     Args:
         images: the batch whose spatial size the masks take (only its shape is read).
         kappa: float32 CPU scalar per sample in [0, 1], the target proportion of ones.
+        centres: (2,) float32 CPU unit positions (y, x) per sample (`draws.cut_mixmo_centres`).
+        swapped: bool CPU scalar per sample, the role swap (mask -> 1 - mask where True).
         layout: layout of `images`; the mask is (1, H, W) for "CHW", (H, W, 1) for "HWC".
-        swap: exchange the roles with probability 1/2 per sample (mask -> 1 - mask), when
-            `swapped` is not given.
         box: "official" (clipped, centred box) or "inside"; see `mixmo_inputs`.
-        centres: (2,) float32 CPU unit positions (y, x) per sample (`draws.cut_mixmo_centres`);
-            None: drawn here with `fn.random.uniform`.
-        swapped: bool CPU scalar per sample, the role swap; None: drawn here (see `swap`).
 
-    Returns: (mask uint8 on the images' device, kappa_true float32 CPU scalar = exact mask mean,
-        swapped bool CPU scalar).
+    Returns: (mask uint8 on the images' device, kappa_true float32 CPU scalar = exact mask mean).
     """
     check_layout(layout)
-    _check_box(box)
+    draws.check_cut_mixmo_box(box)
     H, W = image_hw(images, layout)
     Hf, Wf = to_float(H), to_float(W)
-    if centres is None:
-        centres = fn.random.uniform(range=[0.0, 1.0], shape=[2])
     uy, ux = centres[0], centres[1]
     if box == "official":
         root = dmath.sqrt(kappa)
@@ -279,16 +275,11 @@ def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True,
         bw = clamp(floor_int(kappa * Hf * Wf / to_float(dmath.max(bh, 1)) + 0.5), 0, W) * has_h
         y = dmath.min(floor_int(uy * to_float(H - bh + 1)), H - bh)
         x = dmath.min(floor_int(ux * to_float(W - bw + 1)), W - bw)
-    if swapped is None:
-        if swap:
-            swapped = fn.random.coin_flip(probability=0.5, dtype=types.BOOL)
-        else:
-            swapped = fn.cast(H * 0, dtype=types.BOOL)
     mask = _paint_mask(H, W, y, x, bh, bw, swapped, layout, images.device)
     s = fn.cast(swapped, dtype=types.INT32)
     area = bh * bw
     ones = area + s * (H * W - 2 * area)  # box area, or the rest of the image when swapped
-    return mask, to_float(ones) / to_float(H * W), swapped
+    return mask, to_float(ones) / to_float(H * W)
 
 
 def _paint_mask(H, W, y, x, bh, bw, swapped, layout: str, device: str):
@@ -334,7 +325,7 @@ class MixMoSampler:
         p_cut: float, a callable batch_info -> (B,) probabilities, or None (a DataNode: the
             graph compares "u_cut" with it).
         image_size: (H, W) or one side, or None (see above).
-        box: "official" or "inside" (`draws.cut_mixmo_boxes` clip=True / False).
+        box: "official" or "inside" (`draws.cut_mixmo_boxes`).
         per_sample: choice and swap per sample instead of per batch.
         seed: base seed.
         clock: maps DALI's run counter to (epoch, step); a plain run counter when None.
@@ -349,7 +340,7 @@ class MixMoSampler:
         self.alpha = float(alpha)
         self.p_cut = p_cut
         self.size = None if image_size is None else draws.size_hw(image_size)
-        self.clip = _check_box(box) == "official"
+        self.box = draws.check_cut_mixmo_box(box)
         self.per_sample = bool(per_sample)
         self.seed = int(seed) & 0x7FFFFFFF
         self.clock = clock if clock is not None else BatchClock()
@@ -373,7 +364,7 @@ class MixMoSampler:
             out["centres"] = np.ascontiguousarray(centres.T)
             return out
         H, W = self.size
-        y, x, h, w = draws.cut_mixmo_boxes(rng, B, H, W, kappa, self.clip, centres=centres)
+        y, x, h, w = draws.cut_mixmo_boxes(rng, B, H, W, kappa, self.box, centres=centres)
         area = h * w
         out["box"] = np.stack([y, x, h, w], 1).astype(np.int32)
         out["kappa_cut"] = (np.where(swapped, H * W - area, area) / (H * W)).astype(np.float32)
@@ -468,12 +459,6 @@ class CutProbSchedule:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-
-def _check_box(box) -> str:
-    if box not in BOXES:
-        raise ValueError(f"box must be one of {BOXES}, got {box!r}")
-    return box
-
 
 def _pipeline_seed() -> int:
     """The current pipeline's seed, or a random one when it has none (as DALI's own draws)."""

@@ -378,7 +378,7 @@ def test_cut_mixmo_boxes_match_official():
     assert min(p.values()) > P_MIN, p
     assert abs((rh * rw).mean() / (CM_H * CM_W) - 0.30) < 0.02  # kappa's mean after clipping
     # the first version's box (fully inside, area kappa) is told apart
-    y, x, h, w = draws.cut_mixmo_boxes(rng, n, CM_H, CM_W, kappa, clip=False)
+    y, x, h, w = draws.cut_mixmo_boxes(rng, n, CM_H, CM_W, kappa, box="inside")
     assert ks(h * w, rh * rw) < P_OLD
 
 

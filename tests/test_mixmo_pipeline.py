@@ -196,16 +196,20 @@ def test_choice_and_swap_once_per_batch():
 def test_box_sizes_match_torch_reference_formula():
     """box="inside", extreme kappas: empty box, full image, thin boxes; the mean never leaves
     [0, 1]."""
+    from dali_mix import draws
     from dali_mix.mixmo import cut_mixmo_mask
 
     kappas = [0.0, 1e-6, 0.001, 0.02, 0.5, 0.97, 0.999, 1.0]
     n = len(kappas)
+    centres = list(np.ascontiguousarray(draws.cut_mixmo_centres(np.random.default_rng(1), n).T))
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=1)
     def pipe():
         x = fn.external_source(source=lambda: constant_images(n), batch=True, layout="CHW")
         k = fn.external_source(source=lambda: [np.float32(v) for v in kappas], batch=True)
-        m, kt, sw = cut_mixmo_mask(x, k, swap=False, box="inside")
+        c = fn.external_source(source=lambda: centres, batch=True)
+        unswapped = fn.external_source(source=lambda: [np.array(False)] * n, batch=True)
+        m, kt = cut_mixmo_mask(x, k, c, unswapped, box="inside")
         return m, kt
 
     p = pipe()
