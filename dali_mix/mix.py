@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
@@ -24,7 +22,7 @@ from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.methods import max_sources
-from dali_mix.plan import MixPlanner
+from dali_mix.plan import MixPlanner, pipeline_seed
 from dali_mix.schedule import BatchClock
 
 __all__ = ["MixResult", "Normalization", "output_names", "random_mix"]
@@ -172,10 +170,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         fmix_bank = FMixMaskBank.from_recipe(recipe, pipe.max_batch_size, clock=clock)
     if clock is None:
         clock = fmix_bank.clock if fmix_bank is not None else BatchClock()
-    seed = pipe.seed if pipe.seed is not None and pipe.seed >= 0 else \
-        int(np.random.SeedSequence().entropy % (2 ** 31))
-    planner = MixPlanner(recipe, pipe.max_batch_size, (height, width), seed=seed, clock=clock,
-                         fmix_bank=fmix_bank, enabled=enabled)
+    planner = MixPlanner(recipe, pipe.max_batch_size, (height, width), seed=pipeline_seed(pipe),
+                         clock=clock, fmix_bank=fmix_bank, enabled=enabled)
     geo = Geometry(recipe.layout, height, width, recipe.channels)
     out_geo = geo if normalize is None else Geometry("CHW", height, width, recipe.channels)
     pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)

@@ -85,6 +85,7 @@ import nvidia.dali.math as dmath
 from dali_mix import draws
 from dali_mix._graph import check_layout, clamp, floor_int, image_hw, to_float
 from dali_mix.labels import check_smoothing, onehot_targets, scalar_labels
+from dali_mix.plan import BatchDraws, pipeline_seed
 from dali_mix.schedule import BatchClock
 
 BOXES = draws.CUT_MIXMO_BOXES
@@ -183,13 +184,13 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
 
     labels = scalar_labels(labels)
     if seed is None:
-        seed = _pipeline_seed()
+        seed = pipeline_seed()
     sampler = MixMoSampler(_batch_size("mixmo_inputs"), alpha=alpha,
                            p_cut=None if isinstance(p, DataNode) else p,
                            image_size=image_size, box=box, per_sample=per_sample, seed=seed,
                            clock=clock, no_self_pairs=no_self_pairs, pairs=b == 1)
-    d = dict(zip(sampler.output_names, fn.external_source(
-        source=sampler, num_outputs=len(sampler.output_names), batch=True, batch_info=True)))
+    d = dict(zip(sampler.names, fn.external_source(
+        source=sampler, num_outputs=len(sampler.names), batch=True, batch_info=True)))
     if b == 1:
         partner = d["perm"]
         images0, labels0 = images, labels
@@ -301,12 +302,13 @@ def _paint_mask(H, W, y, x, bh, bw, swapped, layout: str, device: str):
     return mask.gpu() if device == "gpu" else mask
 
 
-class MixMoSampler:
+class MixMoSampler(BatchDraws):
     """The random parameters of a MixMo batch, drawn in numpy (`dali_mix.draws`): a callable
-    for `fn.external_source(source=sampler, num_outputs=len(sampler.output_names), batch=True,
-    batch_info=True)`, a pure function of (seed, epoch, step) through a `BatchClock`.
+    for `fn.external_source(source=sampler, num_outputs=len(sampler.names), batch=True,
+    batch_info=True)`, a pure function of (seed, epoch, step) through a `BatchClock` (the
+    planner's scaffolding, `dali_mix.plan.BatchDraws`: seed, clock, the batch's random stream).
 
-    Outputs (B = batch size, CPU, per sample), named by `output_names`:
+    Outputs (B = batch size, CPU, per sample), named by `names`:
         kappa_drawn: float32 ~ Beta(alpha, alpha) (`draws.mixmo_kappas`).
         use_cut: bool, Cut-MixMo (`draws.mixmo_roles`: u < p, one u per batch unless
             `per_sample`); when p_cut is a DataNode, "u_cut" (float32 u) instead, compared
@@ -333,27 +335,28 @@ class MixMoSampler:
         pairs: draw the partners ("perm"; False with batch repetition, which pairs by blocks).
     """
 
+    salt = _SALT
+
     def __init__(self, batch_size: int, *, alpha: float = 2.0, p_cut=0.5, image_size=None,
                  box: str = "official", per_sample: bool = False, seed: int = 0,
                  clock: BatchClock | None = None, no_self_pairs: bool = True, pairs: bool = True):
+        super().__init__(seed, clock)
         self.batch_size = int(batch_size)
         self.alpha = float(alpha)
         self.p_cut = p_cut
         self.size = None if image_size is None else draws.size_hw(image_size)
         self.box = draws.check_cut_mixmo_box(box)
         self.per_sample = bool(per_sample)
-        self.seed = int(seed) & 0x7FFFFFFF
-        self.clock = clock if clock is not None else BatchClock()
         self.no_self_pairs = bool(no_self_pairs)
-        self.output_names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped"]
-        self.output_names += ["perm"] if pairs else []
-        self.output_names += ["centres"] if self.size is None else ["box", "kappa_cut"]
+        self.names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped"]
+        self.names += ["perm"] if pairs else []
+        self.names += ["centres"] if self.size is None else ["box", "kappa_cut"]
 
     def draw(self, epoch: int, step: int, p=None) -> dict:
         """The named outputs for batch `step` of `epoch`; `p`: (B,) probabilities of
         Cut-MixMo (default: the float p_cut; unused when p_cut is None)."""
         B = self.batch_size
-        rng = np.random.default_rng([self.seed, int(epoch), int(step), _SALT])
+        rng = self.rng(epoch, step)
         kappa = draws.mixmo_kappas(rng, B, self.alpha).astype(np.float32)
         p = self.p_cut if p is None else p
         use_cut, swapped, u = draws.mixmo_roles(rng, B, 0.0 if p is None else p, self.per_sample)
@@ -371,12 +374,12 @@ class MixMoSampler:
         return out
 
     def __call__(self, batch_info):
-        epoch, step = self.clock.epoch_step(batch_info)
+        epoch, step = self.epoch_step(batch_info)
         p = None
         if callable(self.p_cut):
             p = np.asarray(self.p_cut(batch_info), np.float32).reshape(self.batch_size)
         out = self.draw(epoch, step, p)
-        return tuple(out[name] for name in self.output_names)
+        return tuple(out[name] for name in self.names)
 
 
 def repetition_indices(batch_size: int, batch_repetition: int):
@@ -459,15 +462,6 @@ class CutProbSchedule:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-
-def _pipeline_seed() -> int:
-    """The current pipeline's seed, or a random one when it has none (as DALI's own draws)."""
-    pipe = Pipeline.current()
-    seed = None if pipe is None else pipe.seed
-    if seed is None or seed < 0:
-        seed = int(np.random.SeedSequence().entropy) & 0x7FFFFFFF
-    return int(seed)
-
 
 def _check_alpha(alpha) -> None:
     try:
