@@ -10,6 +10,7 @@ resolved against the module's package, and so are `importlib.import_module("..."
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,3 +90,14 @@ def test_the_scan_sees_lazy_relative_and_dynamic_imports(tmp_path, monkeypatch):
         (6, "dali_mix_tools.preview"), (7, "dali_mix.other")]
     assert violations("dali_mix") == ["dali_mix/sub/m.py:4 imports pipelines.classification",
                                       "dali_mix/sub/m.py:6 imports dali_mix_tools.preview"]
+
+
+def test_python_m_dali_mix_points_at_the_tools():
+    """`python -m dali_mix` (the command line before the tools left the library) says in one
+    line where the command is, without importing the tools."""
+    proc = subprocess.run([sys.executable, "-m", "dali_mix", "data"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: the dali-mix command line is `dali-mix` (or `python -m dali_mix_tools`); "
+        "`dali_mix` is the library you import in your pipeline"]
