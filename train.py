@@ -43,7 +43,7 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
-from dali_mix.config import METHODS, warn_once
+from dali_mix.recipe import METHODS, warn_once
 from dali_mix.methods import DEFAULT_CANDIDATES, MIX_METHODS
 from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress

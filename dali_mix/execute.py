@@ -35,7 +35,7 @@ from nvidia.dali import fn, types
 from nvidia.dali.pipeline import do_not_convert
 
 from dali_mix import native
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
 from dali_mix.methods import ERASES, method
 from dali_mix.plan import MixPlanner, Plan

@@ -15,7 +15,7 @@ from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import execute
-from dali_mix.config import MixRecipe, image_problems, warn_once
+from dali_mix.recipe import MixRecipe, image_problems, warn_once
 from dali_mix.execute import Geometry, Normalization
 from dali_mix.feed import PlanFeed
 from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
@@ -131,7 +131,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
 
     The recipe is checked against the images when the graph is built (`image_size`, and the
     value range: normalised with `normalize`, 0-255 for HWC images without it, unknown for CHW
-    images without it; `dali_mix.config.image_problems`): a value that
+    images without it; `dali_mix.recipe.image_problems`): a value that
     cannot work on them raises ValueError naming the field, its value and the valid range; a
     degenerate one (a Cutout hole that can cover the whole image) is a warning, once.
 

@@ -24,7 +24,7 @@ import numpy as np
 from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import draws
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.effects import CUTOUT, RANDOM_ERASING, Blend, Erase, Mask, Paste  # noqa: F401 (re-exported kinds)
 from dali_mix.methods import MIX, TABLE, DrawContext, max_sources
 from dali_mix.masks import FMixMaskBank

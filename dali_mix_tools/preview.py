@@ -73,7 +73,7 @@ def default_source() -> str:
 def recipe_for(mix: str, num_classes: int):
     """A MixRecipe from a `--mix` value: "randommix" (RandomMix's default candidates, equal
     weights, the default), "none", a method name, or a comma-separated list of method names."""
-    from dali_mix.config import MixRecipe
+    from dali_mix.recipe import MixRecipe
     from dali_mix.methods import DEFAULT_CANDIDATES
 
     mix = mix.strip().lower()
@@ -389,7 +389,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``preview``; returns 0, or 2 with a message on stderr for a bad source or recipe."""
     from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
-    from dali_mix.config import MixRecipe
+    from dali_mix.recipe import MixRecipe
     from dali_mix.data.sources import resolve_source
 
     try:

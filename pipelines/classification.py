@@ -21,7 +21,7 @@ from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
 from dali_mix import native
-from dali_mix.config import image_problems
+from dali_mix.recipe import image_problems
 from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD, Normalization, normalize_only
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from dali_mix.data.sources import Source, resolve_source
@@ -117,7 +117,7 @@ def train_problems(recipe, *, image_size: int, crop: str, pad: int = 4) -> list[
     """The train pipeline's settings against its images before it is built: ValueError (the
     field, its value, the valid range) for a crop or recipe value that cannot work on
     `image_size` px images normalised with ImageNet's mean and std; warning lines for
-    degenerate ones (`dali_mix.config.image_problems`)."""
+    degenerate ones (`dali_mix.recipe.image_problems`)."""
     why = crop_problem(crop, image_size, pad)
     if why:
         raise ValueError(why)

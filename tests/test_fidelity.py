@@ -27,7 +27,7 @@ from nvidia.dali import fn, pipeline_def
 from scipy import ndimage, stats
 
 from dali_mix import draws, masks
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.masks import FMixMaskBank
 from dali_mix.mixmo import mixmo_inputs
 

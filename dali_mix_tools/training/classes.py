@@ -14,7 +14,7 @@ file's `num_classes`, a checkpoint's).
 """
 from __future__ import annotations
 
-from dali_mix.config import read_recipe_file
+from dali_mix.recipe import read_recipe_file
 from dali_mix.data.sources import Source
 
 

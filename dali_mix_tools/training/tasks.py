@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixmo_loss, slot_cross_entropy,
                             soft_target_cross_entropy)
 from dali_mix_tools.training.support import build_model, evaluate
