@@ -43,25 +43,25 @@ import torchvision
 
 import dali_mix as dm
 from dali_mix import checkpoint as ckpt
-from dali_mix.config import METHODS, warn_once
+from dali_mix.recipe import METHODS, warn_once
 from dali_mix.methods import DEFAULT_CANDIDATES, MIX_METHODS
 from dali_mix.mixmo import check_mixmo_args
 from dali_mix.progress import Progress
-from dali_mix.sources import Source, class_mismatch, resolve_source
+from dali_mix.data.sources import Source, class_mismatch, resolve_source
 from dali_mix.torch import Loader
-from dali_mix.train_support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
-from dali_mix.training.audio_models import AUDIO_MODELS
-from dali_mix.training.bad_data import NamingErrors, clean_folder_split, clean_source, left_out, named_errors
-from dali_mix.training.cifar_models import CIFAR_MODELS
-from dali_mix.training.classes import recipe_classes_mismatch, resolve_num_classes
-from dali_mix.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
-                                        evaluate_in_memory, load_checkpoint, robustness_from_args, write_json)
-from dali_mix.training.evaluate import val_loader as build_val_loader
-from dali_mix.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
-from dali_mix.training.resume import check_evaluation, finished_run, incompatibilities
-from dali_mix.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
-from dali_mix.training.tasks import (AudioClassificationTask, ClassificationTask, MixMoTask, SegmentationTask, Task,
-                                     TimmMixupTask)
+from dali_mix_tools.training.support import DistributedEnv, cosine_lr, distributed_env, rng_state, set_rng_state
+from dali_mix_tools.training.audio_models import AUDIO_MODELS
+from dali_mix_tools.training.bad_data import NamingErrors, clean_folder_split, clean_source, left_out, named_errors
+from dali_mix_tools.training.cifar_models import CIFAR_MODELS
+from dali_mix_tools.training.classes import recipe_classes_mismatch, resolve_num_classes
+from dali_mix_tools.training.evaluate import (EvaluationError, add_robustness_flags, document, evaluate_checkpoint,
+                                              evaluate_in_memory, load_checkpoint, robustness_from_args, write_json)
+from dali_mix_tools.training.evaluate import val_loader as build_val_loader
+from dali_mix_tools.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
+from dali_mix_tools.training.resume import check_evaluation, finished_run, incompatibilities
+from dali_mix_tools.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
+from dali_mix_tools.training.tasks import (AudioClassificationTask, ClassificationTask, MixMoTask, SegmentationTask,
+                                           Task, TimmMixupTask)
 
 MIX_CHOICES = ("none", *MIX_METHODS, "randommix")
 """--mix: no mixing, one mixing method of the table alone, or RandomMix over its default candidates."""
@@ -247,7 +247,7 @@ def validate_args(args, parser) -> None:
 
 def validate_segmentation_args(args, fail) -> None:
     """--task segmentation: its model, and the flags it does not take, named."""
-    from dali_mix.training.segmentation_models import SEGMENTATION_MODELS
+    from dali_mix_tools.training.segmentation_models import SEGMENTATION_MODELS
 
     args.model = args.model or "fcn_resnet18"
     if args.model not in SEGMENTATION_MODELS:
@@ -282,7 +282,7 @@ def evaluate_only(args) -> bool:
 
 def is_sound(args) -> bool:
     """--data names the synthesised sound set or a folder in the Speech Commands layout."""
-    from dali_mix.audio_sources import is_speech_commands
+    from dali_mix.data.audio_sources import is_speech_commands
 
     return args.data == AUDIO_DATA or (args.data is not None and args.val_data is None
                                        and is_speech_commands(args.data))
@@ -428,7 +428,7 @@ def resolve_data(args, rank: int) -> tuple[str, str, bool]:
 def resolve_audio(args, rank: int):
     """The Speech Commands splits when --data is 'spoken-commands' (synthesised on first use) or a
     folder in that layout; None for image data."""
-    from dali_mix.audio_sources import resolve_speech_commands
+    from dali_mix.data.audio_sources import resolve_speech_commands
 
     if args.data == AUDIO_DATA:
         from dali_mix.data.spoken_commands import EspeakNotFoundError, prepare_spoken_commands
@@ -463,7 +463,7 @@ class Data:
     small_default: bool  # the embedded Fashion-MNIST (28 px defaults), or sound
     val_spec: str = ""  # absolute where it is a path (recorded in checkpoints for `dali-mix evaluate`)
     label_noise: LabelNoise | None = None  # --label-noise: the corrupted train samples
-    audio: object = None  # sound: the dali_mix.audio_sources.SpeechCommandsSplits
+    audio: object = None  # sound: the dali_mix.data.audio_sources.SpeechCommandsSplits
     segmentation: bool = False  # --task segmentation: train and val are pipelines.segmentation.PairedFolder
 
 
@@ -640,7 +640,7 @@ def flag_names(exc: ValueError, args, s: Settings) -> str:
 
 
 def run_signature(args, rt: Runtime, data: Data, s: Settings, task: Task) -> dict:
-    """What a resumed run must keep (see dali_mix.training.resume)."""
+    """What a resumed run must keep (see dali_mix_tools.training.resume)."""
     return {"world_size": rt.env.world_size, "batch_size": s.batch_size, "data": data.train_spec,
             "train_samples": data.train.num_samples, "num_classes": data.num_classes, "model": args.model,
             "image_size": s.image_size, "crop": s.crop, "epochs": s.epochs, "mix_off_epochs": s.mix_off_epochs,

@@ -116,7 +116,7 @@ def _torch_contender(cfg):
     import torch
     from timm.data import Mixup
 
-    from dali_mix.audio_sources import resolve_speech_commands
+    from dali_mix.data.audio_sources import resolve_speech_commands
 
     splits = resolve_speech_commands(cfg["data"])
     ds = TorchAudioSet(splits.train.files, splits.train.labels, splits.noise_files, cfg["seed"])
@@ -138,7 +138,7 @@ def build_contender(name, cfg):
     if name == "torch-audio-mixup":
         return _torch_contender(cfg)
     import dali_mix as dm
-    from dali_mix.audio_sources import resolve_speech_commands
+    from dali_mix.data.audio_sources import resolve_speech_commands
     from dali_mix.torch import Loader
     from pipelines.audio import train_pipeline
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.classification import IMAGENET_MEAN as MEAN
-from pipelines.classification import IMAGENET_STD as STD
+from dali_mix.execute import IMAGENET_MEAN as MEAN
+from dali_mix.execute import IMAGENET_STD as STD
 
 METHODS = ("mixup", "cutmix", "resizemix", "fmix")
 

@@ -104,7 +104,7 @@ def _dali_contender(name, cfg):
     import dali_mix as dm
     from dali_mix.torch import Loader
     from pipelines.classification import train_pipeline
-    from pipelines.sources import resolve_source
+    from dali_mix.data.sources import resolve_source
 
     source = resolve_source(cfg["data"])
     num_classes = source.num_classes
@@ -140,7 +140,8 @@ def _chw_pipeline(source, recipe, cfg):
     from nvidia.dali import fn, pipeline_def, types
 
     import dali_mix as dm
-    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, decode_train
+    from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
+    from pipelines.classification import decode_train
     from pipelines.sources import read
 
     size = cfg["image_size"]
@@ -508,7 +509,7 @@ def fmix_mask_cost(cfg, randommix_ms_per_batch=None, *, repeats=3, calls=200):
     from dali_mix import FMixMaskBank, MixPlanner, MixRecipe, Normalization
     from dali_mix.execute import DaliExecutor, FusedExecutor, Geometry, fmix_runs
     from dali_mix.schedule import BatchClock
-    from pipelines.sources import resolve_source
+    from dali_mix.data.sources import resolve_source
 
     recipe = MixRecipe(num_classes=1)
     size, batch = cfg["image_size"], cfg["batch_size"]

@@ -14,7 +14,7 @@ the fused C++ operator on the CPU, DALI's own operators on the GPU (`executor=`)
 """
 __version__ = "0.1.0"
 
-from dali_mix.config import METHODS, MixRecipe  # noqa: E402
+from dali_mix.recipe import METHODS, MixRecipe  # noqa: E402
 from dali_mix.masks import FMixMaskBank  # noqa: E402
 from dali_mix.mix import MixResult, Normalization, output_names, random_mix  # noqa: E402
 from dali_mix.plan import MixPlanner, Plan  # noqa: E402

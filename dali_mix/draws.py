@@ -260,6 +260,17 @@ def mixmo_roles(rng: np.random.Generator, n: int, p_cut=0.5,
     return u < np.asarray(p_cut, np.float32), swapped.copy(), u.copy()
 
 
+#: Cut-MixMo boxes (`cut_mixmo_boxes`): "official" (the default) or "inside".
+CUT_MIXMO_BOXES = ("official", "inside")
+
+
+def check_cut_mixmo_box(box) -> str:
+    """`box` if it is one of `CUT_MIXMO_BOXES`, else ValueError naming it."""
+    if box not in CUT_MIXMO_BOXES:
+        raise ValueError(f"box must be one of {CUT_MIXMO_BOXES}, got {box!r}")
+    return box
+
+
 def cut_mixmo_centres(rng: np.random.Generator, n: int) -> np.ndarray:
     """Unit positions of the Cut-MixMo boxes, (2, n) float32 in [0, 1): rows y, x. A box of an
     (H, W) image is placed at floor(u * H) (see `cut_mixmo_boxes`), so the same draws serve
@@ -267,26 +278,29 @@ def cut_mixmo_centres(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.random((2, n), dtype=np.float32)
 
 
-def cut_mixmo_boxes(rng: np.random.Generator, n: int, H: int, W: int, kappa,
-                    clip: bool = True, centres: np.ndarray | None = None) -> Boxes:
+def cut_mixmo_boxes(rng: np.random.Generator | None, n: int, H: int, W: int, kappa,
+                    box: str = "official", centres: np.ndarray | None = None) -> Boxes:
     """Cut-MixMo boxes (y, x, h, w) for target areas `kappa` (n,) (float32 as the pipeline
     carries it; the arithmetic is float32 so that the DALI graph, `dali_mix.mixmo`, computes
-    the same pixels from the same draws).
+    the same pixels from the same draws). The one Cut-MixMo box sampler: `mixmo.MixMoSampler`
+    and `dali_mix.torch.mixmo.cut_mixmo_mask` use it, and `mixmo.cut_mixmo_mask` restates its
+    arithmetic in the graph for images whose size is known only there.
 
-    * clip=True (official `_rand_bbox_of_area_lam`): sides int(H * sqrt(kappa)) and
+    * box="official" (the default; official `_rand_bbox_of_area_lam`): sides int(H * sqrt(kappa)) and
       int(W * sqrt(kappa)), centre uniform over the image (floor(u * side)), the box
       [c - side//2, c + side//2) clipped at the borders: its area, the mask mean the official
       code uses as kappa, is often well below kappa (mean 0.31 at kappa ~ Beta(2, 2)).
-    * clip=False (this library's first version): h = round(sqrt(kappa) * H), w =
+    * box="inside" (this library's first version): h = round(sqrt(kappa) * H), w =
       round(kappa * H * W / h) (clamped to W; 0 when h = 0), corner uniform with the box fully
       inside: area kappa * H * W to half a pixel row.
 
-    `centres`: (2, n) unit positions from `cut_mixmo_centres` (drawn here when None).
+    `centres`: (2, n) unit positions from `cut_mixmo_centres` (drawn here from `rng` when None).
     """
+    check_cut_mixmo_box(box)
     u = cut_mixmo_centres(rng, n) if centres is None else np.asarray(centres, np.float32)
     k = np.asarray(kappa, np.float32)
     Hf, Wf = np.float32(H), np.float32(W)
-    if clip:
+    if box == "official":
         root = np.sqrt(k)
         cy = np.minimum(np.floor(u[0] * Hf), Hf - 1).astype(np.int64)
         cx = np.minimum(np.floor(u[1] * Wf), Wf - 1).astype(np.int64)

@@ -35,13 +35,19 @@ from nvidia.dali import fn, types
 from nvidia.dali.pipeline import do_not_convert
 
 from dali_mix import native
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
 from dali_mix.methods import ERASES, method
 from dali_mix.plan import MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
 
+
+
+#: ImageNet's per-channel mean and std in pixel units (0-255), RGB: torchvision's
+#: (0.485, 0.456, 0.406) and (0.229, 0.224, 0.225) times 255, for `Normalization`.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 class Normalization(NamedTuple):

@@ -2,7 +2,7 @@
 
 `Field.check` turns a value given by a user (Python, YAML, JSON, CLI) into the field's value or
 raises a one-line `ValueError` naming the field, the valid range and the value. `MixRecipe`'s
-own fields (`dali_mix.config.RECIPE_FIELDS`) and each method's fields (`dali_mix.methods`) are
+own fields (`dali_mix.recipe.RECIPE_FIELDS`) and each method's fields (`dali_mix.methods`) are
 declared this way, so a range is stated once, where the field is declared.
 
 Kinds: "float" and "int" (a number in [lo, hi], `open_lo` / `open_hi` exclude the bound),

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from nvidia.dali import fn, types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import execute
-from dali_mix.config import MixRecipe, image_problems, warn_once
+from dali_mix.recipe import MixRecipe, image_problems, warn_once
 from dali_mix.execute import Geometry, Normalization
 from dali_mix.feed import PlanFeed
 from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
@@ -25,7 +23,7 @@ from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.methods import max_sources
 from dali_mix.pixel_maps import PixelMaps, unmoved_maps
-from dali_mix.plan import MixPlanner
+from dali_mix.plan import MixPlanner, pipeline_seed
 from dali_mix.schedule import BatchClock
 
 __all__ = ["MixResult", "Normalization", "output_names", "random_mix"]
@@ -84,9 +82,28 @@ class MixResult(NamedTuple):
         return out
 
 
-def output_names(recipe: MixRecipe, *, masks: bool = False, source_map: bool = False) -> list[str]:
-    """Names of `MixResult.outputs()`, in order, for the Loader's `output_map`; `masks`,
-    `source_map`: as given to `random_mix`."""
+def output_names(recipe: MixRecipe | None = None, *, mixmo: bool = False, num_classes: int | None = None,
+                 masks: bool = False, source_map: bool = False) -> list[str]:
+    """Names of a pipeline's outputs, in order, for the Loader's `output_map`: those of
+    `MixResult.outputs()` of `random_mix` with `recipe`, or (`mixmo=True`) those of
+    `MixMoBatch.outputs()` of `dali_mix.mixmo.mixmo_inputs` with `num_classes` (dense targets
+    "targets0"/"targets1" when given, else int64 "labels0"/"labels1"). `masks`, `source_map`:
+    as given to `random_mix` (the masks' and the source map's outputs after the targets).
+
+        dm.output_names(recipe)                          # ["images", "targets"] (dense recipe)
+        dm.output_names(recipe, masks=True)              # [..., "masks", "masks_b", "mask_weight"]
+        dm.output_names(mixmo=True, num_classes=100)     # ["images0", "images1", "targets0", ...]
+    """
+    if mixmo:
+        if recipe is not None:
+            raise ValueError("output_names: a recipe names random_mix's outputs, mixmo=True those of "
+                             "mixmo_inputs (with its num_classes); give one of them")
+        t = ["targets0", "targets1"] if num_classes is not None else ["labels0", "labels1"]
+        return ["images0", "images1", *t, "kappa", "mask", "use_cut"]
+    if recipe is None:
+        raise ValueError("output_names needs the recipe of random_mix (or mixmo=True for mixmo_inputs)")
+    if num_classes is not None:
+        raise ValueError("output_names: num_classes is mixmo_inputs' (mixmo=True); a recipe carries its own")
     if recipe.target == "dense":
         names = ["images", "targets"]
     elif label_slots(recipe) > 2:
@@ -149,7 +166,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
 
     The recipe is checked against the images when the graph is built (`image_size`, and the
     value range: normalised with `normalize`, 0-255 for HWC images without it, unknown for CHW
-    images without it; `dali_mix.config.image_problems`): a value that
+    images without it; `dali_mix.recipe.image_problems`): a value that
     cannot work on them raises ValueError naming the field, its value and the valid range; a
     degenerate one (a Cutout hole that can cover the whole image) is a warning, once.
 
@@ -191,10 +208,8 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         fmix_bank = FMixMaskBank.from_recipe(recipe, pipe.max_batch_size, clock=clock)
     if clock is None:
         clock = fmix_bank.clock if fmix_bank is not None else BatchClock()
-    seed = pipe.seed if pipe.seed is not None and pipe.seed >= 0 else \
-        int(np.random.SeedSequence().entropy % (2 ** 31))
-    planner = MixPlanner(recipe, pipe.max_batch_size, (height, width), seed=seed, clock=clock,
-                         fmix_bank=fmix_bank, enabled=enabled)
+    planner = MixPlanner(recipe, pipe.max_batch_size, (height, width), seed=pipeline_seed(pipe),
+                         clock=clock, fmix_bank=fmix_bank, enabled=enabled)
     geo = Geometry(recipe.layout, height, width, recipe.channels)
     out_geo = geo if normalize is None else Geometry("CHW", height, width, recipe.channels)
     pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)

@@ -19,9 +19,9 @@ batch comes from DALI (`fn.batch_permutation`).
 
 Inside your own `@pipeline_def`::
 
-    from dali_mix.mixmo import mixmo_inputs, output_names
+    from dali_mix.mixmo import mixmo_inputs
     mm = mixmo_inputs(images, labels, num_classes=100)
-    return mm.outputs()      # names: output_names(num_classes=100) == mm.output_names()
+    return mm.outputs()      # names: dali_mix.output_names(mixmo=True, num_classes=100)
 
 and on the torch side::
 
@@ -29,18 +29,19 @@ and on the torch side::
     logits, k_used = net(x0, x1, kappa=kappa, mask=mask, use_cut=use_cut, return_kappa=True)
     loss = mixmo_loss(logits, t0, t1, k_used)
 
-Cut-MixMo mask (default ``box="official"``, the official `_cutmix_mask` /
-`_rand_bbox_of_area_lam`, as `dali_mix.torch.mixmo.cut_mixmo_mask(clip=True)`): a box of sides
+Cut-MixMo mask (one sampler, `dali_mix.draws.cut_mixmo_boxes`; default ``box="official"``, the
+official `_cutmix_mask` / `_rand_bbox_of_area_lam`): a box of sides
 ``int(sqrt(k) * H)`` and ``int(sqrt(k) * W)``, centre uniform over the image, clipped at the
 borders, is set to 1 and the rest 0; the roles of the two inputs are swapped with probability 1/2
 (``mask -> 1 - mask``). The clipped box usually covers less than k (mask mean 0.31 at
 k ~ Beta(2, 2), not 0.5): as in the official code, the output ``kappa`` of a Cut-MixMo sample is
 the exact mask mean (float32, correctly rounded ratio of integer pixel counts), which the loss
 weights use; for linear samples it is the drawn kappa. ``box="inside"`` is this library's first
-box (as `cut_mixmo_mask(clip=False)`): height ``round(sqrt(k) * H)``, width
+box: height ``round(sqrt(k) * H)``, width
 ``round(k * H * W / height)``, fully inside, mean k to half a pixel row. With ``image_size`` the
 boxes are drawn in pixels in numpy; without, the graph scales the same draws to each sample's
-size (`cut_mixmo_mask`), with the same float32 arithmetic, so both give the same masks.
+size (`cut_mixmo_mask`, which draws nothing), with the same float32 arithmetic, so both give the
+same masks.
 The mask is made for every sample (the model ignores it where ``use_cut`` is False). It is built
 with copies only (`fn.full` + two `fn.erase` over a single-channel uint8 image), no arithmetic over
 pixels, no per-sample Python. Give the model the kappa it reports (`return_kappa=True`): at
@@ -84,14 +85,15 @@ import nvidia.dali.math as dmath
 from dali_mix import draws
 from dali_mix._graph import check_layout, clamp, floor_int, image_hw, to_float
 from dali_mix.labels import check_smoothing, onehot_targets, scalar_labels
+from dali_mix.plan import BatchDraws, pipeline_seed
 from dali_mix.schedule import BatchClock
 
-BOXES = ("official", "inside")
+BOXES = draws.CUT_MIXMO_BOXES
 _SALT = 0x6D6D6F  # separates MixMo's draws from other streams of the same seed
 
 __all__ = [
     "CutProbSchedule", "MixMoBatch", "MixMoSampler", "check_mixmo_args", "cut_mixmo_mask",
-    "mixmo_inputs", "output_names", "repeat_batch", "repetition_indices", "repetition_pairing",
+    "mixmo_inputs", "repeat_batch", "repetition_indices", "repetition_pairing",
 ]
 
 
@@ -108,7 +110,8 @@ class MixMoBatch(NamedTuple):
     use_cut: bool CPU scalar, Cut-MixMo (True) or Linear-MixMo (False).
     kappa_drawn: float32 CPU scalar ~ Beta(alpha, alpha) (before the mask; for inspection).
     swapped: bool CPU scalar, True where the mask roles were swapped (box of zeros in ones).
-    num_classes: int or None (decides `outputs()` / `output_names()`).
+    num_classes: int or None (decides `outputs()`, named by
+        `dali_mix.output_names(mixmo=True, num_classes=num_classes)`).
     """
 
     images0: object
@@ -125,20 +128,10 @@ class MixMoBatch(NamedTuple):
     num_classes: object = None
 
     def outputs(self) -> tuple:
-        """(images0, images1, targets0, targets1, kappa, mask, use_cut); see `output_names`."""
+        """(images0, images1, targets0, targets1, kappa, mask, use_cut), named by
+        `dali_mix.output_names(mixmo=True, num_classes=self.num_classes)`."""
         return (self.images0, self.images1, self.targets0, self.targets1, self.kappa, self.mask,
                 self.use_cut)
-
-    def output_names(self) -> list[str]:
-        """Names of `outputs()`, for a DALI iterator's `output_map`."""
-        return output_names(self.num_classes)
-
-
-def output_names(num_classes: int | None = None) -> list[str]:
-    """Names of `MixMoBatch.outputs()`: targets are "targets0"/"targets1" (dense float32 rows)
-    when `num_classes` is given, else "labels0"/"labels1" (int64)."""
-    t = ["targets0", "targets1"] if num_classes is not None else ["labels0", "labels1"]
-    return ["images0", "images1", *t, "kappa", "mask", "use_cut"]
 
 
 def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetition: int = 1,
@@ -186,18 +179,18 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     check_mixmo_args(p_cut=p_cut, alpha=alpha, batch_repetition=batch_repetition,
                      smoothing=smoothing, num_classes=num_classes)
     b = int(batch_repetition)
-    _check_box(box)
+    draws.check_cut_mixmo_box(box)
     p = _cut_probability(p_cut)
 
     labels = scalar_labels(labels)
     if seed is None:
-        seed = _pipeline_seed()
+        seed = pipeline_seed()
     sampler = MixMoSampler(_batch_size("mixmo_inputs"), alpha=alpha,
                            p_cut=None if isinstance(p, DataNode) else p,
                            image_size=image_size, box=box, per_sample=per_sample, seed=seed,
                            clock=clock, no_self_pairs=no_self_pairs, pairs=b == 1)
-    d = dict(zip(sampler.output_names, fn.external_source(
-        source=sampler, num_outputs=len(sampler.output_names), batch=True, batch_info=True)))
+    d = dict(zip(sampler.names, fn.external_source(
+        source=sampler, num_outputs=len(sampler.names), batch=True, batch_info=True)))
     if b == 1:
         partner = d["perm"]
         images0, labels0 = images, labels
@@ -212,8 +205,8 @@ def mixmo_inputs(images, labels, *, p_cut=0.5, alpha: float = 2.0, batch_repetit
     kappa_drawn, swapped = d["kappa_drawn"], d["swapped"]
     use_cut = d["use_cut"] if "use_cut" in d else d["u_cut"] < p
     if image_size is None:
-        mask, kappa_cut, _ = cut_mixmo_mask(images0, kappa_drawn, layout=layout, box=box,
-                                            centres=d["centres"], swapped=swapped)
+        mask, kappa_cut = cut_mixmo_mask(images0, kappa_drawn, d["centres"], swapped, layout=layout,
+                                         box=box)
     else:
         H, W = image_hw(images0, layout)
         y, x, bh, bw = (d["box"][i] for i in range(4))
@@ -248,31 +241,26 @@ def check_mixmo_args(*, p_cut=0.5, alpha: float = 2.0, batch_repetition: int = 1
         _check_layout_size(int(batch_size), b)
 
 
-def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True,
-                   box: str = "official", centres=None, swapped=None):
-    """Cut-MixMo masks at the resolution of `images`, the box scaled in the graph to each
-    sample's size (as `dali_mix.draws.cut_mixmo_boxes`, from the same float32 draws).
+def cut_mixmo_mask(images, kappa, centres, swapped, *, layout: str = "CHW", box: str = "official"):
+    """Cut-MixMo masks at the resolution of `images`: the boxes of
+    `dali_mix.draws.cut_mixmo_boxes` (its arithmetic restated in float32 in the graph, so the
+    same draws give the same pixels) scaled to each sample's size. Draws nothing: the random
+    parameters come from `MixMoSampler` (or any numpy draw of `dali_mix.draws`).
 
     Args:
         images: the batch whose spatial size the masks take (only its shape is read).
         kappa: float32 CPU scalar per sample in [0, 1], the target proportion of ones.
+        centres: (2,) float32 CPU unit positions (y, x) per sample (`draws.cut_mixmo_centres`).
+        swapped: bool CPU scalar per sample, the role swap (mask -> 1 - mask where True).
         layout: layout of `images`; the mask is (1, H, W) for "CHW", (H, W, 1) for "HWC".
-        swap: exchange the roles with probability 1/2 per sample (mask -> 1 - mask), when
-            `swapped` is not given.
         box: "official" (clipped, centred box) or "inside"; see `mixmo_inputs`.
-        centres: (2,) float32 CPU unit positions (y, x) per sample (`draws.cut_mixmo_centres`);
-            None: drawn here with `fn.random.uniform`.
-        swapped: bool CPU scalar per sample, the role swap; None: drawn here (see `swap`).
 
-    Returns: (mask uint8 on the images' device, kappa_true float32 CPU scalar = exact mask mean,
-        swapped bool CPU scalar).
+    Returns: (mask uint8 on the images' device, kappa_true float32 CPU scalar = exact mask mean).
     """
     check_layout(layout)
-    _check_box(box)
+    draws.check_cut_mixmo_box(box)
     H, W = image_hw(images, layout)
     Hf, Wf = to_float(H), to_float(W)
-    if centres is None:
-        centres = fn.random.uniform(range=[0.0, 1.0], shape=[2])
     uy, ux = centres[0], centres[1]
     if box == "official":
         root = dmath.sqrt(kappa)
@@ -288,16 +276,11 @@ def cut_mixmo_mask(images, kappa, *, layout: str = "CHW", swap: bool = True,
         bw = clamp(floor_int(kappa * Hf * Wf / to_float(dmath.max(bh, 1)) + 0.5), 0, W) * has_h
         y = dmath.min(floor_int(uy * to_float(H - bh + 1)), H - bh)
         x = dmath.min(floor_int(ux * to_float(W - bw + 1)), W - bw)
-    if swapped is None:
-        if swap:
-            swapped = fn.random.coin_flip(probability=0.5, dtype=types.BOOL)
-        else:
-            swapped = fn.cast(H * 0, dtype=types.BOOL)
     mask = _paint_mask(H, W, y, x, bh, bw, swapped, layout, images.device)
     s = fn.cast(swapped, dtype=types.INT32)
     area = bh * bw
     ones = area + s * (H * W - 2 * area)  # box area, or the rest of the image when swapped
-    return mask, to_float(ones) / to_float(H * W), swapped
+    return mask, to_float(ones) / to_float(H * W)
 
 
 def _paint_mask(H, W, y, x, bh, bw, swapped, layout: str, device: str):
@@ -319,12 +302,13 @@ def _paint_mask(H, W, y, x, bh, bw, swapped, layout: str, device: str):
     return mask.gpu() if device == "gpu" else mask
 
 
-class MixMoSampler:
+class MixMoSampler(BatchDraws):
     """The random parameters of a MixMo batch, drawn in numpy (`dali_mix.draws`): a callable
-    for `fn.external_source(source=sampler, num_outputs=len(sampler.output_names), batch=True,
-    batch_info=True)`, a pure function of (seed, epoch, step) through a `BatchClock`.
+    for `fn.external_source(source=sampler, num_outputs=len(sampler.names), batch=True,
+    batch_info=True)`, a pure function of (seed, epoch, step) through a `BatchClock` (the
+    planner's scaffolding, `dali_mix.plan.BatchDraws`: seed, clock, the batch's random stream).
 
-    Outputs (B = batch size, CPU, per sample), named by `output_names`:
+    Outputs (B = batch size, CPU, per sample), named by `names`:
         kappa_drawn: float32 ~ Beta(alpha, alpha) (`draws.mixmo_kappas`).
         use_cut: bool, Cut-MixMo (`draws.mixmo_roles`: u < p, one u per batch unless
             `per_sample`); when p_cut is a DataNode, "u_cut" (float32 u) instead, compared
@@ -343,7 +327,7 @@ class MixMoSampler:
         p_cut: float, a callable batch_info -> (B,) probabilities, or None (a DataNode: the
             graph compares "u_cut" with it).
         image_size: (H, W) or one side, or None (see above).
-        box: "official" or "inside" (`draws.cut_mixmo_boxes` clip=True / False).
+        box: "official" or "inside" (`draws.cut_mixmo_boxes`).
         per_sample: choice and swap per sample instead of per batch.
         seed: base seed.
         clock: maps DALI's run counter to (epoch, step); a plain run counter when None.
@@ -351,27 +335,28 @@ class MixMoSampler:
         pairs: draw the partners ("perm"; False with batch repetition, which pairs by blocks).
     """
 
+    salt = _SALT
+
     def __init__(self, batch_size: int, *, alpha: float = 2.0, p_cut=0.5, image_size=None,
                  box: str = "official", per_sample: bool = False, seed: int = 0,
                  clock: BatchClock | None = None, no_self_pairs: bool = True, pairs: bool = True):
+        super().__init__(seed, clock)
         self.batch_size = int(batch_size)
         self.alpha = float(alpha)
         self.p_cut = p_cut
         self.size = None if image_size is None else draws.size_hw(image_size)
-        self.clip = _check_box(box) == "official"
+        self.box = draws.check_cut_mixmo_box(box)
         self.per_sample = bool(per_sample)
-        self.seed = int(seed) & 0x7FFFFFFF
-        self.clock = clock if clock is not None else BatchClock()
         self.no_self_pairs = bool(no_self_pairs)
-        self.output_names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped"]
-        self.output_names += ["perm"] if pairs else []
-        self.output_names += ["centres"] if self.size is None else ["box", "kappa_cut"]
+        self.names = ["kappa_drawn", "u_cut" if p_cut is None else "use_cut", "swapped"]
+        self.names += ["perm"] if pairs else []
+        self.names += ["centres"] if self.size is None else ["box", "kappa_cut"]
 
     def draw(self, epoch: int, step: int, p=None) -> dict:
         """The named outputs for batch `step` of `epoch`; `p`: (B,) probabilities of
         Cut-MixMo (default: the float p_cut; unused when p_cut is None)."""
         B = self.batch_size
-        rng = np.random.default_rng([self.seed, int(epoch), int(step), _SALT])
+        rng = self.rng(epoch, step)
         kappa = draws.mixmo_kappas(rng, B, self.alpha).astype(np.float32)
         p = self.p_cut if p is None else p
         use_cut, swapped, u = draws.mixmo_roles(rng, B, 0.0 if p is None else p, self.per_sample)
@@ -382,19 +367,19 @@ class MixMoSampler:
             out["centres"] = np.ascontiguousarray(centres.T)
             return out
         H, W = self.size
-        y, x, h, w = draws.cut_mixmo_boxes(rng, B, H, W, kappa, self.clip, centres=centres)
+        y, x, h, w = draws.cut_mixmo_boxes(rng, B, H, W, kappa, self.box, centres=centres)
         area = h * w
         out["box"] = np.stack([y, x, h, w], 1).astype(np.int32)
         out["kappa_cut"] = (np.where(swapped, H * W - area, area) / (H * W)).astype(np.float32)
         return out
 
     def __call__(self, batch_info):
-        epoch, step = self.clock.epoch_step(batch_info)
+        epoch, step = self.epoch_step(batch_info)
         p = None
         if callable(self.p_cut):
             p = np.asarray(self.p_cut(batch_info), np.float32).reshape(self.batch_size)
         out = self.draw(epoch, step, p)
-        return tuple(out[name] for name in self.output_names)
+        return tuple(out[name] for name in self.names)
 
 
 def repetition_indices(batch_size: int, batch_repetition: int):
@@ -477,21 +462,6 @@ class CutProbSchedule:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-
-def _check_box(box) -> str:
-    if box not in BOXES:
-        raise ValueError(f"box must be one of {BOXES}, got {box!r}")
-    return box
-
-
-def _pipeline_seed() -> int:
-    """The current pipeline's seed, or a random one when it has none (as DALI's own draws)."""
-    pipe = Pipeline.current()
-    seed = None if pipe is None else pipe.seed
-    if seed is None or seed < 0:
-        seed = int(np.random.SeedSequence().entropy) & 0x7FFFFFFF
-    return int(seed)
-
 
 def _check_alpha(alpha) -> None:
     try:

@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from nvidia.dali.pipeline import Pipeline
 
 from dali_mix import draws
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.effects import CUTOUT, RANDOM_ERASING, Blend, Erase, Mask, Paste  # noqa: F401 (re-exported kinds)
 from dali_mix.methods import MIX, TABLE, DrawContext, max_sources
 from dali_mix.masks import FMixMaskBank
@@ -73,7 +74,40 @@ class Plan:
         return r[(r[:, 7] > 0) & (r[:, 8] > 0)]
 
 
-class MixPlanner:
+class BatchDraws:
+    """What every per-batch numpy draw of the library stands on (`MixPlanner`, and
+    `dali_mix.mixmo.MixMoSampler`): a base `seed` (31 bits), a `clock` (`BatchClock`) mapping
+    DALI's batch_info to (epoch, step), and the random stream of batch (epoch, step), kept apart
+    from the other streams of the same seed by the class's `salt`. A draw is then a pure function
+    of (seed, epoch, step): runs are reproducible and a resumed run gets the same batches.
+    """
+
+    salt = 0
+
+    def __init__(self, seed: int = 0, clock: BatchClock | None = None):
+        self.seed = int(seed) & 0x7FFFFFFF
+        self.clock = clock if clock is not None else BatchClock()
+
+    def rng(self, epoch: int, step: int) -> np.random.Generator:
+        """The random stream of batch `step` of `epoch`."""
+        return np.random.default_rng([self.seed, int(epoch), int(step), self.salt])
+
+    def epoch_step(self, batch_info) -> tuple[int, int]:
+        """(epoch, step) of the run `batch_info` (DALI's batch_info, or a run number)."""
+        return self.clock.epoch_step(batch_info)
+
+
+def pipeline_seed(pipe: Pipeline | None = None) -> int:
+    """The seed of `pipe` (default: the pipeline being defined), or a random one when it has
+    none (as DALI's own random operators do), as a 31-bit int for `BatchDraws`."""
+    pipe = Pipeline.current() if pipe is None else pipe
+    seed = None if pipe is None else pipe.seed
+    if seed is None or seed < 0:
+        seed = int(np.random.SeedSequence().entropy) & 0x7FFFFFFF
+    return int(seed)
+
+
+class MixPlanner(BatchDraws):
     """Draws `Plan`s for `recipe` on batches of `batch_size` images of `image_size`.
 
     Args:
@@ -87,9 +121,12 @@ class MixPlanner:
             samples are neither mixed nor erased.
     """
 
+    salt = _SALT
+
     def __init__(self, recipe: MixRecipe, batch_size: int, image_size, *, seed: int = 0,
                  clock: BatchClock | None = None, fmix_bank: FMixMaskBank | None = None,
                  enabled=None):
+        super().__init__(seed, clock)
         self.recipe = recipe
         self.batch_size = int(batch_size)
         self.height, self.width = draws.size_hw(image_size)
@@ -101,8 +138,6 @@ class MixPlanner:
             if tuple(fmix_bank.size) != (self.height, self.width):
                 raise ValueError(f"the FMix bank makes {tuple(fmix_bank.size)} masks but image_size "
                                  f"is {(self.height, self.width)}; make the bank at the image size")
-        self.seed = int(seed) & 0x7FFFFFFF
-        self.clock = clock if clock is not None else BatchClock()
         self.fmix_bank = fmix_bank
         self.enabled = enabled
         names = recipe.candidates
@@ -117,17 +152,13 @@ class MixPlanner:
         self.method_p = np.clip(np.asarray(p, np.float64), 0.0, None)
         self.method_p /= self.method_p.sum()
 
-    def rng(self, epoch: int, step: int) -> np.random.Generator:
-        """The random stream of batch `step` of `epoch`."""
-        return np.random.default_rng([self.seed, int(epoch), int(step), _SALT])
-
     def __call__(self, batch_info) -> Plan:
         return self.plan(*self.inputs(batch_info))
 
     def inputs(self, batch_info) -> tuple:
         """(epoch, step, enabled) of the run `batch_info`: with the seed and the recipe, all
         that its plan depends on (`enabled`: (B,) bool or None)."""
-        epoch, step = self.clock.epoch_step(batch_info)
+        epoch, step = self.epoch_step(batch_info)
         enabled = None if self.enabled is None else np.asarray(self.enabled(batch_info), bool)
         return epoch, step, enabled
 

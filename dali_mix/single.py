@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.methods import TABLE
 from dali_mix.mix import MixResult, random_mix
 

@@ -1,6 +1,6 @@
 """Keyword spotting: audio files -> log-mel spectrograms -> RandomMix, in one DALI graph.
 
-    splits = dali_mix.audio_sources.resolve_speech_commands("/data/speech_commands")
+    splits = dali_mix.data.audio_sources.resolve_speech_commands("/data/speech_commands")
     built = train_pipeline(splits.train, noise_files=splits.noise_files, batch_size=128,
                            recipe=dali_mix.MixRecipe(num_classes=len(splits.classes)))
     loader = dali_mix.torch.Loader(built.pipe, built.output_map, built.reader_name,
@@ -210,8 +210,8 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
     """The training graph of the module docstring (steps 1-5).
 
     Args:
-        data: a `dali_mix.sources.Source` of audio files (a split of
-            `dali_mix.audio_sources.resolve_speech_commands`).
+        data: a `dali_mix.data.sources.Source` of audio files (a split of
+            `dali_mix.data.audio_sources.resolve_speech_commands`).
         features: lengths and sizes of the log-mel spectrogram.
         noise_files: background-noise audio files (any rate, mono or not); none: no noise step.
         noise_prob, snr_db: chance a clip gets noise, and the SNR range in dB.

@@ -21,13 +21,12 @@ from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
 from dali_mix import native
-from dali_mix.config import image_problems
-from dali_mix.execute import Normalization, normalize_only
+from dali_mix.recipe import image_problems
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD, Normalization, normalize_only
 from dali_mix.schedule import BatchClock, MixOffSchedule
-from pipelines.sources import Source, read, resolve_source
+from dali_mix.data.sources import Source, resolve_source
+from pipelines.sources import read
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEVICES = ("cpu", "gpu")
 _EXPLAIN = ("labels_a", "labels_b", "lam", "method")
 _EXPLAIN_SLOTS = ("labels", "shares")  # recipes with a many-source candidate (RICAP, Mosaic)
@@ -118,7 +117,7 @@ def train_problems(recipe, *, image_size: int, crop: str, pad: int = 4) -> list[
     """The train pipeline's settings against its images before it is built: ValueError (the
     field, its value, the valid range) for a crop or recipe value that cannot work on
     `image_size` px images normalised with ImageNet's mean and std; warning lines for
-    degenerate ones (`dali_mix.config.image_problems`)."""
+    degenerate ones (`dali_mix.recipe.image_problems`)."""
     why = crop_problem(crop, image_size, pad)
     if why:
         raise ValueError(why)

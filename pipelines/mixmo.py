@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from nvidia.dali import pipeline_def
 
-from dali_mix.mixmo import CutProbSchedule, check_mixmo_args, mixmo_inputs, output_names, repeat_batch
+import dali_mix as dm
+from dali_mix.mixmo import CutProbSchedule, check_mixmo_args, mixmo_inputs, repeat_batch
 from dali_mix.schedule import BatchClock
 from pipelines.classification import (BuiltPipeline, _check_common, _check_train_augment, _device_args, _source,
                                       decode_train, finish_train)
@@ -88,5 +89,5 @@ def mixmo_train_pipeline(data, *, batch_size: int, image_size: int, device: str 
         return mm.outputs()
 
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}
-    return BuiltPipeline(pipe(**kw), output_names(target_classes), reader_name, source, n_classes,
+    return BuiltPipeline(pipe(**kw), dm.output_names(mixmo=True, num_classes=target_classes), reader_name, source, n_classes,
                          clock=clock)

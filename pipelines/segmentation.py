@@ -31,12 +31,10 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
 import dali_mix as dm
-from dali_mix.execute import Normalization, normalize_only
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD, Normalization, normalize_only
 from dali_mix.schedule import BatchClock
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 @dataclass

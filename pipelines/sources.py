@@ -1,18 +1,17 @@
-"""DALI readers for the data sources of `dali_mix.sources` (ImageFolder trees, DALI file lists,
+"""DALI readers for the data sources of `dali_mix.data.sources` (ImageFolder trees, DALI file lists,
 webdataset shards).
 
 The source model (which files are samples, their labels and classes, hidden files, extensions,
-shards) lives in `dali_mix.sources` so that `dali-mix check-data` and the trainer share one set of
-rules; it is re-exported here. `read(source, ...)` adds the matching DALI reader to the current
-pipeline and returns (encoded images, int32 labels).
+shards) lives in the library, `dali_mix.data.sources`, so that `dali-mix check-data` and the
+trainer share one set of rules; import it from there. `read(source, ...)` adds the matching DALI
+reader to the current pipeline and returns (encoded images, int32 labels).
 """
 from __future__ import annotations
 
 import numpy as np
 from nvidia.dali import fn, types
 
-from dali_mix.sources import (IMAGE_EXTENSIONS, WDS_IMAGE_EXTENSIONS, WDS_LABEL_EXTENSION,  # noqa: F401
-                              Source, class_mismatch, resolve_source)
+from dali_mix.data.sources import WDS_IMAGE_EXTENSIONS, WDS_LABEL_EXTENSION, Source
 
 WDS_IMAGE_EXT = ";".join(WDS_IMAGE_EXTENSIONS)
 

@@ -10,9 +10,9 @@ import pytest
 from nvidia.dali import fn, pipeline_def
 
 import dali_mix as dm
-from dali_mix.audio_sources import resolve_speech_commands
+from dali_mix.data.audio_sources import resolve_speech_commands
 from dali_mix.data.check import check_source
-from dali_mix.sources import Source
+from dali_mix.data.sources import Source
 from pipelines.audio import AudioFeatures, mix_spectrograms, train_pipeline, val_pipeline
 
 RATE = 16000

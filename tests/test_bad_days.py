@@ -99,9 +99,9 @@ def trees(tmp_path_factory):
 
 def run_main(argv) -> tuple[int, str]:
     """(exit status, everything printed) of `train.main(argv)` in this process."""
-    from dali_mix import config
+    from dali_mix.recipe import _WARNED
 
-    config._WARNED.clear()  # warnings are said once per process: here, once per row
+    _WARNED.clear()  # warnings are said once per process: here, once per row
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
@@ -437,9 +437,9 @@ def test_random_mix_checks_the_recipe_against_its_images(fields, side, fragment)
 
 def test_a_hole_that_can_cover_the_image_is_a_warning_said_once():
     import dali_mix as dm
-    from dali_mix import config
+    from dali_mix.recipe import _WARNED
 
-    config._WARNED.clear()
+    _WARNED.clear()
     recipe = dm.MixRecipe(num_classes=2, methods=["cutout"], cutout_length=9)  # 8x8: c = 4 covers it all
     with pytest.warns(UserWarning, match="cutout_length 9 on 8x8 images: a hole centred near the middle") as seen:
         out = _erase_batch(recipe, 8)

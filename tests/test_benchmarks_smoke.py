@@ -62,7 +62,7 @@ def test_throughput_smoke(tiny_data, tmp_path):
 def test_benchmarks_run_from_the_checkout_not_from_the_installed_cli():
     """`dali-mix` has no bench sub-command (the benchmarks are not installed); the checkout's
     `python -m benchmarks.throughput` parses its arguments."""
-    from dali_mix.cli import SUBCOMMANDS, build_parser
+    from dali_mix_tools.cli import SUBCOMMANDS, build_parser
 
     assert "bench" not in SUBCOMMANDS
     with pytest.raises(SystemExit):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from dali_mix.cli import main as cli_main
+from dali_mix_tools.cli import main as cli_main
 from dali_mix.data.check import CheckReport, check_source, write_clean_list
 
 RNG = np.random.default_rng(0)
@@ -294,7 +294,7 @@ def test_import_has_no_side_effects():
 def test_hidden_folder_is_no_class_and_the_clean_list_has_training_labels(tmp_path):
     """A hidden folder (.ipynb_checkpoints) takes no label: the clean list's labels are exactly
     the labels the trainer's source listing assigns to the same files."""
-    from dali_mix.sources import resolve_source
+    from dali_mix.data.sources import resolve_source
 
     root = _clean_tree(tmp_path / "data", {"cat": 3, "dog": 3})
     (root / ".ipynb_checkpoints").mkdir()

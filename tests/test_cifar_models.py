@@ -2,7 +2,7 @@
 import torch
 
 from dali_mix.torch import MixMoNet
-from dali_mix.train_support import build_model
+from dali_mix_tools.training.support import build_model
 
 
 def test_wide_resnet28_10_has_the_published_parameter_count():

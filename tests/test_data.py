@@ -361,7 +361,7 @@ def test_imagenet_like_is_cached_and_deterministic(imagenet_like, tmp_path):
 
 @needs_idx
 def test_cli_data_commands(tmp_path, capsys):
-    from dali_mix.cli import main
+    from dali_mix_tools.cli import main
 
     assert main(["data", "fashion-mnist", "--root", str(tmp_path / "fm"), "--limit", "20",
                  "--samples-per-shard", "10"]) == 0

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dali_mix.sources import resolve_source
-from dali_mix.training.label_noise import corrupt_labels, corrupted_subset
+from dali_mix.data.sources import resolve_source
+from dali_mix_tools.training.label_noise import corrupt_labels, corrupted_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--limit", "600", "--batch-size", "64", "--no-progress", "--workers", "1", "--epochs", "1"]
@@ -29,7 +29,7 @@ def run(args: list, module: str | None = None, check: bool = True, timeout: int 
 
 
 def evaluate_cli(*args, check=True):
-    return run(["evaluate", *args, "--no-progress", "--workers", "1"], module="dali_mix", check=check)
+    return run(["evaluate", *args, "--no-progress", "--workers", "1"], module="dali_mix_tools", check=check)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_label_noise_is_recorded_and_memorisation_scored(trained, fmnist_small):
 def test_corrupt_labels_draw():
     files = tuple(f"/x/{i}.png" for i in range(1000))
     labels = tuple(i % 10 for i in range(1000))
-    from dali_mix.sources import Source
+    from dali_mix.data.sources import Source
 
     src = Source("folder", "/x", files, labels, tuple(str(i) for i in range(10)), num_samples=1000)
     noisy, rec = corrupt_labels(src, 0.4, seed=3)
@@ -151,7 +151,7 @@ def test_cifar_binary_converts_pixel_exact_with_official_labels(tmp_path, kind):
         (bin_dir / "fine_label_names.txt").write_text("\n".join(f"n {i}" for i in range(k)) + "\n")
     images = {f: write_cifar_bin(bin_dir / f, lab, lb, seed=n) for n, (f, (lab, lb)) in enumerate(written.items())}
     proc = run(["data", "cifar", "--bin-dir", tmp_path / "dl", "--root", tmp_path / "out", "--no-progress"],
-               module="dali_mix")
+               module="dali_mix_tools")
     assert str(tmp_path / "out") in proc.stdout
     train, val = resolve_source(str(tmp_path / "out" / "train")), resolve_source(str(tmp_path / "out" / "val"))
     assert train.num_classes == k and val.num_classes == k
@@ -168,7 +168,7 @@ def test_cifar_binary_converts_pixel_exact_with_official_labels(tmp_path, kind):
     data = (bin_dir / test).read_bytes()
     (bin_dir / test).write_bytes(data[:-1])
     bad = run(["data", "cifar", "--bin-dir", bin_dir, "--root", tmp_path / "out2", "--no-progress"],
-              module="dali_mix", check=False)
+              module="dali_mix_tools", check=False)
     assert bad.returncode == 2 and test in bad.stderr and "records" in bad.stderr
 
 
@@ -188,9 +188,9 @@ def test_accuracy_harness_and_plot_on_a_tiny_budget(tmp_path, fmnist_small):
     assert f"| mixup | {mean:.2f} +- {sd:.2f} |" in text
     assert (out / "accuracy.png").stat().st_size > 10_000
     assert "mixup" in proc.stdout
-    plot = run(["plot", work / "none-seed0", work / "mixup-seed0", "-o", tmp_path / "curves.png"], module="dali_mix")
+    plot = run(["plot", work / "none-seed0", work / "mixup-seed0", "-o", tmp_path / "curves.png"], module="dali_mix_tools")
     assert (tmp_path / "curves.png").stat().st_size > 10_000, plot.stdout
-    missing = run(["plot", tmp_path / "nothing", "-o", tmp_path / "x.png"], module="dali_mix", check=False)
+    missing = run(["plot", tmp_path / "nothing", "-o", tmp_path / "x.png"], module="dali_mix_tools", check=False)
     assert missing.returncode != 0 and "metrics.jsonl" in missing.stderr
 
 

@@ -24,7 +24,8 @@ from PIL import Image
 
 import dali_mix as dm
 from dali_mix.torch import Loader
-from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, train_pipeline, val_pipeline
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
+from pipelines.classification import train_pipeline, val_pipeline
 
 MEAN = np.array(IMAGENET_MEAN, dtype=np.float64)
 STD = np.array(IMAGENET_STD, dtype=np.float64)

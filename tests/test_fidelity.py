@@ -27,7 +27,7 @@ from nvidia.dali import fn, pipeline_def
 from scipy import ndimage, stats
 
 from dali_mix import draws, masks
-from dali_mix.config import MixRecipe
+from dali_mix.recipe import MixRecipe
 from dali_mix.masks import FMixMaskBank
 from dali_mix.mixmo import mixmo_inputs
 
@@ -378,7 +378,7 @@ def test_cut_mixmo_boxes_match_official():
     assert min(p.values()) > P_MIN, p
     assert abs((rh * rw).mean() / (CM_H * CM_W) - 0.30) < 0.02  # kappa's mean after clipping
     # the first version's box (fully inside, area kappa) is told apart
-    y, x, h, w = draws.cut_mixmo_boxes(rng, n, CM_H, CM_W, kappa, clip=False)
+    y, x, h, w = draws.cut_mixmo_boxes(rng, n, CM_H, CM_W, kappa, box="inside")
     assert ks(h * w, rh * rw) < P_OLD
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import dali_mix as dm
 from dali_mix import methods
-from dali_mix.config import ALL_FIELDS, RECIPE_FIELDS
+from dali_mix.recipe import ALL_FIELDS, RECIPE_FIELDS
 from dali_mix.fields import Field
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,10 +1,12 @@
 """Tests of the torch side of MixMo (dali_mix/torch/mixmo.py). CPU only, small models."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from dali_mix import draws
 from dali_mix.torch.mixmo import (
     MixMoNet,
     cut_mixmo,
@@ -81,7 +83,7 @@ def test_cut_mask_mean_matches_kappa(hw):
     H, W = hw
     g = torch.Generator().manual_seed(1)
     kappa = torch.distributions.Beta(2.0, 2.0).sample((64,))
-    mask, k_true = cut_mixmo_mask(kappa, H, W, generator=g, swap=False)
+    mask, k_true = cut_mixmo_mask(kappa, H, W, generator=g, swap=False, box="inside")
     assert mask.shape == (64, 1, H, W) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(k_true, mask.mean(dim=(1, 2, 3)), atol=0, rtol=0)
@@ -98,27 +100,43 @@ def test_cut_mask_mean_matches_kappa(hw):
 def test_cut_mask_swap_and_clip():
     g = torch.Generator().manual_seed(2)
     kappa = torch.full((400,), 0.3)
-    mask, k_true = cut_mixmo_mask(kappa, 32, 32, generator=g, swap=True)
+    mask, k_true = cut_mixmo_mask(kappa, 32, 32, generator=g, swap=True, box="inside")
     torch.testing.assert_close(k_true, mask.mean(dim=(1, 2, 3)), atol=0, rtol=0)
     near_k = (k_true - 0.3).abs() < 0.04
     near_1mk = (k_true - 0.7).abs() < 0.04
     assert bool((near_k | near_1mk).all())
     assert 120 < int(near_1mk.sum()) < 280            # about half swapped
     # official clipped sampling: mean never above kappa (before swap), exact mask mean returned
-    mask, k_true = cut_mixmo_mask(kappa, 32, 32, generator=g, swap=False, clip=True)
+    mask, k_true = cut_mixmo_mask(kappa, 32, 32, generator=g, swap=False, box="official")
     torch.testing.assert_close(k_true, mask.mean(dim=(1, 2, 3)), atol=0, rtol=0)
     assert (k_true <= 0.3 + 1e-6).all() and (k_true < 0.25).any()
     # determinism
-    a = cut_mixmo_mask(kappa, 32, 32, generator=torch.Generator().manual_seed(5))[0]
-    b = cut_mixmo_mask(kappa, 32, 32, generator=torch.Generator().manual_seed(5))[0]
+    a = cut_mixmo_mask(kappa, 32, 32, generator=torch.Generator().manual_seed(5), box="inside")[0]
+    b = cut_mixmo_mask(kappa, 32, 32, generator=torch.Generator().manual_seed(5), box="inside")[0]
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("box", ["official", "inside"])
+def test_cut_mask_boxes_are_the_pipeline_sampler_s(box):
+    """The torch masks are the boxes of `dali_mix.draws.cut_mixmo_boxes` (the sampler of
+    `mixmo_inputs`) at the generator's unit positions, swapped where the third draw < 1/2."""
+    kappa = torch.distributions.Beta(2.0, 2.0).sample((64,))
+    mask, k_true = cut_mixmo_mask(kappa, 24, 40, generator=torch.Generator().manual_seed(6), box=box)
+    u = torch.rand(64, 3, generator=torch.Generator().manual_seed(6)).numpy()
+    y, x, h, w = draws.cut_mixmo_boxes(None, 64, 24, 40, kappa.numpy(), box, centres=u[:, :2].T)
+    want = np.zeros((64, 24, 40), np.float32)
+    for i in range(64):
+        want[i, y[i]:y[i] + h[i], x[i]:x[i] + w[i]] = 1
+    want = np.where(u[:, 2, None, None] < 0.5, 1 - want, want)
+    np.testing.assert_array_equal(mask[:, 0].numpy(), want)
+    np.testing.assert_allclose(k_true.numpy(), want.mean((1, 2), dtype=np.float64), rtol=0, atol=1e-7)
 
 
 def test_feature_kappa_is_resized_mask_mean():
     torch.manual_seed(0)
     N, C, H, W = 16, 4, 224, 224
     kappa = torch.distributions.Beta(2.0, 2.0).sample((N,))
-    mask, k_img = cut_mixmo_mask(kappa, H, W, generator=torch.Generator().manual_seed(3))
+    mask, k_img = cut_mixmo_mask(kappa, H, W, generator=torch.Generator().manual_seed(3), box="inside")
     l0, l1 = torch.randn(N, C, 56, 56), torch.randn(N, C, 56, 56)
     mixed, k_feat = cut_mixmo(l0, l1, mask.bool())
     m = resize_mask(mask, (56, 56))
@@ -212,7 +230,7 @@ def test_training_forward_modes(net):
     torch.manual_seed(2)
     x0, x1 = torch.randn(4, 3, 28, 28), torch.randn(4, 3, 28, 28)
     kappa = torch.tensor([0.2, 0.5, 0.7, 0.9])
-    mask, k_mask = cut_mixmo_mask(kappa, 28, 28, generator=torch.Generator().manual_seed(0))
+    mask, k_mask = cut_mixmo_mask(kappa, 28, 28, generator=torch.Generator().manual_seed(0), box="inside")
     use_cut = torch.tensor([True, False, True, False])
     with torch.no_grad():
         lin, k_lin = net(x0, x1, kappa=kappa, return_kappa=True)
@@ -277,7 +295,7 @@ def test_training_step_reduces_loss():
     x0, x1 = torch.randn(8, 3, 28, 28), torch.randn(8, 3, 28, 28)
     y0, y1 = torch.randint(0, NUM_CLASSES, (8,)), torch.randint(0, NUM_CLASSES, (8,))
     kappa = torch.distributions.Beta(2.0, 2.0).sample((8,))
-    mask, _ = cut_mixmo_mask(kappa, 28, 28, generator=torch.Generator().manual_seed(0))
+    mask, _ = cut_mixmo_mask(kappa, 28, 28, generator=torch.Generator().manual_seed(0), box="inside")
     use_cut = torch.arange(8) % 2 == 0
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     losses = []

@@ -23,12 +23,13 @@ from nvidia.dali import fn, pipeline_def
 from PIL import Image
 from scipy import stats
 
+import dali_mix as dm
 from dali_mix.schedule import BatchClock
-from dali_mix.mixmo import (CutProbSchedule, check_mixmo_args, mixmo_inputs, output_names,
-                            repeat_batch, repetition_pairing)
+from dali_mix.mixmo import (CutProbSchedule, check_mixmo_args, mixmo_inputs, repeat_batch,
+                            repetition_pairing)
 from dali_mix.torch import Loader
 from dali_mix.torch.mixmo import MixMoNet, mixmo_loss, mixmo_p_schedule, resize_mask
-from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 from pipelines.mixmo import mixmo_train_pipeline
 
 H, W, C = 20, 28, 3
@@ -56,14 +57,14 @@ def run(n=N, iters=1, seed=0, layout="CHW", h=H, w=W, **kw):
     """Run mixmo_inputs over constant images (label = index); returns a list (per batch) of
     dicts name -> array with the output names plus EXTRA."""
     images = constant_images(n, layout, h, w)
-    names = output_names(kw.get("num_classes"))
+    names = dm.output_names(mixmo=True, num_classes=kw.get("num_classes"))
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=seed)
     def pipe():
         x = fn.external_source(source=lambda: images, batch=True, layout=layout)
         y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
         mm = mixmo_inputs(x, y, layout=layout, **kw)
-        assert mm.output_names() == names
+        assert len(mm.outputs()) == len(names)
         return (*mm.outputs(), *(getattr(mm, e) for e in EXTRA))
 
     p = pipe()
@@ -73,6 +74,22 @@ def run(n=N, iters=1, seed=0, layout="CHW", h=H, w=W, **kw):
 
 def cat(batches, name):
     return np.concatenate([b[name] for b in batches])
+
+
+def test_one_output_names_for_random_mix_and_mixmo():
+    """`dm.output_names` names mixmo_inputs' outputs too (the targets by `num_classes`), and
+    refuses an ambiguous call."""
+    assert dm.output_names(mixmo=True, num_classes=10) == [
+        "images0", "images1", "targets0", "targets1", "kappa", "mask", "use_cut"]
+    assert dm.output_names(mixmo=True) == ["images0", "images1", "labels0", "labels1", "kappa", "mask", "use_cut"]
+    recipe = dm.MixRecipe(num_classes=10)
+    assert dm.output_names(recipe) == ["images", "targets"]
+    with pytest.raises(ValueError, match="give one of them"):
+        dm.output_names(recipe, mixmo=True)
+    with pytest.raises(ValueError, match="needs the recipe"):
+        dm.output_names()
+    with pytest.raises(ValueError, match="num_classes is mixmo_inputs'"):
+        dm.output_names(recipe, num_classes=10)
 
 
 def sample_index(images, layout):
@@ -179,16 +196,20 @@ def test_choice_and_swap_once_per_batch():
 def test_box_sizes_match_torch_reference_formula():
     """box="inside", extreme kappas: empty box, full image, thin boxes; the mean never leaves
     [0, 1]."""
+    from dali_mix import draws
     from dali_mix.mixmo import cut_mixmo_mask
 
     kappas = [0.0, 1e-6, 0.001, 0.02, 0.5, 0.97, 0.999, 1.0]
     n = len(kappas)
+    centres = list(np.ascontiguousarray(draws.cut_mixmo_centres(np.random.default_rng(1), n).T))
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=1)
     def pipe():
         x = fn.external_source(source=lambda: constant_images(n), batch=True, layout="CHW")
         k = fn.external_source(source=lambda: [np.float32(v) for v in kappas], batch=True)
-        m, kt, sw = cut_mixmo_mask(x, k, swap=False, box="inside")
+        c = fn.external_source(source=lambda: centres, batch=True)
+        unswapped = fn.external_source(source=lambda: [np.array(False)] * n, batch=True)
+        m, kt = cut_mixmo_mask(x, k, c, unswapped, box="inside")
         return m, kt
 
     p = pipe()

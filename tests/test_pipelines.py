@@ -47,8 +47,9 @@ from PIL import Image
 from dali_mix.data.fashion_mnist import DEFAULT_IDX_DIR, load_split, prepare_fashion_mnist
 from dali_mix.data.imagenet_like import build_imagenet_like
 from dali_mix.torch import Loader
-from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, train_pipeline, val_pipeline
-from pipelines.sources import resolve_source
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
+from pipelines.classification import train_pipeline, val_pipeline
+from dali_mix.data.sources import resolve_source
 
 MEAN = np.array(IMAGENET_MEAN, dtype=np.float64)
 STD = np.array(IMAGENET_STD, dtype=np.float64)

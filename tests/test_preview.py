@@ -1,4 +1,4 @@
-"""`dali-mix preview` (dali_mix/preview.py): the grid is what the training pipeline produced.
+"""`dali-mix preview` (dali_mix_tools/preview.py): the grid is what the training pipeline produced.
 
 Checked on real Fashion-MNIST (600-image subset), CPU:
 
@@ -11,7 +11,7 @@ Checked on real Fashion-MNIST (600-image subset), CPU:
   a tile compared with its neighbour's crop does not (so the check can fail);
 * the tile class names are the source's class names for label_a / label_b, and text is drawn
   under each tile;
-* the CLI (`dali_mix.cli.main`) writes the PNG and returns 0 (also without SOURCE: the embedded
+* the CLI (`dali_mix_tools.cli.main`) writes the PNG and returns 0 (also without SOURCE: the embedded
   Fashion-MNIST, here redirected to the small subset); a bad recipe file returns non-zero with
   an error naming the offending field.
 """
@@ -24,9 +24,10 @@ import pytest
 from PIL import Image
 
 import dali_mix as dm
-from dali_mix import preview as pv
-from dali_mix.cli import main
-from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD, train_pipeline
+from dali_mix_tools import preview as pv
+from dali_mix_tools.cli import main
+from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
+from pipelines.classification import train_pipeline
 
 NUM = 8
 SEED = 3

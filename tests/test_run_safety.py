@@ -60,7 +60,7 @@ def copy_run(src: Path, dst: Path) -> Path:
 def test_second_run_on_the_same_output_is_refused_while_the_first_lives(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom dali_mix.training.run_dir import RunDir\n"
+        [sys.executable, "-c", "import sys, time\nfrom dali_mix_tools.training.run_dir import RunDir\n"
          f"RunDir.claim({str(out)!r}, resuming=False)\nprint('ready', flush=True)\ntime.sleep(120)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -70,7 +70,7 @@ def test_second_run_on_the_same_output_is_refused_while_the_first_lives(tmp_path
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # the holder died without releasing: its lock is taken over
-    from dali_mix.training.run_dir import RunDir
+    from dali_mix_tools.training.run_dir import RunDir
 
     with RunDir.claim(out, resuming=False) as run:
         assert f"pid {holder.pid}" in run.took_over
@@ -83,7 +83,7 @@ def test_fresh_run_does_not_overwrite_an_earlier_runs_checkpoints(tmp_path):
     (out / "last.pt").write_bytes(b"the earlier run's last checkpoint")
     refused(run_train(*SMALL, "--output", out, check=False), "--resume", "--overwrite", "best.pt")
     assert (out / "best.pt").read_bytes() == b"the earlier run's best model"
-    from dali_mix.training.run_dir import RunDir
+    from dali_mix_tools.training.run_dir import RunDir
 
     with RunDir.claim(out, resuming=False, overwrite=True):
         assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
@@ -91,7 +91,7 @@ def test_fresh_run_does_not_overwrite_an_earlier_runs_checkpoints(tmp_path):
 
 def test_default_output_moves_an_earlier_run_aside(tmp_path):
     """train.py without --output (the README command, run twice) keeps the earlier run."""
-    from dali_mix.training.run_dir import RunDir, archive_earlier_run
+    from dali_mix_tools.training.run_dir import RunDir, archive_earlier_run
 
     out = tmp_path / "latest"
     out.mkdir()
@@ -176,7 +176,7 @@ def test_malformed_recipe_file_is_named_with_its_line(tmp_path, name, text, line
 
 def test_resume_check_names_the_recipe_field_that_changed():
     import dali_mix as dm
-    from dali_mix.training.resume import incompatibilities
+    from dali_mix_tools.training.resume import incompatibilities
 
     saved = {"world_size": 2, "recipe": dm.MixRecipe(num_classes=10).to_dict()}
     now = {"world_size": 1, "recipe": dm.MixRecipe(num_classes=10, prob=0.5).to_dict()}

@@ -1,4 +1,4 @@
-"""The one data-source model (dali_mix.sources): hidden entries, missing list entries, cut
+"""The one data-source model (dali_mix.data.sources): hidden entries, missing list entries, cut
 shards and train/val class agreement, each named in the error. Small trees built with Pillow."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dali_mix.sources import class_mismatch, resolve_source
+from dali_mix.data.sources import class_mismatch, resolve_source
 
 
 def _tree(root, classes, n=2):

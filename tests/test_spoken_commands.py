@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dali_mix.audio_sources import resolve_speech_commands
+from dali_mix.data.audio_sources import resolve_speech_commands
 from dali_mix.data import spoken_commands as sc
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (scripts/install.sh)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dali_mix.train_support import build_model
+from dali_mix_tools.training.support import build_model
 from test_audio import speech_commands
 from test_train import run_train, steps
 
@@ -64,7 +64,7 @@ def test_one_channel_models():
 def test_preview_of_a_sound_folder_shows_spectrogram_tiles(tones, tmp_path):
     """dali-mix preview on a Speech Commands folder: 40x101 spectrograms upscaled 3x, tiles'
     targets put lam on the own label and 1 - lam on the partner's (no smoothing in previews)."""
-    from dali_mix.preview import make_preview, save_preview, read_preview_metadata
+    from dali_mix_tools.preview import make_preview, save_preview, read_preview_metadata
 
     image, tiles = make_preview(str(tones), num=8, seed=1)
     path = save_preview(image, tiles, tmp_path / "p.png")
@@ -100,6 +100,6 @@ def test_sound_run_is_evaluated_by_train_py_and_refused_by_dali_mix_evaluate(ton
     assert f"val top-1 {doc['clean']['top1']:.2f}%" in again.stdout and "(6 imgs)" in again.stdout
     refused = run_train("--data", tones, *COMMON, "--evaluate", "robustness", "--output", tmp_path / "x", check=False)
     assert refused.returncode == 2 and "--evaluate robustness" in refused.stderr
-    cli = subprocess.run([sys.executable, "-m", "dali_mix", "evaluate", str(out / "last.pt")], capture_output=True,
+    cli = subprocess.run([sys.executable, "-m", "dali_mix_tools", "evaluate", str(out / "last.pt")], capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[1])
     assert cli.returncode != 0 and "sound checkpoint" in cli.stderr and "Traceback" not in cli.stderr

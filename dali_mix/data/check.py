@@ -8,12 +8,12 @@ Three kinds of source are understood (see :func:`check_source`):
 * **webdataset shards**: one or more ``.tar`` files, globs (``shards/*.tar``) or brace ranges
   (``train-{000000..000146}.tar``), or a folder holding ``.tar`` files;
 * **audio in the Speech Commands layout** (a folder with a ``validation_list.txt``; listed by
-  :mod:`dali_mix.audio_sources`): every clip of every split is checked with Python's ``wave``
+  :mod:`dali_mix.data.audio_sources`): every clip of every split is checked with Python's ``wave``
   (WAV headers; FLAC and OGG go straight to DALI), then decoded with DALI's
   ``fn.decoders.audio``; a clip with no samples is bad (it would train as silence). Stereo,
   other sample rates and clips longer than 1 s are notes (downmixed, resampled, cropped).
 
-Sources are listed by :mod:`dali_mix.sources`, the rules the trainer's readers use (hidden
+Sources are listed by :mod:`dali_mix.data.sources`, the rules the trainer's readers use (hidden
 entries skipped, image extensions, sorted class order, shard discovery, ``classes.txt``), so the
 labels of a clean list are exactly the labels training assigns. A label at or above the number
 of classes (``classes.txt`` or ``--num-classes``) is bad.
@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 from dali_mix.progress import Progress
-from dali_mix.sources import (WDS_IMAGE_EXTENSIONS, WDS_LABEL_EXTENSION, classes_txt, detect,
-                              list_image_folder, parse_label, read_file_list, shard_problem)
+from dali_mix.data.sources import (WDS_IMAGE_EXTENSIONS, WDS_LABEL_EXTENSION, classes_txt, detect,
+                                   list_image_folder, parse_label, read_file_list, shard_problem)
 
 __all__ = [
     "CheckReport",
@@ -278,7 +278,7 @@ def _list_imagefolder(root: str, notes: dict[str, list[str]]) -> tuple[list[str]
 
 def _list_speech_commands(root: str, notes: dict[str, list[str]]) -> tuple[list[str], list[_Item]]:
     """Lists every clip of a Speech Commands folder (all splits) the way training does."""
-    from dali_mix.audio_sources import list_audio_folder
+    from dali_mix.data.audio_sources import list_audio_folder
 
     listing = list_audio_folder(root)
     items = []
@@ -300,7 +300,7 @@ def _label_problem(label: int | None, num_classes: int | None, where: str) -> st
 
 def _list_filelist(list_path: str, file_root: str, num_classes: int | None, notes: dict[str, list[str]],
                    bad: list[tuple[str, str]]) -> list[_Item]:
-    """Parses a DALI file list with :func:`dali_mix.sources.read_file_list`."""
+    """Parses a DALI file list with :func:`dali_mix.data.sources.read_file_list`."""
     entries, blank = read_file_list(list_path, file_root)
     notes.setdefault("blank_lines", []).extend(f"{list_path}:{n}" for n in blank)
     name = os.path.basename(list_path)
@@ -638,7 +638,7 @@ def check_source(source, *, workers: int | None = None, imbalance_ratio: float =
             raise FileNotFoundError(str(exc)) from None
         raise
     if kind is None and detected == "folder":
-        from dali_mix.audio_sources import is_speech_commands
+        from dali_mix.data.audio_sources import is_speech_commands
 
         kind = AUDIO_KIND if is_speech_commands(paths[0]) else None
     kind = kind or _REPORT_KIND[detected]

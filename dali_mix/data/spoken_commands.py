@@ -87,7 +87,7 @@ class EspeakNotFoundError(FileNotFoundError):
 class SpokenCommandsData:
     """Where a built Spoken Commands set lives (absolute paths) and what it holds.
 
-    `root` is the Speech Commands folder (`dali_mix.audio_sources.resolve_speech_commands` reads
+    `root` is the Speech Commands folder (`dali_mix.data.audio_sources.resolve_speech_commands` reads
     it); `classes` the sorted words (index = label); `speakers` the split's speaker names.
     """
 

@@ -23,11 +23,12 @@ of the two heads' probabilities.
 In dali-mix the DALI pipeline draws ``kappa`` (Beta(2, 2)), the per-sample Cut-MixMo flag and the
 Cut-MixMo mask at *image* resolution; this module resizes the mask to the feature map, mixes and
 reports the kappa actually used (the feature-resolution mask mean), which is what the loss must
-weight with, as in the official code. :func:`cut_mixmo_mask` is a pure-torch reference of the
-mask sampler (tests, torch-only fallback).
+weight with, as in the official code. :func:`cut_mixmo_mask` makes the pipeline's masks in torch
+(tests, torch-only training): the boxes of the one sampler, `dali_mix.draws.cut_mixmo_boxes`.
 
-Everything here is pure torch (torchvision only inside :meth:`MixMoNet.from_torchvision`); all
-functions follow the device of their inputs.
+Everything here is torch (torchvision only inside :meth:`MixMoNet.from_torchvision`; the box
+arithmetic of :func:`cut_mixmo_mask` is numpy, on the CPU); all functions follow the device of
+their inputs.
 """
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ import copy
 import math
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from dali_mix import draws
 
 __all__ = [
     "MixMoNet",
@@ -218,23 +222,24 @@ def cut_mixmo(l0: Tensor, l1: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
 
 def cut_mixmo_mask(kappa: Tensor, height: int, width: int,
                    generator: Optional[torch.Generator] = None, swap: bool = True,
-                   clip: bool = False) -> Tuple[Tensor, Tensor]:
-    """Pure-torch reference sampler of Cut-MixMo masks (tests, torch-only fallback).
+                   box: str = "official") -> Tuple[Tensor, Tensor]:
+    """Cut-MixMo masks in torch (tests, torch-only training), the boxes of the one sampler
+    `dali_mix.draws.cut_mixmo_boxes` (what the pipeline's `mixmo_inputs` draws).
 
     For each sample, a rectangle meant to cover ``kappa * H * W`` pixels is set to 1 (input 0),
     the rest 0; with ``swap`` the roles of the two inputs are then exchanged with probability
     1/2 (``mask -> 1 - mask``, so the returned kappa is about ``1 - kappa``), as the official code
     shuffles ``(lam, mask)`` pairs. The returned kappa is always the exact mask mean.
 
-    Box sampling:
+    Box sampling (`dali_mix.draws.cut_mixmo_boxes`):
 
-    * ``clip=False`` (default): box height ``bh = round(sqrt(k) * H)``, width
-      ``bw = round(k * H * W / bh)`` (clamped to W), placed uniformly *inside* the image. The mask
-      mean is ``k`` up to rounding (error < ``max(H, W) / (2 H W)``, half a pixel row/column).
-    * ``clip=True``: the official ``_rand_bbox_of_area_lam``: sides ``int(sqrt(k) * H)``,
-      ``int(sqrt(k) * W)``, centre uniform over the image, corners ``centre -/+ side // 2``
-      clipped to the image. Boxes near the border are cut, so the mean is often well below ``k``
-      (the official code then uses the mean, as we do).
+    * ``box="official"`` (default): the official ``_rand_bbox_of_area_lam``: sides
+      ``int(sqrt(k) * H)``, ``int(sqrt(k) * W)``, centre uniform over the image, corners
+      ``centre -/+ side // 2`` clipped to the image. Boxes near the border are cut, so the mean
+      is often well below ``k`` (the official code then uses the mean, as we do).
+    * ``box="inside"``: box height ``bh = round(sqrt(k) * H)``, width ``bw = round(k * H * W / bh)``
+      (clamped to W), placed uniformly *inside* the image. The mask mean is ``k`` up to rounding
+      (error < ``max(H, W) / (2 H W)``, half a pixel row/column).
 
     Args:
         kappa: (N,) float tensor in [0, 1] (any device): target proportion of input 0
@@ -243,7 +248,7 @@ def cut_mixmo_mask(kappa: Tensor, height: int, width: int,
         generator: optional ``torch.Generator``; random draws are made on its device (CPU if
             None) and moved to ``kappa.device``.
         swap: exchange the roles of the inputs with probability 1/2 per sample.
-        clip: use the official centre-uniform, clipped box (see above).
+        box: "official" or "inside" (see above).
 
     Returns:
         ``(mask, kappa_true)``: mask (N, 1, H, W) float32 of 0/1 and kappa_true (N,) float32
@@ -258,35 +263,16 @@ def cut_mixmo_mask(kappa: Tensor, height: int, width: int,
     device = k.device
     n = k.shape[0]
     gdev = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(n, 3, generator=generator, device=gdev).to(device)
-    kc = k.to(torch.float64)
-    if clip:
-        cut_h = torch.floor(H * kc.sqrt())
-        cut_w = torch.floor(W * kc.sqrt())
-        cy = torch.floor(u[:, 0].double() * H).clamp_max(H - 1)
-        cx = torch.floor(u[:, 1].double() * W).clamp_max(W - 1)
-        half_h = torch.div(cut_h, 2, rounding_mode="floor")
-        half_w = torch.div(cut_w, 2, rounding_mode="floor")
-        y1 = (cy - half_h).clamp(0, H)
-        y2 = (cy + half_h).clamp(0, H)
-        x1 = (cx - half_w).clamp(0, W)
-        x2 = (cx + half_w).clamp(0, W)
-    else:
-        bh = torch.round(H * kc.sqrt()).clamp(0, H)
-        bw = torch.where(bh > 0, torch.round(kc * H * W / bh.clamp_min(1)),
-                         torch.zeros_like(bh)).clamp(0, W)
-        y1 = torch.floor(u[:, 0].double() * (H - bh + 1)).clamp_max(H - bh)
-        x1 = torch.floor(u[:, 1].double() * (W - bw + 1)).clamp_max(W - bw)
-        y2 = y1 + bh
-        x2 = x1 + bw
-    rows = torch.arange(H, device=device, dtype=torch.float64).view(1, H, 1)
-    cols = torch.arange(W, device=device, dtype=torch.float64).view(1, 1, W)
-    box = ((rows >= y1.view(-1, 1, 1)) & (rows < y2.view(-1, 1, 1))
-           & (cols >= x1.view(-1, 1, 1)) & (cols < x2.view(-1, 1, 1)))
+    u = torch.rand(n, 3, generator=generator, device=gdev).cpu()
+    centres = u[:, :2].T.numpy()  # unit positions (y, x), as draws.cut_mixmo_centres gives them
+    y1, x1, bh, bw = (torch.from_numpy(np.asarray(v, np.int64)).to(device).view(-1, 1, 1) for v in
+                      draws.cut_mixmo_boxes(None, n, H, W, k.cpu().numpy(), box, centres=centres))
+    rows = torch.arange(H, device=device).view(1, H, 1)
+    cols = torch.arange(W, device=device).view(1, 1, W)
+    inside = (rows >= y1) & (rows < y1 + bh) & (cols >= x1) & (cols < x1 + bw)
     if swap:
-        flip = (u[:, 2] < 0.5).view(-1, 1, 1)
-        box = box ^ flip
-    mask = box.to(torch.float32).unsqueeze(1)
+        inside = inside ^ (u[:, 2] < 0.5).to(device).view(-1, 1, 1)
+    mask = inside.to(torch.float32).unsqueeze(1)
     return mask, mask.mean(dim=(1, 2, 3))
 
 

@@ -2,7 +2,7 @@
 
     dali-mix evaluate runs/latest/best.pt                       # clean: top-1, top-5, NLL, ECE
     dali-mix evaluate runs/latest/last.pt --robustness --json eval.json
-    torchrun --nproc_per_node 8 -m dali_mix evaluate CKPT --robustness   # every val sample once
+    torchrun --nproc_per_node 8 -m dali_mix_tools evaluate CKPT --robustness   # every val sample once
 
 The checkpoint is loaded with `weights_only=True` (`dali_mix.checkpoint.load`); its model is
 rebuilt from the name, class count and MixMo flag it records. The val data is the run's (the
@@ -23,7 +23,7 @@ import torch.nn as nn
 from dali_mix import checkpoint as ckpt
 from dali_mix.atomic import write_atomic
 from dali_mix.evaluation import PixelScale, Robustness, evaluate_model, format_table
-from dali_mix.sources import Source, resolve_source
+from dali_mix.data.sources import Source, resolve_source
 
 # keys every train.py checkpoint holds (older ones too); anything else is not ours
 REQUIRED_KEYS = ("model", "num_classes", "model_name", "epoch")
@@ -34,8 +34,8 @@ class EvaluationError(Exception):
 
 
 def imagenet_pixels() -> PixelScale:
-    """The normalisation of the reference pipelines (`pipelines.classification`)."""
-    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD
+    """The normalisation of the reference pipelines (`dali_mix.execute.IMAGENET_MEAN`, `IMAGENET_STD`)."""
+    from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 
     return PixelScale(IMAGENET_MEAN, IMAGENET_STD)
 
@@ -44,10 +44,10 @@ def val_loader(source: Source, *, batch_size: int, image_size: int, crop: str, w
                device: str = "cpu", device_id: int | None = None, shard_id: int = 0, num_shards: int = 1):
     """The trainer's val loader: `pipelines.classification.val_pipeline` in a non-training
     `dali_mix.torch.Loader` (every sample once, labels checked; an unreadable file is named,
-    `dali_mix.training.bad_data.NamingErrors`). `crop` is the training crop
+    `dali_mix_tools.training.bad_data.NamingErrors`). `crop` is the training crop
     ("pad": small images resized whole; otherwise centre crop)."""
     from dali_mix.torch import Loader
-    from dali_mix.training.bad_data import NamingErrors
+    from dali_mix_tools.training.bad_data import NamingErrors
     from pipelines.classification import val_pipeline
 
     built = val_pipeline(source, batch_size=batch_size, image_size=image_size, num_threads=workers,
@@ -103,7 +103,7 @@ def checkpoint_settings(state: dict) -> dict:
 
 def build_model(state: dict) -> tuple[nn.Module, bool]:
     """(model with the checkpoint's weights, is_mixmo)."""
-    from dali_mix.training.tasks import ClassificationTask, MixMoTask
+    from dali_mix_tools.training.tasks import ClassificationTask, MixMoTask
 
     mixmo = bool(state.get("mixmo"))
     image_size = checkpoint_settings(state)["image_size"]
@@ -231,7 +231,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import os
 
-    from dali_mix.train_support import distributed_env
+    from dali_mix_tools.training.support import distributed_env
 
     env = distributed_env()
     use_gpu = args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available())

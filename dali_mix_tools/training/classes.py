@@ -10,12 +10,12 @@ file's `num_classes`, a checkpoint's).
   the number, and the loader refuses any label at or above it.
 - A recipe file's or a checkpoint's number that differs from the result is an error naming
   both, never an override (`recipe_classes_mismatch`, and the resume and evaluate checks of
-  `dali_mix.training.resume`).
+  `dali_mix_tools.training.resume`).
 """
 from __future__ import annotations
 
-from dali_mix.config import read_recipe_file
-from dali_mix.sources import Source
+from dali_mix.recipe import read_recipe_file
+from dali_mix.data.sources import Source
 
 
 def data_classes(source: Source) -> int | None:

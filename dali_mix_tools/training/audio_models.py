@@ -36,5 +36,5 @@ class KeywordCNN(nn.Module):
         return self.head(self.features(x))
 
 
-#: model names `dali_mix.train_support.build_model` builds here rather than from torchvision
+#: model names `dali_mix_tools.training.support.build_model` builds here rather than from torchvision
 AUDIO_MODELS = {"kws_cnn": KeywordCNN}

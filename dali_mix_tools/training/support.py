@@ -45,7 +45,7 @@ def distributed_env(environ=None) -> DistributedEnv:
 
 
 def build_model(name: str, num_classes: int, small_images: bool = False, in_channels: int = 3) -> nn.Module:
-    """A torchvision classification model, or a CIFAR model of `dali_mix.training.cifar_models`
+    """A torchvision classification model, or a CIFAR model of `dali_mix_tools.training.cifar_models`
     ("preact_resnet18", "wide_resnet28_10"), with `num_classes` outputs, randomly initialised.
 
     small_images (inputs <= 64 px, e.g. 28x28 Fashion-MNIST): a ResNet-family 7x7 stride-2 stem
@@ -53,10 +53,10 @@ def build_model(name: str, num_classes: int, small_images: bool = False, in_chan
     the 2-core CPU demo at about 800 images/s; a stride-1 stem would cost 3.5x more.
     in_channels: channels of the input (1 for log-mel spectrograms); other than 3 it needs a
     ResNet-family model (its stem `conv1` takes them), else ValueError naming the model.
-    `name` may also be one of `dali_mix.training.audio_models.AUDIO_MODELS` ("kws_cnn").
+    `name` may also be one of `dali_mix_tools.training.audio_models.AUDIO_MODELS` ("kws_cnn").
     """
-    from dali_mix.training.audio_models import AUDIO_MODELS
-    from dali_mix.training.cifar_models import CIFAR_MODELS
+    from dali_mix_tools.training.audio_models import AUDIO_MODELS
+    from dali_mix_tools.training.cifar_models import CIFAR_MODELS
 
     if name in CIFAR_MODELS:  # already made for 32x32 images: no stem change
         return CIFAR_MODELS[name](num_classes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from dali_mix.sources import Source
+from dali_mix.data.sources import Source
 
 
 def named_errors(loader, source, split: str = "train"):
@@ -45,7 +45,7 @@ class NamingErrors:
 
 def left_out(source: Source, split: str, limit: int = 20) -> list[str]:
     """Warning lines naming every entry of `source` (an ImageFolder) that is not a sample, with
-    the rule that leaves it out (`dali_mix.sources.skip_reason`), the first `limit` of them and
+    the rule that leaves it out (`dali_mix.data.sources.skip_reason`), the first `limit` of them and
     a count of the rest: the files in the folders explain the image count the run reports."""
     if not source.skipped:
         return []
@@ -80,7 +80,7 @@ def clean_source(source: Source, out_dir: Path, rank: int, log: Callable[..., No
         return source
     for path, reason in report.bad:
         log(f"--check-data: leaving out {path}: {reason}")
-    from dali_mix.training.run_dir import writing
+    from dali_mix_tools.training.run_dir import writing
 
     clean = out_dir / f"clean-list.rank{rank}.txt"
     with writing(clean):

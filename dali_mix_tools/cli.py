@@ -1,4 +1,5 @@
-"""The `dali-mix` command line: one sub-command per concern, each defined in its own module.
+"""The `dali-mix` command line (also `python -m dali_mix_tools`): one sub-command per concern,
+each defined in its own module.
 
 Each sub-command module exposes ``add_parser(subparsers)`` which registers the sub-command and
 sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit code).
@@ -17,9 +18,9 @@ from dali_mix import __version__
 SUBCOMMANDS = {
     "data": "dali_mix.data.cli",
     "check-data": "dali_mix.data.check",
-    "preview": "dali_mix.preview",
-    "evaluate": "dali_mix.training.evaluate",
-    "plot": "dali_mix.plot",
+    "preview": "dali_mix_tools.preview",
+    "evaluate": "dali_mix_tools.training.evaluate",
+    "plot": "dali_mix_tools.plot",
 }
 # The benchmarks are not part of the installed package: run them from a checkout with
 # `python -m benchmarks.throughput` (benchmarks/RESULTS.md).

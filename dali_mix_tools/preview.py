@@ -73,7 +73,7 @@ def default_source() -> str:
 def recipe_for(mix: str, num_classes: int):
     """A MixRecipe from a `--mix` value: "randommix" (RandomMix's default candidates, equal
     weights, the default), "none", a method name, or a comma-separated list of method names."""
-    from dali_mix.config import MixRecipe
+    from dali_mix.recipe import MixRecipe
     from dali_mix.methods import DEFAULT_CANDIDATES
 
     mix = mix.strip().lower()
@@ -90,7 +90,7 @@ def _first_image_size(source) -> tuple[int, int] | None:
     """(width, height) of the first image of a resolved Source, or None if it cannot be read."""
     from PIL import Image
 
-    from pipelines.sources import IMAGE_EXTENSIONS
+    from dali_mix.data.sources import IMAGE_EXTENSIONS
 
     try:
         if source.kind == "folder":
@@ -137,7 +137,7 @@ def upscale_factor(image_size: int, min_tile: int = MIN_TILE) -> int:
 
 def denormalise(chw) -> np.ndarray:
     """A normalised CHW float image from the train pipeline -> HWC uint8 (rounded, clipped)."""
-    from pipelines.classification import IMAGENET_MEAN, IMAGENET_STD
+    from dali_mix.execute import IMAGENET_MEAN, IMAGENET_STD
 
     a = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
     a = a * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
@@ -171,9 +171,9 @@ def build_preview_pipeline(source, recipe=None, *, num: int = 16, image_size: in
     pair methods for the source's classes. A folder in the Speech Commands layout goes through
     the audio pipeline: image_size is then (mels, frames) and crop "spectrogram".
     """
-    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
+    from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
     from pipelines.classification import train_pipeline
-    from pipelines.sources import Source, resolve_source
+    from dali_mix.data.sources import Source, resolve_source
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num must be an integer >= 1, got {num!r}")
@@ -388,9 +388,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``preview``; returns 0, or 2 with a message on stderr for a bad source or recipe."""
-    from dali_mix.audio_sources import is_speech_commands, resolve_speech_commands
-    from dali_mix.config import MixRecipe
-    from pipelines.sources import resolve_source
+    from dali_mix.data.audio_sources import is_speech_commands, resolve_speech_commands
+    from dali_mix.recipe import MixRecipe
+    from dali_mix.data.sources import resolve_source
 
     try:
         if not args.source:

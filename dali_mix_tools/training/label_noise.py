@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dali_mix.atomic import write_atomic
-from dali_mix.sources import Source
+from dali_mix.data.sources import Source
 
 RECORD_NAME = "label_noise.json"
 

@@ -15,7 +15,7 @@ naming a file that is not a sample is an error (naming the list and line); a cla
 audio is an error; so is a split left without samples. Without a `validation_list.txt` there is
 no validation split (an error for training: the layout is the one Speech Commands defines).
 
-Each split is a `dali_mix.sources.Source` of kind "folder" (files and labels), so the readers of
+Each split is a `dali_mix.data.sources.Source` of kind "folder" (files and labels), so the readers of
 `pipelines/sources.py` and the train/val class checks work on it unchanged. Nothing here decodes
 audio: resolving costs one directory scan and reading the two lists.
 """
@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dali_mix.sources import FolderListing, Source, is_hidden
+from dali_mix.data.sources import FolderListing, Source, is_hidden
 
 #: File extensions (lower case, with the dot) that are samples in a class folder.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")

@@ -1,7 +1,7 @@
 """The kinds of model the reference trainer trains, one `Task` each.
 
 A task supplies what differs between them: the train pipeline, the model, the forward pass, the
-loss, the validation metrics and its part of the run signature (`dali_mix.training.resume`).
+loss, the validation metrics and its part of the run signature (`dali_mix_tools.training.resume`).
 The trainer's loop, checkpoints and output directory are the same for every task.
 
 - `ClassificationTask`: one model on images mixed in the pipeline by a `MixRecipe` (or
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from dali_mix.config import MixRecipe
 from dali_mix.evaluation import ConfusionTally
+from dali_mix.recipe import MixRecipe
 from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixed_segmentation_loss, mixmo_loss, slot_cross_entropy,
                             soft_target_cross_entropy)
-from dali_mix.train_support import build_model, evaluate
+from dali_mix_tools.training.support import build_model, evaluate
 
 
 @dataclass
@@ -249,7 +249,7 @@ class MixMoTask(Task):
 
 @dataclass
 class SegmentationTask(Task):
-    """A segmentation model (`dali_mix.training.segmentation_models`) on image + mask pairs;
+    """A segmentation model (`dali_mix_tools.training.segmentation_models`) on image + mask pairs;
     `recipe` mixes images and masks in the pipeline (its `num_classes` the masks' classes),
     None for no mixing; the loss is `mixed_segmentation_loss`, the val metrics mIoU and pixel
     accuracy (%)."""
@@ -279,7 +279,7 @@ class SegmentationTask(Task):
                               device_id=device_id, enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
 
     def model(self, name, small_images):
-        from dali_mix.training.segmentation_models import SEGMENTATION_MODELS
+        from dali_mix_tools.training.segmentation_models import SEGMENTATION_MODELS
 
         return SEGMENTATION_MODELS[name](self.num_classes)
 

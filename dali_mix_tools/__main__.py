@@ -1,0 +1,5 @@
+import sys
+
+from dali_mix_tools.cli import main
+
+sys.exit(main())
