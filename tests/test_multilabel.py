@@ -62,7 +62,7 @@ def labels_of(n: int, label_format: str, dtype=np.float32) -> list[np.ndarray]:
 
 
 def run(methods, executor: str, n: int = 7, batches: int = 2, labels=None, label_format: str = "multi_hot",
-        seed: int = 4, **fields):
+        seed: int = 4, device: str = "cpu", **fields):
     """Batches of `methods` over the constant-colour images: dicts of numpy outputs (images,
     targets, lam, labels_b, and labels / shares when the plan has more than two slots)."""
     if executor == "fused":
@@ -72,9 +72,10 @@ def run(methods, executor: str, n: int = 7, batches: int = 2, labels=None, label
     labels = labels if labels is not None else labels_of(n, label_format)
     four = dm.mix.label_slots(recipe) > 2
 
-    @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=seed)
+    @pipeline_def(batch_size=n, num_threads=1, device_id=0 if device == "gpu" else None, seed=seed)
     def pipe():
         x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+        x = x.gpu() if device == "gpu" else x
         y = fn.external_source(source=lambda: labels, batch=True)
         out = dm.random_mix(x, y, recipe, image_size=(H, W), executor=executor)
         extra = (out.labels, out.shares) if four else ()
@@ -86,6 +87,7 @@ def run(methods, executor: str, n: int = 7, batches: int = 2, labels=None, label
     out = []
     for _ in range(batches):
         got = p.run()
+        got = [t.as_cpu() if hasattr(t, "as_cpu") else t for t in got]
         out.append({k: np.stack([np.asarray(t[i]) for i in range(n)]) for k, t in zip(names, got)})
     return recipe, out
 
@@ -192,6 +194,18 @@ def test_ids_uint8_and_float_multi_hot_give_the_same_targets(executor):
         np.testing.assert_array_equal(a["targets"], b["targets"])
         np.testing.assert_array_equal(a["targets"], c["targets"])
         np.testing.assert_array_equal(a["targets"], d["targets"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("label_format", ["multi_hot", "ids"])
+def test_gpu_images_give_the_cpu_targets_on_the_gpu(label_format):
+    """The GPU graph is the CPU graph with the images on the GPU: the same targets, moved there."""
+    fields = dict(label_format=label_format, label_smoothing=0.1, target_threshold=None)
+    _, cpu = run(["mixup", "cutmix", "ricap"], "dali", **fields)
+    _, gpu = run(["mixup", "cutmix", "ricap"], "dali", device="gpu", **fields)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_array_equal(a["targets"], b["targets"])
+        np.testing.assert_allclose(a["images"], b["images"], atol=1e-4)
 
 
 @pytest.mark.parametrize("label_format", ["multi_hot", "ids"])
@@ -452,3 +466,47 @@ def test_evaluate_multilabel_over_batches():
     value, classes = mean_average_precision(images, targets)
     assert result == {"samples": 30, "clean": {"map": round(value, 3), "map_classes": classes}}
     assert f"mAP {round(value, 3):7.3f}%" in format_table(result)
+
+
+def test_dalis_coco_reader_labels_feed_the_ids_format(tmp_path):
+    """fn.readers.coco gives each image its boxes' class ids, (L,) int32 numbered from 1
+    (categories remapped to consecutive ids), an empty list for an image without boxes: minus 1
+    they are the "ids" format; through the Loader the targets are each image's classes."""
+    sets = {1: [1, 7], 2: [], 3: [3], 4: [1, 3, 7, 7], 5: [7]}  # COCO category ids of image k
+    consecutive = {1: 0, 3: 1, 7: 2}
+    images, anns = [], []
+    for k, cats in sets.items():
+        (tmp_path / f"{k}.jpg").write_bytes(bytes([k]) * 8)  # never decoded here
+        images.append({"id": k, "file_name": f"{k}.jpg", "width": W, "height": H})
+        anns += [{"id": len(anns) + 1, "image_id": k, "category_id": c, "bbox": [1, 1, 3, 3], "area": 9,
+                  "iscrowd": 0} for c in cats]
+    import json
+
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+        {"id": c, "name": str(c)} for c in consecutive]}))
+    n, classes = 5, len(consecutive)
+    for methods in ([], ["mixup"]):
+        recipe = dm.MixRecipe(methods=methods, num_classes=classes, layout="CHW", label_format="ids")
+
+        @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=5)
+        def pipe():
+            _, _, labels, image_ids = fn.readers.coco(file_root=str(tmp_path), annotations_file=str(tmp_path / "ann.json"),
+                                                      image_ids=True, name="Reader")
+            x = fn.external_source(source=lambda: images_of(n), batch=True, layout="CHW")
+            out = dm.random_mix(x, labels - 1, recipe, image_size=(H, W), executor="dali")
+            return (*out.outputs(), image_ids, out.lam, out.labels_b)
+
+        loader = Loader(pipe(), dm.output_names(recipe) + ["image_ids", "lam", "partner_multi_hot"], num_classes=classes,
+                        multi_label=True)
+        (_, targets, image_ids, lam, labels_b), = list(loader)
+        hot = {k: np.isin(np.arange(classes), [consecutive[c] for c in cats]).astype(np.float32)
+               for k, cats in sets.items()}
+        own = np.stack([hot[int(k)] for k in image_ids.reshape(-1)])
+        if not methods:
+            np.testing.assert_array_equal(targets.numpy(), own)
+            continue
+        others = {v.tobytes() for v in own}
+        for i in range(n):
+            assert labels_b[i].numpy().tobytes() in others
+            want = float(lam[i]) * own[i] + (1 - float(lam[i])) * labels_b[i].numpy()
+            np.testing.assert_allclose(targets[i].numpy(), want, atol=1e-6)
