@@ -324,7 +324,7 @@ def test_bad_labels_stop_the_loader_naming_the_cause(tmp_path):
         files.append(str(tmp_path / f"{i}.bin"))
     recipe = dm.MixRecipe(methods=["cutmix"], num_classes=C, layout="CHW", label_format="ids")
 
-    def loader(labels):
+    def loader(labels, num_classes=C):
         @pipeline_def(batch_size=7, num_threads=1, device_id=None, seed=2)
         def pipe():
             _, index = fn.readers.file(files=files, name="Reader")
@@ -332,7 +332,7 @@ def test_bad_labels_stop_the_loader_naming_the_cause(tmp_path):
             y = fn.external_source(source=lambda: labels, batch=True)
             return (*dm.random_mix(x, y, recipe, image_size=(H, W), executor="dali").outputs(), index)
 
-        return Loader(pipe(), dm.output_names(recipe) + ["index"], num_classes=C, multi_label=True)
+        return Loader(pipe(), dm.output_names(recipe) + ["index"], num_classes=num_classes, multi_label=True)
 
     (images, targets, _), = list(loader(labels_of(7, "ids")))
     assert targets.shape == (7, C) and bool((targets >= 0).all()) and bool((targets <= 1).all())
@@ -340,8 +340,9 @@ def test_bad_labels_stop_the_loader_naming_the_cause(tmp_path):
     bad[6] = np.array([2, 9], np.int32)
     with pytest.raises(LabelError, match=r"targets rows \[6\].*class id outside"):
         list(loader(bad))
-    # without num_classes the marked rows are found too; a multi-label batch without
-    # multi_label=True is named for what it is
+    with pytest.raises(LabelError, match=r"targets rows \[6\].*class id outside"):
+        list(loader(bad, num_classes=None))  # multi_label=True alone finds the marked rows
+    # a multi-label batch checked as single-label targets is named for what it is
     with pytest.raises(LabelError, match="multi_label=True"):
         check_batch({"targets": targets}, C)
 

@@ -22,8 +22,8 @@
   "targets" rows must sum to 1 (`multi_label=True`: lie in [0, 1]), so a label >= num_classes
   (which `fn.one_hot` turns into an all-zero row without a word) stops training with a
   ValueError instead of training on it;
-- every batch's "targets" are searched for the rows `random_mix` marks for a sample with bad
-  multi-label labels (`dali_mix.labels.LABEL_PROBLEMS`: a class id outside [0, C), a multi-hot
+- with `num_classes` or `multi_label=True`, every batch's "targets" are searched for the rows
+  `random_mix` marks for a sample with bad multi-label labels (`dali_mix.labels.LABEL_PROBLEMS`: a class id outside [0, C), a multi-hot
   vector of another length, a value other than 0/1): a LabelError names the rows and the cause.
 
 Keywords of `DALIGenericIterator` are accepted where they mean something here:
@@ -67,7 +67,8 @@ class Loader:
             needs `pad_last_batch=True`). None (default): from `last_batch_policy`, else True.
         num_classes: enables the per-batch label/target checks.
         multi_label: the dense targets are multi-label (`MixRecipe.multi_label`): their rows
-            are checked to lie in [0, 1] instead of summing to 1.
+            are checked to lie in [0, 1] instead of summing to 1 (with `num_classes`), and
+            rows marked for bad labels raise naming the cause (also without `num_classes`).
         last_batch_policy: DALI's `LastBatchPolicy` (or its name): DROP means train=True,
             PARTIAL train=False; FILL is refused (it repeats samples).
         auto_reset: accepted for DALIGenericIterator users; the Loader always resets itself.
@@ -198,7 +199,7 @@ class Loader:
         batch = dict(zip(self.output_map, out))
         if self.num_classes is not None:
             check_batch(batch, self.num_classes, multi_label=self.multi_label)
-        else:
+        elif self.multi_label:
             check_marked_targets(batch)
         return tuple(out)
 
