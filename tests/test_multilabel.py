@@ -6,7 +6,7 @@ set among them). The re-statement reads the sources and their shares from the ou
 alone (paste methods: the pixel count of each sample's colour; Mixup: the partner j and lam
 solving pixel = lam c_i + (1 - lam) c_j) and builds (1 - eps) sum_k share_k y_k + off, then the
 threshold, from the input sets: it must equal the pipeline's targets for every sample, on both
-executors, odd batch sizes, Mixup, CutMix, RICAP, Mosaic, several modes. The targets also equal
+executors, odd batch sizes, Mixup, CutMix, ResizeMix, FMix, RICAP, Mosaic, several modes. The targets also equal
 sum_k shares_k * labels_k from the MixResult (the plan's own shares). With a threshold (and with
 timm's own smoothing towards 0.5) they equal timm's `mixup_target` followed by timm's
 `BinaryCrossEntropy` binarisation (skipped without timm). Ids and multi-hot inputs give the same
@@ -130,7 +130,7 @@ def restated(shares: np.ndarray, n: int, eps: float = 0.0, off: float | None = N
 
 
 EXECUTORS = ["fused", "dali"]
-METHODS = [["mixup"], ["cutmix"], ["ricap"], ["mosaic"], ["mixup", "cutmix", "ricap"]]
+METHODS = [["mixup"], ["cutmix"], ["ricap"], ["mosaic"], ["resizemix", "fmix"], ["mixup", "cutmix", "ricap"]]
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
