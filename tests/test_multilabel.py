@@ -1,4 +1,4 @@
-"""Multi-label targets (`MixRecipe.label_format` "multi_hot" / "ids") mixed by the plan, checked by value.
+"""Multi-label targets (`MixRecipe.label_format` "multi_hot" / "ids") mixed by the plan, by value.
 
 Test images are constant colours, one per sample, as float CHW (so a Mixup pixel is exactly
 lam c_i + (1 - lam) c_j); every sample has its own set of classes (the empty set and the full
@@ -6,13 +6,13 @@ set among them). The re-statement reads the sources and their shares from the ou
 alone (paste methods: the pixel count of each sample's colour; Mixup: the partner j and lam
 solving pixel = lam c_i + (1 - lam) c_j) and builds (1 - eps) sum_k share_k y_k + off, then the
 threshold, from the input sets: it must equal the pipeline's targets for every sample, on both
-executors, odd batch sizes, Mixup, CutMix, ResizeMix, FMix, RICAP, Mosaic, several modes. The targets also equal
-sum_k shares_k * labels_k from the MixResult (the plan's own shares). With a threshold (and with
-timm's own smoothing towards 0.5) they equal timm's `mixup_target` followed by timm's
-`BinaryCrossEntropy` binarisation (skipped without timm). Ids and multi-hot inputs give the same
-targets; bad labels stop the Loader naming the sample and the cause. The loss equals timm's
-`BinaryCrossEntropy` and a re-statement; mAP equals a hand re-statement (and scikit-learn's when
-installed).
+executors, odd batch sizes, Mixup, CutMix, ResizeMix, FMix, RICAP, Mosaic, several modes. The
+targets also equal sum_k shares_k * labels_k from the MixResult (the plan's own shares). With a
+threshold (and with timm's own smoothing towards 0.5) they equal timm's `mixup_target`
+followed by timm's `BinaryCrossEntropy` binarisation (skipped without timm). Ids (also from
+DALI's COCO reader) and multi-hot inputs give the same targets; bad labels stop the Loader
+naming the sample and the cause. The loss equals timm's `BinaryCrossEntropy` and a
+re-statement; mAP equals a hand re-statement (and scikit-learn's when installed).
 """
 from __future__ import annotations
 
@@ -491,14 +491,14 @@ def test_dalis_coco_reader_labels_feed_the_ids_format(tmp_path):
 
         @pipeline_def(batch_size=n, num_threads=1, device_id=None, seed=5)
         def pipe():
-            _, _, labels, image_ids = fn.readers.coco(file_root=str(tmp_path), annotations_file=str(tmp_path / "ann.json"),
-                                                      image_ids=True, name="Reader")
+            _, _, labels, image_ids = fn.readers.coco(file_root=str(tmp_path), image_ids=True, name="Reader",
+                                                      annotations_file=str(tmp_path / "ann.json"))
             x = fn.external_source(source=lambda: images_of(n), batch=True, layout="CHW")
             out = dm.random_mix(x, labels - 1, recipe, image_size=(H, W), executor="dali")
             return (*out.outputs(), image_ids, out.lam, out.labels_b)
 
-        loader = Loader(pipe(), dm.output_names(recipe) + ["image_ids", "lam", "partner_multi_hot"], num_classes=classes,
-                        multi_label=True)
+        names = dm.output_names(recipe) + ["image_ids", "lam", "partner_multi_hot"]
+        loader = Loader(pipe(), names, num_classes=classes, multi_label=True)
         (_, targets, image_ids, lam, labels_b), = list(loader)
         hot = {k: np.isin(np.arange(classes), [consecutive[c] for c in cats]).astype(np.float32)
                for k, cats in sets.items()}

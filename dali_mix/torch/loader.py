@@ -23,8 +23,9 @@
   (which `fn.one_hot` turns into an all-zero row without a word) stops training with a
   ValueError instead of training on it;
 - with `num_classes` or `multi_label=True`, every batch's "targets" are searched for the rows
-  `random_mix` marks for a sample with bad multi-label labels (`dali_mix.labels.LABEL_PROBLEMS`: a class id outside [0, C), a multi-hot
-  vector of another length, a value other than 0/1): a LabelError names the rows and the cause.
+  `random_mix` marks for a sample with bad multi-label labels (`dali_mix.labels.LABEL_PROBLEMS`:
+  a class id outside [0, C), a multi-hot vector of another length, a value other than 0/1): a
+  LabelError names the rows and the cause.
 
 Keywords of `DALIGenericIterator` are accepted where they mean something here:
 `last_batch_policy` (DROP = train, PARTIAL = val; FILL is refused: it repeats samples),
