@@ -98,21 +98,24 @@ def multi_hot_labels(labels, label_format: str, num_classes: int):
     """(y (C,) float32 multi-hot, problem int32 scalar: 0 or a `LABEL_PROBLEMS` code) per
     sample, on the CPU, from `labels` of `label_format` "ids" (any integer shape, flattened:
     a list of class ids, repeats allowed, empty = no class) or "multi_hot" (C elements of any
-    numeric dtype, flattened, each 0 or 1). y holds the valid part (ids in range; the first C
-    values, zero-padded), so that a bad sample still has C values; its problem marks its row."""
+    numeric dtype, flattened, each 0 or 1). y holds the valid part (ids in range; 1 where the
+    first C values, zero-padded, are 1), so that a bad sample still gives C finite values to
+    the rows it is mixed into; its problem marks its own row."""
     C = int(num_classes)
     flat = fn.reshape(labels, shape=[-1])
+    # (bool) * 1: an integer count for the reductions, in the same arithmetic operator
     if label_format == "ids":
         hot = fn.reductions.sum(fn.one_hot(flat, num_classes=C, dtype=types.FLOAT), axes=0)
-        outside = fn.reductions.sum(fn.cast((flat < 0) | (flat >= C), dtype=types.INT32))
+        outside = fn.reductions.sum(((flat < 0) | (flat >= C)) * 1)
         return dmath.min(hot, 1.0), fn.cast(outside > 0, dtype=types.INT32)  # code 1
     if label_format != "multi_hot":
         raise ValueError(f"label_format must be 'ids' or 'multi_hot' here, got {label_format!r}")
     values = fn.cast(flat, dtype=types.FLOAT)
     hot = fn.slice(values, start=[0], shape=[C], axes=[0], out_of_bounds_policy="pad")
-    wrong_length = fn.cast(flat.shape()[0] != C, dtype=types.INT32)
-    not_binary = fn.reductions.sum(fn.cast((hot != 0) & (hot != 1), dtype=types.INT32)) > 0
-    return hot, wrong_length * 2 + (1 - wrong_length) * fn.cast(not_binary, dtype=types.INT32) * 3
+    wrong_length = flat.shape()[0] != C
+    not_binary = fn.reductions.sum(((hot != 0) & (hot != 1)) * 1) > 0  # NaN too
+    code = wrong_length * 2 + (wrong_length == 0) * not_binary * 3  # the length first
+    return (hot == 1) * 1.0, fn.cast(code, dtype=types.INT32)  # exactly 0/1, even for NaN
 
 
 def multi_label_targets(slots, weights, off: float):
@@ -138,8 +141,7 @@ def finish_targets(targets, recipe, problem=None):
         targets = fn.cast(targets > float(recipe.target_threshold), dtype=types.FLOAT)
     if problem is None:
         return targets
-    ok = fn.cast(problem == 0, dtype=types.FLOAT)
-    return targets * ok - fn.cast(problem, dtype=types.FLOAT) * (1.0 - ok)
+    return targets * (problem == 0) - problem * (problem != 0)  # one arithmetic operator, float32
 
 
 def check_smoothing(smoothing: float) -> None:

@@ -140,6 +140,7 @@ def test_targets_are_the_shares_of_the_pixels_times_the_classes(methods, executo
     recipe, batches = run(methods, executor, n=n, label_smoothing=eps)
     blends = 0
     for b in batches:
+        assert b["targets"].dtype == np.float32 and b["targets"].shape == (n, C)
         for i in range(n):
             image = b["images"][i]
             pasted = np.abs(image.reshape(3, -1) - image.reshape(3, -1)[:, :1]).max() > 1e-3
@@ -300,6 +301,7 @@ BAD = {
     "long vector": ("multi_hot", lambda: hot_with(2, [1] + [0] * C), 2, "length is not num_classes"),
     "short vector": ("multi_hot", lambda: hot_with(0, [1] * (C - 1)), 0, "length is not num_classes"),
     "non-binary": ("multi_hot", lambda: hot_with(4, [0.5] + [0] * (C - 1)), 4, "other than 0 and 1"),
+    "NaN": ("multi_hot", lambda: hot_with(1, [0, np.nan] + [1] * (C - 2)), 1, "other than 0 and 1"),
 }
 
 
@@ -511,3 +513,16 @@ def test_dalis_coco_reader_labels_feed_the_ids_format(tmp_path):
             assert labels_b[i].numpy().tobytes() in others
             want = float(lam[i]) * own[i] + (1 - float(lam[i])) * labels_b[i].numpy()
             np.testing.assert_allclose(targets[i].numpy(), want, atol=1e-6)
+
+
+def test_label_cost_benchmark_smoke(tmp_path):
+    from benchmarks import label_cost
+
+    out = tmp_path / "label_cost.json"
+    assert label_cost.main(["--batch-size", "4", "--classes", "5", "--threads", "1", "--rounds", "1",
+                            "--json", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {f"{m}, C=5, {f}" for m in label_cost.METHODS for f in label_cost.FORMATS}
+    assert all(r["cpu_ms"] > 0 and r["wall_ms"] > 0 for r in res.values())
