@@ -74,8 +74,15 @@ def measure(batch: int = 64, size: int = 224, threads: int = 2, rounds: int = 7,
     variants["fused, RandomMix (4 equal)"] = ("fused", METHODS)
     pipes = {name: _pipeline(kind, methods, images, size, threads)
              for name, (kind, methods) in variants.items()}
+    return time_pipelines(pipes, rounds, runs)
+
+
+def time_pipelines(pipes: dict, rounds: int, runs: int, warmup: int = 3) -> dict:
+    """{name: {"cpu_ms": median, "wall_ms": median}} per run of each built pipeline of `pipes`:
+    `warmup` untimed runs each, then `rounds` rounds in which every pipeline in turn makes
+    `runs` timed runs (process CPU time of all threads, and wall time)."""
     for p in pipes.values():
-        for _ in range(3):
+        for _ in range(warmup):
             p.run()
     cpu, wall = {n: [] for n in pipes}, {n: [] for n in pipes}
     for _ in range(rounds):

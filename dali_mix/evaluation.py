@@ -21,6 +21,13 @@ corrupted images, on the CPU or a GPU. A model with several heads (MixMo) is giv
 callable returning (N, H, C) logits; the ensemble is the mean of the heads' logits (the official
 MixMo inference), FGSM attacks the ensemble, and every head is scored on the same images.
 Tallies are summed over ranks (`world_size` > 1: each val sample read by exactly one rank).
+
+Multi-label classifiers (`evaluate_multilabel`): mAP, the mean over classes of the average
+precision AP_c = sum_n (R_n - R_{n-1}) P_n over the distinct scores of class c in decreasing
+order (precision P_n and recall R_n of "score >= the n-th threshold"; tied scores form one
+threshold; no interpolation: scikit-learn's `average_precision_score`, the VOC 2010+ / COCO-style
+non-interpolated AP). A class with no positive sample has no AP (recall is undefined) and is
+left out of the mean; "map_classes" says how many classes were averaged.
 """
 from __future__ import annotations
 
@@ -284,12 +291,75 @@ def evaluate_model(forward_heads: Callable[[torch.Tensor], torch.Tensor], loader
     return result
 
 
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-class average precision (module docstring), (C,) float64, NaN for a class with no
+    positive. scores: (N, C) (logits or probabilities: only their order counts); targets: (N, C),
+    positive where > 0.5 (0/1 multi-hot; smoothed targets work too)."""
+    if scores.ndim != 2 or scores.shape != targets.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)} must both be (N, C)")
+    scores = scores.double()
+    order = scores.argsort(dim=0, descending=True)
+    s = scores.gather(0, order)
+    positive = (targets.double() > 0.5).double().gather(0, order)
+    tp = positive.cumsum(0)  # true positives among the first k + 1 scores
+    rank = torch.arange(1, scores.shape[0] + 1, dtype=torch.float64, device=scores.device)[:, None]
+    # a threshold ends where the next score differs (ties are one threshold)
+    end = torch.ones_like(s, dtype=torch.bool)
+    end[:-1] = s[:-1] != s[1:]
+    tp_at_end = torch.where(end, tp, torch.zeros_like(tp))
+    before = torch.cat([torch.zeros_like(tp[:1]), tp_at_end.cummax(0).values[:-1]])  # tp at the previous end
+    gain = torch.where(end, tp - before, torch.zeros_like(tp))  # new positives of the threshold
+    n_pos = positive.sum(0)
+    ap = (gain * tp / rank).sum(0) / n_pos
+    return torch.where(n_pos > 0, ap, torch.full_like(ap, math.nan))
+
+
+def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+    """(mAP in %, the number of classes averaged): the mean of `average_precision` over the
+    classes with at least one positive; ValueError when no class has one."""
+    ap = average_precision(scores, targets)
+    counted = ~torch.isnan(ap)
+    if not bool(counted.any()):
+        raise ValueError("mAP: no class has a positive sample in the targets")
+    return 100.0 * float(ap[counted].mean()), int(counted.sum())
+
+
+def evaluate_multilabel(forward: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device, *,
+                        world_size: int = 1, rank: int = 0, progress: bool = False,
+                        total: int | None = None) -> dict:
+    """mAP of a multi-label classifier over the whole loader (batches of (images normalised
+    float32, targets (N, C) multi-hot)): {"samples": N, "clean": {"map": %, "map_classes": k}}.
+    `forward` maps images on `device` to (N, C) logits. The scores and targets of every batch are
+    kept (N x C float32 each) and gathered over ranks (`world_size` > 1) before the AP."""
+    scores, labels = [], []
+    bar = Progress(total, "evaluate", enabled=progress and rank == 0)
+    with torch.no_grad():
+        for i, (images, targets) in enumerate(loader):
+            scores.append(forward(images.to(device).float()).float().cpu())
+            labels.append(targets.float().cpu())
+            bar.update(i + 1)
+    bar.close()
+    if not scores:
+        raise ValueError("the val loader gave no batch: nothing to evaluate")
+    scores_all, labels_all = torch.cat(scores), torch.cat(labels)
+    if world_size > 1:
+        gathered: list = [None] * world_size
+        dist.all_gather_object(gathered, (scores_all, labels_all))
+        scores_all = torch.cat([g[0] for g in gathered])
+        labels_all = torch.cat([g[1] for g in gathered])
+    value, classes = mean_average_precision(scores_all, labels_all)
+    return {"samples": int(scores_all.shape[0]), "clean": {"map": round(value, 3), "map_classes": classes}}
+
+
 def format_table(result: dict) -> str:
     """The evaluation as a few aligned text lines (what `dali-mix evaluate` prints)."""
     lines = []
 
     def block(prefix: str, r: dict) -> None:
         c = r["clean"]
+        if "map" in c:  # a multi-label classifier
+            lines.append(f"{prefix}clean      mAP {c['map']:7.3f}% over {c['map_classes']} classes")
+            return
         lines.append(f"{prefix}clean      top-1 {c['top1']:7.3f}%  top-5 {c['top5']:7.3f}%  NLL {c['nll']:.4f}  "
                      f"ECE {c['ece']:.3f}%")
         for kind, label in (("fgsm", "FGSM eps"), ("noise", "noise sigma"), ("occlusion", "occlusion side")):

@@ -8,20 +8,52 @@ one-hot of that class, whatever lam.
 Sparse: (y_a int64, y_b int64, lam float32) per sample, for very many classes; the loss combines
 lam * CE(y_a) + (1 - lam) * CE(y_b) with the same smoothing (`dali_mix.torch.losses`).
 
+Multi-label (`MixRecipe.label_format` "multi_hot" or "ids"): each sample's labels become a
+multi-hot y (C,) float32 (`multi_hot_labels`), and target = (1 - eps) * sum_k share_k * y_k +
+off over the same slots and shares, off = eps / C ("classes": a positive class gets
+1 - eps + eps / C, timm's BCE smoothing) or eps / 2 ("half", timm's `Mixup(multi_label=True)`):
+in [0, 1], rows need not sum to 1, an empty label list gives the row `off`. Smoothing after
+mixing equals smoothing each y_k before (the shares sum to 1), as timm does it.
+`target_threshold` t (any format): target = 1.0 where target > t, else 0.0, after smoothing.
+
 `fn.one_hot` turns a label >= C into an all-zero row without a word; the torch loader checks
 every batch (`dali_mix.torch.Loader` with `num_classes`), and pipelines built from a file tree
-validate labels against the class count when they are built.
+validate labels against the class count when they are built. Multi-label labels are checked in
+the graph: a sample whose labels are bad (`LABEL_PROBLEMS`: a class id outside [0, C), a
+multi-hot vector of another length than C, a multi-hot value other than 0 and 1) gets the row
+-code (every value), which no valid target takes; `dali_mix.torch.Loader` finds such rows in
+every batch and raises naming the sample and the cause.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from nvidia.dali import fn, types
+from nvidia.dali import math as dmath
 
 
 def scalar_labels(labels):
     """Labels of any per-sample shape with one element ((), (1,)) -> int64 scalars (CPU)."""
     return fn.cast(fn.reshape(labels, shape=[]), dtype=types.INT64)
+
+
+def own_labels(labels, recipe):
+    """(the samples' own labels, their problem codes), on the CPU, as `recipe.label_format`
+    says: "index": (int64 scalars, None); multi-label: `multi_hot_labels`."""
+    if not recipe.multi_label:
+        return scalar_labels(labels), None
+    return multi_hot_labels(labels, recipe.label_format, recipe.num_classes)
+
+
+def unmixed_targets(labels, recipe, problem=None):
+    """(N, C) float32 targets of unmixed samples from `own_labels`: the smoothed one-hot
+    (`onehot_targets`) or multi-hot (y (1 - eps) + off) rows, then `finish_targets`."""
+    if not recipe.multi_label:
+        targets = onehot_targets(labels, recipe.num_classes, recipe.label_smoothing)
+    else:
+        eps, off = float(recipe.label_smoothing), smoothing_off(recipe)
+        targets = labels * (1.0 - eps) + off if eps else labels
+    return finish_targets(targets, recipe, problem)
 
 
 def target_weights(shares: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
@@ -54,6 +86,64 @@ def onehot_targets(labels, num_classes: int, smoothing: float = 0.0):
     return hot * (1.0 - float(smoothing)) + float(smoothing) / num_classes
 
 
+LABEL_PROBLEMS = {
+    1: "a class id outside [0, num_classes) in its list of ids",
+    2: "a multi-hot vector whose length is not num_classes",
+    3: "a multi-hot value other than 0 and 1",
+}
+"""Problem code -> cause, of a sample's multi-label labels (`multi_hot_labels`)."""
+
+
+def multi_hot_labels(labels, label_format: str, num_classes: int):
+    """(y (C,) float32 multi-hot, problem int32 scalar: 0 or a `LABEL_PROBLEMS` code) per
+    sample, on the CPU, from `labels` of `label_format` "ids" (any integer shape, flattened:
+    a list of class ids, repeats allowed, empty = no class) or "multi_hot" (C elements of any
+    numeric dtype, flattened, each 0 or 1). y holds the valid part (ids in range; 1 where the
+    first C values, zero-padded, are 1), so that a bad sample still gives C finite values to
+    the rows it is mixed into; its problem marks its own row."""
+    C = int(num_classes)
+    flat = fn.reshape(labels, shape=[-1])
+    # (bool) * 1: an integer count for the reductions, in the same arithmetic operator
+    if label_format == "ids":
+        hot = fn.reductions.sum(fn.one_hot(flat, num_classes=C, dtype=types.FLOAT), axes=0)
+        outside = fn.reductions.sum(((flat < 0) | (flat >= C)) * 1)
+        return dmath.min(hot, 1.0), fn.cast(outside > 0, dtype=types.INT32)  # code 1
+    if label_format != "multi_hot":
+        raise ValueError(f"label_format must be 'ids' or 'multi_hot' here, got {label_format!r}")
+    values = fn.cast(flat, dtype=types.FLOAT)
+    hot = fn.slice(values, start=[0], shape=[C], axes=[0], out_of_bounds_policy="pad")
+    wrong_length = flat.shape()[0] != C
+    not_binary = fn.reductions.sum(((hot != 0) & (hot != 1)) * 1) > 0  # NaN too
+    code = wrong_length * 2 + (wrong_length == 0) * not_binary * 3  # the length first
+    return (hot == 1) * 1.0, fn.cast(code, dtype=types.INT32)  # exactly 0/1, even for NaN
+
+
+def multi_label_targets(slots, weights, off: float):
+    """(N, C) float32 multi-label targets: sum_k weights_k * y_k + off, from the multi-hot
+    vectors of the S label slots (a list of S (C,) float32 DataNodes) and `target_weights`
+    ((S, 1) float32 per sample, shares * (1 - eps)), on the CPU."""
+    targets = fn.reductions.sum(fn.stack(*slots) * weights, axes=0)
+    return targets + float(off) if off else targets
+
+
+def smoothing_off(recipe) -> float:
+    """The value smoothing gives an absent class: eps / C, or eps / 2 for multi-label targets
+    smoothed towards 0.5 (`MixRecipe.multi_label_smoothing` "half")."""
+    eps = float(recipe.label_smoothing)
+    return eps / 2 if recipe.multi_label and recipe.multi_label_smoothing == "half" else eps / recipe.num_classes
+
+
+def finish_targets(targets, recipe, problem=None):
+    """`targets` binarised by `recipe.target_threshold` (1.0 where > t, else 0.0; unchanged when
+    None), then every row whose sample's `problem` (int32 scalar, multi-label) is not 0 set to
+    -problem (module docstring). The same node when there is nothing to do."""
+    if recipe.target_threshold is not None:
+        targets = fn.cast(targets > float(recipe.target_threshold), dtype=types.FLOAT)
+    if problem is None:
+        return targets
+    return targets * (problem == 0) - problem * (problem != 0)  # one arithmetic operator, float32
+
+
 def check_smoothing(smoothing: float) -> None:
     if not 0.0 <= float(smoothing) < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}")
@@ -78,17 +168,23 @@ class TargetInputs:
             out["weights"] = target_weights(plan.shares, self.recipe.label_smoothing)
         return out
 
-    def build(self, labels_a, perm, ins: dict):
+    def build(self, labels_a, perm, ins: dict, problem=None):
         """(targets (N, C) float32 or None for sparse, labels_b, the slots' labels (S,) int64
-        or None, their shares or None), all on the CPU, from the int64 scalar labels and the
-        plan's partner `perm`."""
+        or None, their shares or None), all on the CPU, from the samples' own labels
+        (`own_labels`: int64 scalars; multi-label: (C,) float32 multi-hot, then the slots'
+        labels are (S, C) float32) and the plan's partner `perm`; `problem`: the own labels'
+        problem codes (multi-label), marked in the targets (`finish_targets`)."""
+        recipe = self.recipe
         labels_b = fn.permute_batch(labels_a, indices=perm)
         slots = [labels_a, labels_b] + [fn.permute_batch(labels_a, indices=ins[f"source_{k}"])
                                         for k in range(2, self.slots)]
         targets = None
-        if self.recipe.target == "dense":
-            targets = dense_targets(slots, ins["weights"], self.recipe.num_classes,
-                                    self.recipe.label_smoothing)
+        if recipe.target == "dense" and recipe.multi_label:
+            targets = multi_label_targets(slots, ins["weights"], smoothing_off(recipe))
+        elif recipe.target == "dense":
+            targets = dense_targets(slots, ins["weights"], recipe.num_classes, recipe.label_smoothing)
+        if targets is not None:
+            targets = finish_targets(targets, recipe, problem)
         if self.slots > 2:
             return targets, labels_b, fn.stack(*slots), ins["shares"]
         return targets, labels_b, None, None

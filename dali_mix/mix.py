@@ -18,7 +18,7 @@ from dali_mix import execute
 from dali_mix.recipe import MixRecipe, image_problems, warn_once
 from dali_mix.execute import Geometry, Normalization
 from dali_mix.feed import PlanFeed
-from dali_mix.labels import TargetInputs, onehot_targets, scalar_labels
+from dali_mix.labels import TargetInputs, own_labels, unmixed_targets
 from dali_mix.masks import FMixMaskBank
 from dali_mix.draws import size_hw
 from dali_mix.methods import max_sources
@@ -34,11 +34,13 @@ class MixResult(NamedTuple):
 
     images: the mixed images (see `random_mix` for layout and dtype), on the input's device.
     targets: (N, C) float32 soft targets (dense recipes) or None (sparse), on the images' device.
-    labels_a, labels_b: int64 scalars, own and partner labels (CPU).
+    labels_a, labels_b: int64 scalars, own and partner labels (CPU); multi-label recipes
+        (`MixRecipe.label_format`): their (C,) float32 multi-hot vectors.
     lam: float32 scalar, the exact weight of labels_a (1.0 for unmixed samples) (CPU).
     method: int32 scalar, index into `recipe.candidates`, len(candidates) = not mixed (CPU).
     recipe: the recipe.
-    labels: (S,) int64 labels of the plan's S label slots (own, partner, further sources), CPU.
+    labels: (S,) int64 labels of the plan's S label slots (own, partner, further sources), CPU
+        (multi-label: (S, C) float32 multi-hot rows).
     shares: (S,) float32 each slot's share of the output (`Plan.shares`: lam, 1 - lam for two
         slots), CPU.
     masks, masks_b: (H, W) int64 class maps moved with the pixels (`random_mix(masks=)`; None
@@ -137,7 +139,12 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
             (H, W) = `image_size` with `recipe.channels` channels: uint8 (decoded), or float32
             (already normalised). Layout and shape are checked on every batch at run time; a
             mismatch raises naming the expected and the actual value.
-        labels: integer labels per sample (CPU), shape () or (1,), in [0, recipe.num_classes).
+        labels: per sample (CPU), as `recipe.label_format` says: "index" (default) an integer
+            of shape () or (1,) in [0, recipe.num_classes); "multi_hot" a (C,) 0/1 vector
+            (float32 or uint8); "ids" a variable-length integer list of class ids (empty: no
+            class). Multi-label labels give dense targets sum_k share_k * y_k (smoothed,
+            `dali_mix.labels`); a bad sample (an id outside [0, C), a vector of another
+            length, a value other than 0/1) gets a marked row the Loader names.
         recipe: the validated recipe.
         image_size: (H, W) (or one int) of every image, needed when the recipe mixes: the boxes
             are drawn for it before the images exist.
@@ -182,13 +189,13 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         raise ValueError(f"normalize takes uint8 HWC images (it replaces fn.crop_mirror_normalize), "
                          f"but recipe.layout is {recipe.layout!r}; drop normalize for images "
                          f"that are already normalised")
-    labels_a = scalar_labels(labels)
+    labels_a, problem = own_labels(labels, recipe)
     kind = execute.resolve_executor(executor, images)
     if masks is not None and kind == "fused" and getattr(masks, "device", "cpu") == "gpu":
         raise ValueError("random_mix: the masks are on the GPU but the images are mixed by the fused "
                          "CPU operator; give CPU masks, or GPU images (DALI's operators)")
     if not recipe.mixes:
-        return _unmixed(images, labels_a, recipe, normalize, kind, masks, source_map)
+        return _unmixed(images, labels_a, recipe, normalize, kind, problem, masks, source_map)
     if image_size is None:
         raise ValueError("random_mix needs image_size=(H, W): the plan's boxes are drawn for it "
                          "before the images exist (it is checked against every image at run time)")
@@ -223,7 +230,7 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
         mixed = fn.cast_like(mixed, images)
     elif normalize is not None and normalize.dtype != types.FLOAT:
         mixed = fn.cast(mixed, dtype=normalize.dtype)
-    targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in)
+    targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in, problem)
     if targets is not None:
         targets = _on(targets, images)
     extra = maps.build(masks, plan_nodes, m_in, mixed) if masks is not None or source_map else {}
@@ -232,10 +239,11 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
 
 
 def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | None, kind: str,
-             masks=None, source_map: bool = False) -> MixResult:
-    """A recipe that never mixes: images only normalised (when asked), one-hot targets, the
-    masks as they are (flipped with the images)."""
-    lam = fn.cast(labels_a * 0 + 1, dtype=types.FLOAT)
+             problem=None, masks=None, source_map: bool = False) -> MixResult:
+    """A recipe that never mixes: images only normalised (when asked), one-hot (multi-hot) targets,
+    the masks as they are (flipped with the images)."""
+    scalar = labels_a if problem is None else problem  # one value per sample
+    lam = fn.cast(scalar * 0 + 1, dtype=types.FLOAT)
     if normalize is not None:
         if kind == "dali":  # the fused operator checks the layout itself
             images = execute.check_images(images, Geometry(recipe.layout, None, None, recipe.channels))
@@ -243,8 +251,8 @@ def _unmixed(images, labels_a, recipe: MixRecipe, normalize: Normalization | Non
                                         channels=recipe.channels, dtype=normalize.dtype)
     targets = None
     if recipe.target == "dense":
-        targets = _on(onehot_targets(labels_a, recipe.num_classes, recipe.label_smoothing), images)
-    method = fn.cast(labels_a * 0 + len(recipe.candidates), dtype=types.INT32)
+        targets = _on(unmixed_targets(labels_a, recipe, problem), images)
+    method = fn.cast(scalar * 0 + len(recipe.candidates), dtype=types.INT32)
     extra = {}
     if masks is not None or source_map:
         extra = unmoved_maps(masks, None if normalize is None else normalize.mirror, source_map, lam, images)

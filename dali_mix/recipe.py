@@ -21,6 +21,11 @@ from dali_mix import methods as _table
 from dali_mix.effects import ERASE, MASK, PASTE
 from dali_mix.fields import Field, number
 
+LABEL_FORMATS = ("index", "multi_hot", "ids")
+"""`MixRecipe.label_format`: "index" (one class id per sample), "multi_hot" ((C,) float32 or
+uint8 0/1 vector per sample), "ids" (a variable-length list of class ids per sample, empty = no
+class: what DALI's COCO reader and list files give)."""
+
 METHODS = _table.METHODS
 """Candidate names, in the method table's order (`dali_mix.methods.TABLE`)."""
 
@@ -41,6 +46,12 @@ RECIPE_FIELDS: tuple[Field, ...] = (
     Field("channels", 3, kind="int", lo=1, doc="C of the images"),
     Field("after", (), kind="any", doc="erasing steps after mixing"),
     Field("seed", 0, kind="int", lo=0, doc="seed of the FMix mask bank"),
+    Field("label_format", "index", kind="choice", choices=LABEL_FORMATS,
+          doc="labels per sample: one class id, a (C,) multi-hot vector, or a list of class ids"),
+    Field("target_threshold", None, lo=0.0, hi=1.0, open_hi=True, optional=True,
+          doc="binarise the dense targets after mixing: 1 where > threshold, else 0 (timm's target_threshold)"),
+    Field("multi_label_smoothing", "classes", kind="choice", choices=("classes", "half"),
+          doc="multi-label smoothing: off eps / C (timm's BCE) or towards 0.5 (timm's Mixup(multi_label=True))"),
     Field("ignore_index", 255, kind="int", doc="mask value of erased pixels (segmentation masks)"),
 )
 """The recipe's own fields (the methods' fields come from the method table)."""
@@ -84,6 +95,17 @@ class MixRecipe:
             methods (`ERASE_METHODS`: "cutout", "random_erasing"; e.g. timm's `--reprob`
             together with Mixup/CutMix).
         seed: seed of the FMix mask bank (the planner follows the pipeline's seed).
+        label_format: the labels given to `random_mix` (`LABEL_FORMATS`): "index" (one class id
+            per sample, the default), "multi_hot" ((C,) float32 or uint8 0/1 vector per sample)
+            or "ids" (a variable-length list of class ids per sample, empty = no class). The
+            multi-label formats give dense targets sum_k share_k * y_k over the plan's label
+            slots, smoothed (`multi_label_smoothing`); target "sparse" is refused for them.
+        target_threshold: None, or binarise the dense targets after mixing and smoothing: 1.0
+            where > threshold, else 0.0 (timm's `BinaryCrossEntropy(target_threshold=...)`,
+            train.py's `--bce-target-thresh`). Any label format.
+        multi_label_smoothing: how `label_smoothing` eps moves multi-label targets: "classes"
+            (y (1 - eps) + eps / C: off eps / C, on 1 - eps + eps / C, timm's BCE on class
+            ids) or "half" (y (1 - eps) + eps / 2, timm's `Mixup(multi_label=True)`).
         ignore_index: the value erased pixels take in segmentation masks (`random_mix(masks=)`;
             the loss ignores it, `dali_mix.torch.mixed_segmentation_loss`).
         Each method's own fields (defaults of its paper / official code, valid ranges) are
@@ -101,6 +123,9 @@ class MixRecipe:
     channels: int = 3
     after: tuple[str, ...] = ()
     seed: int = 0
+    label_format: str = "index"
+    target_threshold: float | None = None
+    multi_label_smoothing: str = "classes"
     ignore_index: int = 255
 
     def __post_init__(self):
@@ -113,6 +138,14 @@ class MixRecipe:
             if step not in ERASE_METHODS:
                 raise ValueError(f"after must be one of {list(ERASE_METHODS)}, got {step!r}")
         set_("after", after)
+        if self.label_format != "index" and self.target == "sparse":
+            raise ValueError(f"target 'sparse' needs label_format 'index' (one class id per sample), got "
+                             f"label_format {self.label_format!r}: multi-label targets are dense (N, C)")
+        if self.target_threshold is not None and self.target == "sparse":
+            raise ValueError("target_threshold binarises dense targets: it needs target 'dense', got 'sparse'")
+        if self.multi_label_smoothing != "classes" and self.label_format == "index":
+            raise ValueError(f"multi_label_smoothing {self.multi_label_smoothing!r} is for multi-label "
+                             f"targets: it needs label_format 'multi_hot' or 'ids', got 'index'")
 
     # ---- derived views -------------------------------------------------------------------
     @property
@@ -123,6 +156,11 @@ class MixRecipe:
     @property
     def weights(self) -> tuple[float, ...]:
         return tuple(self.methods[m] for m in self.candidates)
+
+    @property
+    def multi_label(self) -> bool:
+        """True for the multi-label label formats ("multi_hot", "ids")."""
+        return self.label_format != "index"
 
     @property
     def mixes(self) -> bool:
@@ -161,9 +199,11 @@ class MixRecipe:
     def from_timm(cls, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0,
                   cutmix_minmax: tuple[float, float] | None = None, prob: float = 1.0,
                   switch_prob: float = 0.5, mode: str = "batch", correct_lam: bool = True,
-                  label_smoothing: float = 0.1, num_classes: int = 1000,
+                  label_smoothing: float = 0.1, num_classes: int = 1000, multi_label: bool = False,
+                  bce_loss: bool = False, bce_target_thresh: float | None = None,
                   **overrides) -> "MixRecipe":
-        """The recipe of `timm.data.Mixup(...)` called with the same arguments (and defaults).
+        """The recipe of `timm.data.Mixup(...)` called with the same arguments (and defaults),
+        and of timm's train.py `--bce-loss` / `--bce-target-thresh`.
 
         Mapping: Mixup when mixup_alpha > 0, CutMix when cutmix_alpha > 0 or cutmix_minmax is
         set (timm then ignores cutmix_alpha); both: methods {"mixup": 1 - switch_prob,
@@ -176,9 +216,18 @@ class MixRecipe:
         fraction of the clipped box, timm's `correct_lam=True`. Other MixRecipe fields (layout,
         seed, ...) go in `overrides`.
 
+        multi_label (timm's `Mixup(multi_label=True)`: dense (N, C) multi-hot targets smoothed
+        towards 0.5): label_format "multi_hot" (override it with "ids" for lists of class ids)
+        and multi_label_smoothing "half". bce_loss (train.py `--bce-loss`): timm keeps Mixup's
+        targets and trains them with `BinaryCrossEntropy`, so the targets stay dense (target
+        "sparse" is refused) and are the same; bce_target_thresh (`--bce-target-thresh`, used by
+        timm only with `--bce-loss`): target_threshold, the binarisation timm's loss applies,
+        done here in the pipeline. The loss is `dali_mix.torch.binary_cross_entropy`.
+
         Raises:
             ValueError: correct_lam=False with CutMix (lambda here is always the exact pixel
-                fraction), mode "half" (no counterpart), any value MixRecipe refuses.
+                fraction), mode "half" (no counterpart), bce_target_thresh without bce_loss
+                (timm ignores it), bce_loss with target "sparse", any value MixRecipe refuses.
         """
         use_mixup = mixup_alpha > 0
         use_cutmix = cutmix_alpha > 0 or cutmix_minmax is not None
@@ -195,10 +244,20 @@ class MixRecipe:
             methods = {"mixup": 1.0 - switch_prob, "cutmix": switch_prob}
         else:
             methods = ["mixup"] if use_mixup else ["cutmix"] if use_cutmix else []
+        if bce_target_thresh is not None and not bce_loss:
+            raise ValueError("from_timm: bce_target_thresh is used by timm only with bce_loss=True "
+                             "(train.py --bce-target-thresh without --bce-loss does nothing); pass both")
+        if bce_loss and overrides.get("target", "dense") != "dense":
+            raise ValueError("from_timm: bce_loss trains dense (N, C) targets with binary cross-entropy: "
+                             f"target must be 'dense', got {overrides['target']!r}")
         fields_ = dict(methods=methods, num_classes=num_classes, prob=prob, mode=timm_modes[mode],
                        label_smoothing=label_smoothing, cutmix_minmax=cutmix_minmax,
                        mixup_alpha=mixup_alpha if use_mixup else 1.0,
                        cutmix_alpha=cutmix_alpha if cutmix_alpha > 0 else 1.0)
+        if multi_label:
+            fields_.update(label_format="multi_hot", multi_label_smoothing="half")
+        if bce_target_thresh is not None:
+            fields_["target_threshold"] = bce_target_thresh
         return cls(**{**fields_, **overrides})
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,8 +19,13 @@
   ValueError naming it (name it "targets": `dali_mix.output_names(recipe)`); the number of
   names must equal the pipeline's number of outputs;
 - with `num_classes`, every batch is checked: labels must lie in [0, num_classes) and dense
-  "targets" rows must sum to 1, so a label >= num_classes (which `fn.one_hot` turns into an
-  all-zero row without a word) stops training with a ValueError instead of training on it.
+  "targets" rows must sum to 1 (`multi_label=True`: lie in [0, 1]), so a label >= num_classes
+  (which `fn.one_hot` turns into an all-zero row without a word) stops training with a
+  ValueError instead of training on it;
+- with `num_classes` or `multi_label=True`, every batch's "targets" are searched for the rows
+  `random_mix` marks for a sample with bad multi-label labels (`dali_mix.labels.LABEL_PROBLEMS`:
+  a class id outside [0, C), a multi-hot vector of another length, a value other than 0/1): a
+  LabelError names the rows and the cause.
 
 Keywords of `DALIGenericIterator` are accepted where they mean something here:
 `last_batch_policy` (DROP = train, PARTIAL = val; FILL is refused: it repeats samples),
@@ -36,6 +41,8 @@ from typing import Any, Sequence
 import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+from dali_mix.labels import LABEL_PROBLEMS
 
 _LABEL_NAMES = ("labels", "labels_a", "labels_b", "labels0", "labels1")
 _TARGET_NAMES = ("targets", "targets0", "targets1")
@@ -60,6 +67,9 @@ class Loader:
         train: True drops the last incomplete batch; False keeps every sample once (the reader
             needs `pad_last_batch=True`). None (default): from `last_batch_policy`, else True.
         num_classes: enables the per-batch label/target checks.
+        multi_label: the dense targets are multi-label (`MixRecipe.multi_label`): their rows
+            are checked to lie in [0, 1] instead of summing to 1 (with `num_classes`), and
+            rows marked for bad labels raise naming the cause (also without `num_classes`).
         last_batch_policy: DALI's `LastBatchPolicy` (or its name): DROP means train=True,
             PARTIAL train=False; FILL is refused (it repeats samples).
         auto_reset: accepted for DALIGenericIterator users; the Loader always resets itself.
@@ -74,7 +84,7 @@ class Loader:
     """
 
     def __init__(self, pipeline, output_map: Sequence[str], reader_name: str = "Reader", *,
-                 train: bool | None = None, num_classes: int | None = None,
+                 train: bool | None = None, num_classes: int | None = None, multi_label: bool = False,
                  last_batch_policy: LastBatchPolicy | str | None = None,
                  auto_reset: bool | str | None = True, prepare_first_batch: bool = False,
                  epoch: int = 0, **dali_kwargs: Any):
@@ -82,6 +92,7 @@ class Loader:
         self.output_map = list(output_map)
         self.reader_name = reader_name
         self.num_classes = num_classes
+        self.multi_label = bool(multi_label)
         self.train = _train_mode(train, last_batch_policy)
         self.epoch = int(epoch)
         for key in dali_kwargs:
@@ -186,8 +197,11 @@ class Loader:
             elif name == "slot_weights":
                 t = t.reshape(t.shape[0], -1).float()
             out.append(t)
+        batch = dict(zip(self.output_map, out))
         if self.num_classes is not None:
-            check_batch(dict(zip(self.output_map, out)), self.num_classes)
+            check_batch(batch, self.num_classes, multi_label=self.multi_label)
+        elif self.multi_label:
+            check_marked_targets(batch)
         return tuple(out)
 
 
@@ -228,9 +242,27 @@ class LabelError(ValueError):
     """A batch's labels leave [0, num_classes) (`check_batch`)."""
 
 
-def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
-    """Raise LabelError (a ValueError) if labels leave [0, num_classes) or dense target rows do
-    not sum to 1 (a label >= num_classes made an all-zero one-hot row)."""
+def check_marked_targets(batch: dict) -> None:
+    """Raise LabelError naming the rows and the cause when dense targets hold rows that
+    `random_mix` marked for bad multi-label labels (negative values, `dali_mix.labels`)."""
+    for name in _TARGET_NAMES:
+        t = batch.get(name)
+        if t is None or t.ndim != 2 or t.shape[1] == 0:
+            continue
+        lowest = t.float().min(dim=1).values
+        if bool((lowest < 0).any()):
+            rows = torch.nonzero(lowest < 0).reshape(-1).tolist()[:10]
+            causes = sorted({LABEL_PROBLEMS.get(int(round(-float(lowest[i]))), "a negative target value")
+                             for i in rows})
+            raise LabelError(f"{name} rows {rows}: the labels of these samples hold {' / '.join(causes)}; "
+                             f"check the dataset's labels, num_classes and the recipe's label_format")
+
+
+def check_batch(batch: dict, num_classes: int, atol: float = 1e-4, multi_label: bool = False) -> None:
+    """Raise LabelError (a ValueError) if labels leave [0, num_classes), dense target rows do
+    not sum to 1 (a label >= num_classes made an all-zero one-hot row) or, `multi_label`,
+    target values leave [0, 1]; marked rows first (`check_marked_targets`)."""
+    check_marked_targets(batch)
     for name in _LABEL_NAMES + ("slot_labels",):
         if name in batch:
             labels = batch[name]
@@ -245,10 +277,19 @@ def check_batch(batch: dict, num_classes: int, atol: float = 1e-4) -> None:
         t = batch[name]
         if t.ndim != 2 or t.shape[1] != num_classes:
             raise ValueError(f"{name} must be (N, {num_classes}), got {tuple(t.shape)}")
+        if multi_label:
+            t = t.float()
+            bad = ((t < -atol) | (t > 1.0 + atol) | ~torch.isfinite(t)).any(dim=1)
+            if bool(bad.any()):
+                rows = torch.nonzero(bad).reshape(-1).tolist()[:10]
+                raise LabelError(f"{name} rows {rows} hold values outside [0, 1]: not multi-label "
+                                 f"targets of dali_mix.random_mix")
+            continue
         sums = t.float().sum(dim=1)
         bad = (sums - 1.0).abs() > atol
         if bool(bad.any()):
             rows = torch.nonzero(bad).reshape(-1).tolist()[:10]
             shown = [round(v, 4) for v in sums[bad].tolist()[:10]]
             raise LabelError(f"{name} rows {rows} sum to {shown} instead of 1: a "
-                             f"label >= num_classes ({num_classes}) gave an all-zero one-hot row")
+                             f"label >= num_classes ({num_classes}) gave an all-zero one-hot row "
+                             f"(multi-label targets: Loader(..., multi_label=True))")

@@ -78,3 +78,51 @@ def mixed_segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, masks_b: 
         total = total + (weight * ce * valid).sum()
         counted = counted + (weight * valid).sum()
     return total / counted.clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, smoothing: float = 0.0,
+                         target_threshold: float | None = None, weight: torch.Tensor | None = None,
+                         pos_weight: torch.Tensor | float | None = None, reduction: str = "mean",
+                         sum_classes: bool = False, smooth_dense: bool = False) -> torch.Tensor:
+    """Binary cross-entropy over the C classes, timm's `BinaryCrossEntropy` as a function.
+
+    targets: dense (N, C) (the pipeline's mixed "targets", multi-label or not: used as they
+    are, smoothing having been applied in the pipeline), or (N,) / (N, 1) class ids, then
+    one-hot with off = smoothing / C and on = 1 - smoothing + smoothing / C. smooth_dense: also
+    smooth dense targets, towards 0.5: t (1 - smoothing) + smoothing / 2. target_threshold:
+    binarise the targets (1 where > threshold, else 0) after smoothing. weight ((C,)), pos_weight
+    ((C,) or a number) and reduction ("mean", "sum", "none") as in
+    `F.binary_cross_entropy_with_logits`; sum_classes: the sum over classes, averaged over the
+    batch (reduction ignored). Note timm's class defaults to smoothing=0.1, which only changes
+    class-id targets. Computed in float32.
+    """
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    logits = logits.float()
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, C), got {tuple(logits.shape)}")
+    N, C = logits.shape
+    if targets.shape[0] != N:
+        raise ValueError(f"targets {tuple(targets.shape)} and logits {tuple(logits.shape)} differ in batch size")
+    if targets.shape != logits.shape:
+        ids = targets.reshape(-1).long()
+        if ids.numel() != N:
+            raise ValueError(f"targets must be dense (N, C) = {(N, C)} or class ids (N,), got {tuple(targets.shape)}")
+        if bool(((ids < 0) | (ids >= C)).any()):
+            raise ValueError(f"class id(s) {sorted(set(ids[(ids < 0) | (ids >= C)].tolist()))[:10]} "
+                             f"outside [0, {C}) in targets")
+        off = float(smoothing) / C
+        targets = torch.full((N, C), off, device=logits.device).scatter_(1, ids[:, None], 1.0 - smoothing + off)
+    else:
+        targets = targets.float()
+        if smooth_dense and smoothing:
+            targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+    if target_threshold is not None:
+        targets = targets.gt(target_threshold).float()
+    if pos_weight is not None and not isinstance(pos_weight, torch.Tensor):
+        pos_weight = torch.tensor(float(pos_weight), device=logits.device)
+    loss = F.binary_cross_entropy_with_logits(logits, targets, weight, pos_weight=pos_weight,
+                                              reduction="none" if sum_classes else reduction)
+    return loss.sum(-1).mean() if sum_classes else loss
