@@ -60,10 +60,12 @@ from dali_mix_tools.training.evaluate import val_loader as build_val_loader
 from dali_mix_tools.training.label_noise import LabelNoise, corrupt_labels, corrupted_subset
 from dali_mix_tools.training.resume import check_evaluation, finished_run, incompatibilities
 from dali_mix_tools.training.run_dir import RunDir, RunDirError, archive_earlier_run, output_errors, writing
-from dali_mix_tools.training.tasks import (AudioClassificationTask, ClassificationTask, MixMoTask, SegmentationTask,
-                                           Task, TimmMixupTask)
+from dali_mix_tools.training.tasks import (AudioClassificationTask, ClassificationTask, MixMoTask, MultiLabelTask,
+                                           SegmentationTask, Task, TimmMixupTask)
 
 MIX_CHOICES = ("none", *MIX_METHODS, "randommix")
+PAIR_TASKS = ("segmentation", "multilabel")
+"""--task values that train on image + mask pairs (pipelines.segmentation)."""
 """--mix: no mixing, one mixing method of the table alone, or RandomMix over its default candidates."""
 AUDIO_DATA = "spoken-commands"  # --data name of the synthesised keyword-spotting set
 DEFAULT_OUTPUT = "runs/latest"
@@ -73,8 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--task", choices=("classification", "segmentation"), default="classification",
-                   help="segmentation: image + mask pairs (--data: a folder with train/ and val/, each holding "
+    d.add_argument("--task", choices=("classification", "segmentation", "multilabel"), default="classification",
+                   help="segmentation, or multilabel (a classifier of the classes each image shows, val mAP): "
+                        "image + mask pairs (--data: a folder with train/ and val/, each holding "
                         "images/ and masks/, or a Pascal VOC root; default the generated scenes), masks mixed "
                         "with the images, val mIoU")
     d.add_argument("--data", default=None, help="ImageFolder root with train/ and val/, or a train source; "
@@ -178,8 +181,8 @@ def validate_args(args, parser) -> None:
     def fail(msg):
         parser.error(msg)
 
-    if args.task == "segmentation":
-        validate_segmentation_args(args, fail)
+    if args.task in PAIR_TASKS:
+        validate_pair_task_args(args, fail)
         return
     if args.model is None:
         args.model = "kws_cnn" if is_sound(args) else "resnet18"
@@ -245,22 +248,29 @@ def validate_args(args, parser) -> None:
         fail(f"mixing flags: {exc}")
 
 
-def validate_segmentation_args(args, fail) -> None:
-    """--task segmentation: its model, and the flags it does not take, named."""
+def validate_pair_task_args(args, fail) -> None:
+    """--task segmentation / multilabel (image + mask pairs): the model, and the flags the
+    task does not take, named."""
     from dali_mix_tools.training.segmentation_models import SEGMENTATION_MODELS
 
-    args.model = args.model or "fcn_resnet18"
-    if args.model not in SEGMENTATION_MODELS:
-        fail(f"--task segmentation: --model must be one of {', '.join(SEGMENTATION_MODELS)}, got {args.model!r}")
+    task = args.task
+    if task == "segmentation":
+        args.model = args.model or "fcn_resnet18"
+        if args.model not in SEGMENTATION_MODELS:
+            fail(f"--task segmentation: --model must be one of {', '.join(SEGMENTATION_MODELS)}, got {args.model!r}")
+    else:
+        args.model = args.model or "resnet18"
+        if args.model not in torchvision.models.list_models(module=torchvision.models) and args.model not in CIFAR_MODELS:
+            fail(f"--task multilabel: --model {args.model!r} is not a torchvision classification model")
     refused = {"--mixmo": args.mixmo, "--timm-peer": args.timm_peer, "--label-noise": args.label_noise,
                "--evaluate": args.evaluate, "--check-data": args.check_data, "--targets sparse": args.targets != "dense",
                "--mix-off-epochs": args.mix_off_epochs, "--mixup-mode": args.mixup_mode}
     given = [flag for flag, v in refused.items() if v]
     if given:
-        fail(f"--task segmentation does not take {', '.join(given)} (it trains on image + mask pairs and "
-             "reports val mIoU every epoch in metrics.jsonl)")
+        fail(f"--task {task} does not take {', '.join(given)} (it trains on image + mask pairs and reports its "
+             "val metrics every epoch in metrics.jsonl)")
     if args.data is not None and not Path(args.data).is_dir():
-        fail(f"--task segmentation: --data {args.data!r} is not a folder")
+        fail(f"--task {task}: --data {args.data!r} is not a folder")
     for flag in ("epochs", "batch_size", "image_size", "workers", "num_classes"):
         v = getattr(args, flag)
         if v is not None and v < 1:
@@ -464,14 +474,16 @@ class Data:
     val_spec: str = ""  # absolute where it is a path (recorded in checkpoints for `dali-mix evaluate`)
     label_noise: LabelNoise | None = None  # --label-noise: the corrupted train samples
     audio: object = None  # sound: the dali_mix.data.audio_sources.SpeechCommandsSplits
-    segmentation: bool = False  # --task segmentation: train and val are pipelines.segmentation.PairedFolder
+    pairs: str | None = None  # --task segmentation / multilabel: image + mask pairs (pipelines.segmentation.PairedFolder)
 
 
-def open_segmentation_data(args, rt: Runtime) -> Data:
-    """--task segmentation: the image/mask pairs of train and val (`pipelines.segmentation`):
-    the generated scenes (built on first use) without --data, a folder with train/ and val/
-    (each images/ + masks/), or a Pascal VOC root (splits train and val). The number of
-    classes: the scenes' manifest, 21 for VOC, else --num-classes (required)."""
+def open_pair_data(args, rt: Runtime) -> Data:
+    """--task segmentation / multilabel: the image/mask pairs of train and val
+    (`pipelines.segmentation`): the generated scenes (built on first use) without --data, a
+    folder with train/ and val/ (each images/ + masks/), or a Pascal VOC root (splits train and
+    val). The number of classes of the masks: the scenes' manifest, 21 for VOC, else
+    --num-classes (required); multilabel labels the classes but the background (class 0): one
+    fewer."""
     from dali_mix.data.fashion_mnist import read_manifest
     from dali_mix.data.scenes import prepare_scenes
     from pipelines.segmentation import PairedFolder
@@ -499,15 +511,17 @@ def open_segmentation_data(args, rt: Runtime) -> Data:
         train, val = PairedFolder.of(train_dir, "train"), PairedFolder.of(val_dir, "val")
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if args.task == "multilabel":
+        num_classes -= 1
     return Data(str(Path(root).absolute()), train, val, num_classes, True, str(Path(val_dir).absolute()),
-                segmentation=True)
+                pairs=args.task)
 
 
 def open_data(args, rt: Runtime) -> Data:
     """Resolve and validate both sources; a train/val class mismatch stops the run, naming the
     classes. With --check-data the train source becomes the clean list (in --output)."""
-    if args.task == "segmentation":
-        return open_segmentation_data(args, rt)
+    if args.task in PAIR_TASKS:
+        return open_pair_data(args, rt)
     audio = resolve_audio(args, rt.env.rank)
     if audio is not None:
         train = audio.train
@@ -564,7 +578,7 @@ class Settings:
 
     @classmethod
     def resolve(cls, args, data: Data, env: DistributedEnv) -> Settings:
-        small, sound, seg = data.small_default, data.audio is not None, data.segmentation
+        small, sound, seg = data.small_default, data.audio is not None, data.pairs is not None
         image_size = args.n_mels if sound else args.image_size or (64 if seg else 28 if small else 224)
         epochs = args.epochs or (10 if sound or seg else 5 if small else 90)
         mix_off = args.mix_off_epochs if args.mix_off_epochs is not None else \
@@ -589,12 +603,14 @@ def make_task(args, data: Data, s: Settings, log: Callable[..., None] = print) -
 
     if args.timm_peer:
         return TimmMixupTask(data.num_classes, mixup_args=timm_mixup_args(args, data.num_classes))
-    if data.segmentation:
+    if data.pairs:
         try:
             recipe = recipe_from_args(args, data.num_classes, s.image_size)
+            if args.task == "multilabel":
+                recipe = recipe.with_(label_format="multi_hot")
         except ValueError as exc:
             raise SystemExit(f"error: {flag_names(exc, args, s)}") from None
-        return SegmentationTask(data.num_classes, recipe=recipe)
+        return (SegmentationTask if args.task == "segmentation" else MultiLabelTask)(data.num_classes, recipe=recipe)
     try:
         if args.mixmo:
             check_mixmo_args(batch_repetition=args.mixmo_b, batch_size=s.batch_size)
@@ -728,11 +744,12 @@ def log_evaluation(rt: Runtime, doc: dict) -> None:
 def val_loader(rt: Runtime, data: Data, s: Settings, source: Source | None = None) -> NamingErrors:
     """The val loader of `dali-mix evaluate` (`source`: another source than the val data); on
     sound, the audio val pipeline (`pipelines.audio`)."""
-    if data.segmentation:
+    if data.pairs:
         from pipelines.segmentation import val_pipeline
 
+        presence = data.num_classes + 1 if data.pairs == "multilabel" else None
         built = val_pipeline(source or data.val, batch_size=s.batch_size, image_size=s.image_size,
-                             num_threads=s.workers, **rt.shard_args())
+                             num_threads=s.workers, presence_classes=presence, **rt.shard_args())
         return Loader(built.pipe, built.output_map, built.reader_name, train=False)
     if data.audio is None:
         return build_val_loader(source or data.val, batch_size=s.batch_size, image_size=s.image_size, crop=s.crop,
@@ -805,7 +822,7 @@ class Trainer:
             num_classes=data.num_classes, crop=s.crop, enable_checkpointing=True,
             checkpoint=state["dali"][rt.env.rank] if state else None, **rt.shard_args())
         self.loader = Loader(self.built.pipe, self.built.output_map, self.built.reader_name,
-                             num_classes=data.num_classes)
+                             num_classes=data.num_classes, multi_label=getattr(task, "multi_label", False))
         self.built.clock.runs_per_epoch = self.loader.runs_per_epoch
         # DALI restores the external sources' run counter with the checkpoint: no run_offset needed
         self.steps_per_epoch = len(self.loader)

@@ -328,7 +328,8 @@ def evaluate_multilabel(forward: Callable[[torch.Tensor], torch.Tensor], loader,
                         world_size: int = 1, rank: int = 0, progress: bool = False,
                         total: int | None = None) -> dict:
     """mAP of a multi-label classifier over the whole loader (batches of (images normalised
-    float32, targets (N, C) multi-hot)): {"samples": N, "clean": {"map": %, "map_classes": k}}.
+    float32, targets (N, C) multi-hot)): {"samples": N, "clean": {"map": %, "map_classes": k,
+    "hamming_acc": % of the N x C decisions right at logit 0 (probability 0.5)}}.
     `forward` maps images on `device` to (N, C) logits. The scores and targets of every batch are
     kept (N x C float32 each) and gathered over ranks (`world_size` > 1) before the AP."""
     scores, labels = [], []
@@ -348,7 +349,9 @@ def evaluate_multilabel(forward: Callable[[torch.Tensor], torch.Tensor], loader,
         scores_all = torch.cat([g[0] for g in gathered])
         labels_all = torch.cat([g[1] for g in gathered])
     value, classes = mean_average_precision(scores_all, labels_all)
-    return {"samples": int(scores_all.shape[0]), "clean": {"map": round(value, 3), "map_classes": classes}}
+    hamming = 100.0 * float(((scores_all > 0) == (labels_all > 0.5)).double().mean())
+    return {"samples": int(scores_all.shape[0]),
+            "clean": {"map": round(value, 3), "map_classes": classes, "hamming_acc": round(hamming, 3)}}
 
 
 def format_table(result: dict) -> str:

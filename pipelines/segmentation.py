@@ -156,7 +156,7 @@ def train_pipeline(data, *, batch_size: int, image_size: int, recipe, device: st
                    device_id=None, num_threads: int = 2, seed: int = 0, split: str = "train",
                    scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), shard_id: int = 0, num_shards: int = 1,
                    source_map: bool = False, executor: str = "auto", enable_checkpointing: bool = False,
-                   checkpoint=None) -> SegmentationPipeline:
+                   checkpoint=None, labels: str = "masks") -> SegmentationPipeline:
     """The train pipeline (see the module docstring). data: a folder (`pair_files`) or a
     `PairedFolder`. recipe: a `dali_mix.MixRecipe` (HWC, three
     channels; `num_classes` the classes of the masks). Outputs (`output_map`): images (N, 3,
@@ -164,10 +164,15 @@ def train_pipeline(data, *, batch_size: int, image_size: int, recipe, device: st
     int64, mask_weight (N,) float32 (and source with `source_map`); no image-level targets.
     seed: the readers shuffle with `seed` on every shard; the augmentation seed is
     seed * 1000 + shard_id + 1. enable_checkpointing, checkpoint: DALI checkpointing (a resumed
-    run). The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run."""
+    run). The returned `clock` must get `runs_per_epoch` (from the Loader) before the first run.
+    labels: "masks" (the above), or "presence": multi-label classification of the same pairs,
+    each image labelled with the classes its (cropped) mask shows (`presence`: multi-hot over
+    classes 1..C-1, class 0 the background), mixed by a recipe with `label_format="multi_hot"`
+    and `num_classes` C - 1; outputs images and targets (`dali_mix.output_names(recipe)`)."""
+    _check_labels(labels, recipe)
     images_files, masks_files = _files(data, split)
-    labels = list(range(len(images_files)))
-    reader = dict(random_shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards, labels=labels)
+    reader = dict(random_shuffle=True, seed=seed, shard_id=shard_id, num_shards=num_shards,
+                  labels=list(range(len(images_files))))
 
     clock = BatchClock()
 
@@ -187,25 +192,32 @@ def train_pipeline(data, *, batch_size: int, image_size: int, recipe, device: st
                           interp_type=types.INTERP_NN, antialias=False)
         flip = fn.random.coin_flip()
         norm = Normalization(IMAGENET_MEAN, IMAGENET_STD, mirror=flip)
+        if labels == "presence":
+            out = dm.random_mix(images, presence(masks, recipe.num_classes + 1), recipe, image_size=image_size,
+                                normalize=norm, executor=executor, clock=clock)
+            return out.outputs()
         out = dm.random_mix(images, idx * 0, recipe, image_size=image_size, normalize=norm, masks=masks,
                             source_map=source_map, executor=executor, clock=clock)  # no image labels
         return tuple(getattr(out, n) for n in names)
 
     names = ["images", "masks", "masks_b", "mask_weight"] + (["source"] if source_map else [])
+    if labels == "presence":
+        names = dm.output_names(recipe)
     kw = {} if checkpoint is None else {"checkpoint": checkpoint}
     return SegmentationPipeline(pipe(**kw), names, "Reader", images_files, masks_files, clock)
 
 
 def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu", device_id=None,
                  num_threads: int = 2, split: str = "val", shard_id: int = 0,
-                 num_shards: int = 1) -> SegmentationPipeline:
+                 num_shards: int = 1, presence_classes: int | None = None) -> SegmentationPipeline:
     """The val pipeline: images (N, 3, S, S) float32 normalised and masks (N, S, S) int64, both
     resized to `image_size` (the mask by nearest neighbour); each pair once per epoch, in order
-    (readers with `pad_last_batch`, for `dali_mix.torch.Loader(train=False)`)."""
+    (readers with `pad_last_batch`, for `dali_mix.torch.Loader(train=False)`).
+    presence_classes: C, for multi-label classification: images and targets instead, the
+    (N, C - 1) float32 multi-hot classes 1..C-1 each mask shows (`presence`)."""
     images_files, masks_files = _files(data, split)
-    labels = list(range(len(images_files)))
-    reader = dict(random_shuffle=False, shard_id=shard_id, num_shards=num_shards, labels=labels,
-                  pad_last_batch=True)
+    reader = dict(random_shuffle=False, shard_id=shard_id, num_shards=num_shards,
+                  labels=list(range(len(images_files))), pad_last_batch=True)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id)
     def pipe():
@@ -218,10 +230,30 @@ def val_pipeline(data, *, batch_size: int, image_size: int, device: str = "cpu",
                           interp_type=types.INTERP_NN, antialias=False)
         images = normalize_only(images, Normalization(IMAGENET_MEAN, IMAGENET_STD), "dali", layout="HWC",
                                 channels=3)
+        if presence_classes is not None:
+            targets = presence(masks, presence_classes)
+            return images, targets.gpu() if device == "gpu" else targets
         masks = fn.squeeze(fn.cast(masks, dtype=types.INT64), axes=[2])
         return images, masks.gpu() if device == "gpu" else masks
 
-    return SegmentationPipeline(pipe(), ["images", "masks"], "Reader", images_files, masks_files)
+    names = ["images", "masks"] if presence_classes is None else ["images", "targets"]
+    return SegmentationPipeline(pipe(), names, "Reader", images_files, masks_files)
+
+
+def presence(masks, num_classes: int):
+    """(C - 1,) float32 multi-hot per sample: 1 for each class 1..C-1 that appears in the mask
+    ((H, W, 1) uint8 class ids < C; class 0, the background, is not a label), CPU."""
+    hot = fn.one_hot(fn.reshape(fn.cast(masks, dtype=types.INT32), shape=[-1]), num_classes=int(num_classes),
+                     dtype=types.FLOAT)
+    return fn.reductions.max(hot, axes=[0])[1:]
+
+
+def _check_labels(labels: str, recipe) -> None:
+    if labels not in ("masks", "presence"):
+        raise ValueError(f"labels must be 'masks' or 'presence', got {labels!r}")
+    if labels == "presence" and recipe.label_format != "multi_hot":
+        raise ValueError("labels='presence' gives multi-hot labels: the recipe needs label_format='multi_hot' "
+                         f"(and num_classes = the masks' classes - 1), got label_format={recipe.label_format!r}")
 
 
 def main(argv=None) -> int:

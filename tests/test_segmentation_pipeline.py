@@ -112,3 +112,27 @@ def test_scenes_masks_are_their_shapes(tmp_path):
         assert mask.max() < len(CLASSES) and (mask > 0).any()
         for c in np.unique(mask[mask > 0]):  # each class region shows its shapes' colours only
             assert len(np.unique(image[mask == c], axis=0)) <= 4
+
+
+def test_presence_labels_are_the_classes_each_mask_shows(tmp_path):
+    """labels="presence": multi-hot classes 1..C-1 of each (val: whole) mask; train: of the
+    cropped mask, mixed as multi-hot targets (each target between 0 and 1, a class a sample
+    and its partners do not show is 0)."""
+    root = _class_coded(tmp_path / "set", n=6)
+    val = segmentation.val_pipeline(root, split="val", batch_size=3, image_size=30, num_threads=1,
+                                    presence_classes=K)
+    got = np.concatenate([t.numpy() for _, t in Loader(val.pipe, val.output_map, val.reader_name, train=False)])
+    want = np.stack([[float((np.asarray(Image.open(f)) == c).any()) for c in range(1, K)] for f in val.masks])
+    np.testing.assert_array_equal(got, want)
+    recipe = dm.MixRecipe(methods=[], num_classes=K - 1, label_format="multi_hot")
+    train = segmentation.train_pipeline(root, batch_size=3, image_size=30, recipe=recipe, num_threads=1,
+                                        labels="presence", scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))
+    for images, targets in Loader(train.pipe, train.output_map, train.reader_name, multi_label=True):
+        # whole-image crops (area 1, the images' own aspect), no mixing: the classes the pixels show
+        pixels = images.numpy().transpose(0, 2, 3, 1) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+        shown = np.abs(pixels[..., None, :] - PALETTE.astype(np.float64)).max(-1).argmin(-1)
+        want = np.stack([[float((s == c).any()) for c in range(1, K)] for s in shown])
+        np.testing.assert_array_equal(targets.numpy(), want)
+    with pytest.raises(ValueError, match="label_format='multi_hot'"):
+        segmentation.train_pipeline(root, batch_size=3, image_size=30, recipe=dm.MixRecipe(num_classes=K - 1),
+                                    labels="presence")

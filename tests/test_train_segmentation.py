@@ -1,4 +1,5 @@
-"""train.py --task segmentation as users run it, and the mIoU it reports, checked by value.
+"""train.py --task segmentation and --task multilabel as users run them, and the mIoU and mAP
+they report, checked by value.
 
 A short run on a small generated scenes set (the data `dali-mix data scenes` writes): the val
 mIoU and pixel accuracy in metrics.jsonl equal a re-computation from the saved model on the
@@ -134,3 +135,24 @@ def test_accuracy_harness_segmentation_experiment(scenes, tmp_path):
                   for s in range(2)]
         mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
         assert f"| {arm} | {mean:.2f} +- {sd:.2f} |" in table
+
+
+def test_multilabel_run_and_evaluate_report_the_same_map(scenes, tmp_path):
+    """train.py --task multilabel (the classes each scene shows, mixed multi-hot targets, BCE):
+    `dali-mix evaluate` on its last.pt, with another val batch size, gives the mAP the run
+    recorded for its last epoch (the model in eval mode: nothing depends on the batch)."""
+    out = tmp_path / "ml"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--task", "multilabel", "--data", scenes.root,
+                           "--output", out, "--epochs", "1", "--mix", "cutmix", "--overwrite", *FAST],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < last["val_map"] <= 100 and last["val_samples"] == 9
+    doc = tmp_path / "eval.json"
+    ev = subprocess.run([sys.executable, "-m", "dali_mix_tools", "evaluate", str(out / "last.pt"), "--json", str(doc),
+                         "--batch-size", "4", "--workers", "1", "--no-progress"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert ev.returncode == 0, ev.stdout + ev.stderr
+    result = json.loads(doc.read_text())
+    assert result["clean"]["map"] == pytest.approx(last["val_map"], abs=1e-3)
+    assert result["clean"]["map_classes"] == len(scenes.classes) - 1 and result["samples"] == 9

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from dali_mix import checkpoint as ckpt
 from dali_mix.atomic import write_atomic
-from dali_mix.evaluation import PixelScale, Robustness, evaluate_model, format_table
+from dali_mix.evaluation import PixelScale, Robustness, evaluate_model, evaluate_multilabel, format_table
 from dali_mix.data.sources import Source, resolve_source
 
 # keys every train.py checkpoint holds (older ones too); anything else is not ours
@@ -154,6 +154,13 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, robustness
     if (state.get("signature") or {}).get("task") == "audio-classification":
         raise EvaluationError(f"{path} is a sound checkpoint: evaluate it with train.py --evaluate --resume {path} "
                               "--data SPEECH_COMMANDS_DIR (clean metrics; the robustness set perturbs images)")
+    if (state.get("signature") or {}).get("task") == "multilabel":
+        if robustness is not None:
+            raise EvaluationError(f"{path} is a multi-label checkpoint: its metric is mAP; --robustness perturbs "
+                                  "images against single-label top-1")
+        return evaluate_multilabel_checkpoint(path, state, data=data, device=device, workers=workers,
+                                              batch_size=batch_size, rank=rank, world_size=world_size,
+                                              progress=progress)
     source = resolve_val(state, data)
     settings = checkpoint_settings(state)
     device = device or torch.device("cpu")
@@ -167,6 +174,36 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, robustness
     result = evaluate_in_memory(model, mixmo, loader, device, robustness=robustness, world_size=world_size,
                                 rank=rank, progress=progress)
     return document(path, source.root, result)
+
+
+def evaluate_multilabel_checkpoint(path: str | Path, state: dict, *, data: str | None, device, workers: int,
+                                   batch_size: int | None, rank: int, world_size: int, progress: bool) -> dict:
+    """A `train.py --task multilabel` checkpoint on image + mask pairs (`data`, else the run's
+    val data): mAP and per-class accuracy (`dali_mix.evaluation.evaluate_multilabel`), the
+    labels each image's mask shows (`pipelines.segmentation.val_pipeline(presence_classes=)`)."""
+    from dali_mix.torch import Loader
+    from pipelines.segmentation import PairedFolder, val_pipeline
+
+    settings = checkpoint_settings(state)
+    spec = data or settings["val_data"]
+    if not spec:
+        raise EvaluationError("the checkpoint records no val data: pass --data")
+    try:
+        pairs = PairedFolder.of(spec, "val")
+    except ValueError as exc:
+        raise EvaluationError(f"--data {spec}: {exc}") from None
+    device = device or torch.device("cpu")
+    model, _ = build_model(state)
+    model.to(device).eval()
+    use_gpu = device.type == "cuda"
+    built = val_pipeline(pairs, batch_size=batch_size or settings["batch_size"], image_size=settings["image_size"],
+                         num_threads=workers, presence_classes=state["num_classes"] + 1,
+                         device="gpu" if use_gpu else "cpu", device_id=device.index if use_gpu else None,
+                         shard_id=rank, num_shards=world_size)
+    loader = Loader(built.pipe, built.output_map, built.reader_name, train=False, multi_label=True)
+    result = evaluate_multilabel(model, loader, device, world_size=world_size, rank=rank, progress=progress,
+                                 total=len(loader))
+    return document(path, spec, result)
 
 
 def document(path: str | Path, data_root: str, result: dict) -> dict:

@@ -14,6 +14,8 @@ The trainer's loop, checkpoints and output directory are the same for every task
   images; features are mixed in the model.
 - `SegmentationTask`: a segmentation model on image + mask pairs (`pipelines.segmentation`),
   images and masks mixed there by the recipe; per-pixel loss, val mIoU.
+- `MultiLabelTask`: a classifier of the classes each image of those pairs shows (multi-hot
+  targets mixed by the recipe, `label_format="multi_hot"`); binary cross-entropy, val mAP.
 
 Each task names its two val metrics (`metric_keys` in metrics.jsonl, `metric_labels` in the
 log); the first is the one best.pt follows.
@@ -28,9 +30,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from dali_mix.evaluation import ConfusionTally
+from dali_mix.evaluation import ConfusionTally, evaluate_multilabel
 from dali_mix.recipe import MixRecipe
-from dali_mix.torch import (MixMoNet, mixed_cross_entropy, mixed_segmentation_loss, mixmo_loss, slot_cross_entropy,
+from dali_mix.torch import (MixMoNet, binary_cross_entropy, mixed_cross_entropy, mixed_segmentation_loss, mixmo_loss, slot_cross_entropy,
                             soft_target_cross_entropy)
 from dali_mix_tools.training.support import build_model, evaluate
 
@@ -310,6 +312,51 @@ class SegmentationTask(Task):
         tally.all_reduce(world_size)
         r = tally.result()
         return r["miou"], r["pixel_acc"], r["images"], {}
+
+    def mixing(self, epoch: int) -> bool:
+        return self.recipe.mixes
+
+
+@dataclass
+class MultiLabelTask(Task):
+    """A classifier of the classes 1..C-1 each image of image + mask pairs shows (`num_classes`
+    C - 1; `pipelines.segmentation` with `labels="presence"`), multi-hot targets mixed by
+    `recipe` (`label_format="multi_hot"`; its smoothing and threshold applied in the pipeline);
+    the loss is `binary_cross_entropy` on those targets, the val metrics mAP and the per-class
+    decisions' accuracy (`dali_mix.evaluation.evaluate_multilabel`)."""
+
+    recipe: MixRecipe | None = None
+
+    name = "multilabel"
+    metric_keys = ("val_map", "val_hamming_acc")
+    metric_labels = ("val mAP", "per-class acc")
+    multi_label = True
+
+    def __post_init__(self):
+        self.recipe = self.recipe or MixRecipe(methods=[], num_classes=self.num_classes, label_format="multi_hot")
+
+    def signature(self) -> dict:
+        return {"task": self.name, "recipe": self.recipe.to_dict()}
+
+    def describe(self) -> str:
+        return ClassificationTask.describe(self) + " (multi-hot)"
+
+    def train_pipeline(self, source, *, batch_size, image_size, seed, num_threads, shard_id=0, num_shards=1,
+                       device="cpu", device_id=None, enable_checkpointing=False, checkpoint=None, **_):
+        from pipelines.segmentation import train_pipeline
+
+        return train_pipeline(source, batch_size=batch_size, image_size=image_size, recipe=self.recipe, seed=seed,
+                              num_threads=num_threads, shard_id=shard_id, num_shards=num_shards, device=device,
+                              device_id=device_id, enable_checkpointing=enable_checkpointing, checkpoint=checkpoint,
+                              labels="presence")
+
+    def loss(self, output, batch, output_map, device):
+        return binary_cross_entropy(output.float(), batch[output_map.index("targets")].to(device))
+
+    def metrics(self, model, ddp, loader, device, *, channels_last=False, amp_dtype=None, world_size=1):
+        model.eval()
+        r = evaluate_multilabel(model, loader, device, world_size=world_size)
+        return r["clean"]["map"], r["clean"]["hamming_acc"], r["samples"], {}
 
     def mixing(self, epoch: int) -> bool:
         return self.recipe.mixes
