@@ -125,12 +125,12 @@ def test_accuracy_harness_segmentation_experiment(scenes, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     extra = f"--data {scenes.root} --image-size 32 --workers 1"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.accuracy", "--experiment", "segmentation", "--arms",
-                           "none,cutmix", "--seeds", "2", "--epochs", "1", "--batch-size", "8", "--extra", extra,
+                           "cutmix", "--seeds", "2", "--epochs", "1", "--batch-size", "8", "--extra", extra,
                            "--work", str(work), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = (out / "accuracy_segmentation.md").read_text()
-    for arm in ("none", "cutmix"):
+    for arm in ("cutmix",):
         values = [json.loads((work / f"{arm}-seed{s}" / "metrics.jsonl").read_text().splitlines()[-1])["val_miou"]
                   for s in range(2)]
         mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
