@@ -109,6 +109,7 @@ class PixelMaps:
             moved = self._flip(self._moved(self.own, base, plan_nodes, ins))
             # as integers: DALI's blend adds a partner's value times 1e-30 where it keeps the own
             moved, own = fn.cast(moved, dtype=types.INT32), fn.cast(index, dtype=types.INT32)
+            own = own.gpu() if moved.device == "gpu" else own
             out["source"] = fn.reshape(fn.cast(moved != own, dtype=types.UINT8),
                                        shape=[self.geo.height, self.geo.width], layout="HW")
         on_gpu = getattr(like, "device", "cpu") == "gpu"
