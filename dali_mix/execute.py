@@ -37,6 +37,7 @@ from nvidia.dali.pipeline import do_not_convert
 from dali_mix import native
 from dali_mix.recipe import MixRecipe
 from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
+from dali_mix.masks import rank_dtype
 from dali_mix.methods import ERASES, method
 from dali_mix.plan import MixPlanner, Plan
 
@@ -47,8 +48,6 @@ DENSE_MASK_PIXELS = 8192
 sample, a copy of B masks); larger ones as per-sample arrays (only the FMix samples' pixels).
 The external source pays a few microseconds per array: a batch array is cheaper up to about
 this size (spectrograms of 40 x 101, CIFAR's 32 x 32), per-sample views beyond."""
-
-_NO_MASK = np.zeros((0, 0, 1), np.uint16)
 
 
 
@@ -159,15 +158,16 @@ class FusedExecutor:
             rows[:, :, 0] = np.take_along_axis(plan.sources, rows[:, :, 0], axis=1)
         params = np.zeros((B, 3), np.int32)
         used = plan.fmix[:, 0] >= 0
+        none = np.zeros((0, 0, 1), rank_dtype(self.geo.height, self.geo.width))  # the bank's dtype
         if not used.any():
-            return {"blend": plan.blend, "rows": rows, "mask": [_NO_MASK] * B, "mask_params": params}
+            return {"blend": plan.blend, "rows": rows, "mask": [none] * B, "mask_params": params}
         bank = self.planner.fmix_bank.bank(plan.epoch)
         params[used] = plan.fmix[used, 1:]
         if self.geo.height * self.geo.width <= DENSE_MASK_PIXELS:
             params[~used, 0] = self.geo.height * self.geo.width
             masks = bank[np.where(used, plan.fmix[:, 0], 0)]
         else:
-            masks = [bank[plan.fmix[i, 0]] if used[i] else _NO_MASK for i in range(B)]
+            masks = [bank[plan.fmix[i, 0]] if used[i] else none for i in range(B)]
         return {"blend": plan.blend, "rows": rows, "mask": masks, "mask_params": params}
 
 

@@ -76,18 +76,21 @@ def test_both_executors_give_the_same_batch(methods, kind):
     assert methods_seen == set(range(len(methods)))
 
 
-@pytest.mark.parametrize("size", [(40, 101), (96, 100)])
+@pytest.mark.parametrize("size", [(40, 101), (96, 100), (260, 260)])
 def test_fused_fmix_masks_as_one_array_or_per_sample_give_the_same_batch(size, monkeypatch):
     """The fused operator's FMix ranks handed as one batch array (masks of at most
     `DENSE_MASK_PIXELS` pixels; the samples without FMix get k = H * W) or as per-sample arrays
     (larger masks; an empty one without FMix): the same images, bit for bit, on one-channel
-    spectrogram-sized and larger float CHW images, and FMix did take partner pixels."""
+    spectrogram-sized and larger float CHW images, and FMix took exactly the planned share of
+    partner pixels. 260 x 260: int32 ranks (more than 65536 pixels), whose empty masks must be
+    int32 too (uint16 ones made the external source refuse the batch)."""
     from dali_mix import execute
 
     native.load()
     n, (h, w) = 16, size
     rng = np.random.default_rng(4)
-    images = [rng.standard_normal((1, h, w)).astype(np.float32) for _ in range(n)]
+    # sample i's values in [4i, 4i + 1): no pixel of one sample equals one of another
+    images = [(4.0 * i + rng.random((1, h, w))).astype(np.float32) for i in range(n)]
     recipe = dm.MixRecipe(methods=["mixup", "fmix", "cutmix"], num_classes=n, fmix_bank_size=8,
                           layout="CHW", channels=1)
 
