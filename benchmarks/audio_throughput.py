@@ -22,7 +22,11 @@ normalisation):
 
 The harness is `benchmarks.throughput.measure` (every contender in its own subprocess, run
 round-robin, idle contenders' prefetching not timed). Reported: median clips/s over rounds, and
-the ratios to the reference (median over median, and paired per round).
+the ratios to the reference (median over median, and paired per round); and the CPU time the
+contender's process tree spent per batch (each turn's batches, the refill of its prefetch
+queue included) with the paired ratio of the reference's CPU time to the contender's: the
+clips/s ratio a machine whose cores are all busy would show, and less disturbed than wall
+time by other jobs on a shared machine.
 """
 from __future__ import annotations
 
@@ -167,13 +171,20 @@ def run(args) -> int:
           f"{args.rounds} rounds x {args.batches} batches")
     results = throughput.measure(names, cfg, rounds=args.rounds, batches=args.batches, in_process=args.in_process,
                                  reference=REFERENCE)
-    print(f"{'contender':<22} {'clips/s (median)':>16} {'min-max':>13} {'vs ' + REFERENCE:>22}")
+    print(f"{'contender':<22} {'clips/s (median)':>16} {'min-max':>13} {'vs ' + REFERENCE:>22} "
+          f"{'CPU ms/batch (min-max)':>24} {'CPU ratio (paired)':>19}")
     for name, r in results.items():
         ips = r["images_per_s"]
-        ratio = ""
+        ratio = cpu = cpu_ratio = ""
         if "ratio_vs_reference" in r:
             ratio = f"{r['ratio_vs_reference']:.3f} (paired {r['ratio_paired']['median']:.3f})"
-        print(f"{name:<22} {ips['median']:>16.0f} {ips['min']:>6.0f}-{ips['max']:<6.0f} {ratio:>22}")
+        if "cpu_ms_per_batch" in r:
+            c = r["cpu_ms_per_batch"]
+            cpu = f"{c['median']:.1f} ({c['min']:.1f}-{c['max']:.1f})"
+        if "cpu_ratio_paired" in r:
+            cpu_ratio = f"{r['cpu_ratio_paired']['median']:.3f}"
+        print(f"{name:<22} {ips['median']:>16.0f} {ips['min']:>6.0f}-{ips['max']:<6.0f} {ratio:>22} "
+              f"{cpu:>24} {cpu_ratio:>19}")
     if args.json:
         report = {"config": {k: v for k, v in cfg.items() if k != "builder"}, "rounds": args.rounds,
                   "batches": args.batches, "machine": throughput.machine_info(args.threads), "contenders": results}

@@ -473,11 +473,16 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
             wait_quiet(w.proc.pid)
             log(f"  ready: {name:<16} (built + {cfg['warmup']} warm-up batches in {info['build_s']:.1f} s)")
         per_round = {w.name: [] for w in workers}
+        cpu_round = {w.name: [] for w in workers}
         for r in range(rounds):  # each round starts with the next contender: no fixed position
             for w in workers[r % len(workers):] + workers[:r % len(workers)]:
+                ticks = None if in_process else _cpu_ticks(process_tree(w.proc.pid))
                 res = w.run(batches)
                 per_round[w.name].append(res["images"] / res["seconds"])
                 wait_quiet(w.proc.pid)
+                if ticks is not None:  # making this turn's batches, the refilled queue included
+                    spent = _cpu_ticks(process_tree(w.proc.pid)) - ticks
+                    cpu_round[w.name].append(1000 * spent / os.sysconf("SC_CLK_TCK") / batches)
             log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in per_round.items()))
     finally:
         for w in workers:
@@ -494,6 +499,8 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
                        "main_process_maxrss_mb": w.maxrss_mb,
                        "build_s": w.ready["build_s"]}
         out[w.name]["ms_per_batch"] = 1000 * cfg["batch_size"] / out[w.name]["images_per_s"]["median"]
+        if cpu_round[w.name]:
+            out[w.name]["cpu_ms_per_batch"] = summarise(cpu_round[w.name])
     if reference in out:  # ratios to the reference contender, of medians and per round
         ref = out[reference]["images_per_s"]
         for res in out.values():
@@ -501,6 +508,13 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
             paired = [a / b for a, b in zip(ips["rounds"], ref["rounds"])]
             res["ratio_vs_reference"] = ips["median"] / ref["median"]
             res["ratio_paired"] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired)}
+            if "cpu_ms_per_batch" in res and "cpu_ms_per_batch" in out[reference]:
+                # the reference's CPU time per batch over this contender's: the throughput
+                # ratio on a machine whose cores are all busy with the pipelines
+                cpu, ref_cpu = res["cpu_ms_per_batch"]["rounds"], out[reference]["cpu_ms_per_batch"]["rounds"]
+                paired = [b / a for a, b in zip(cpu, ref_cpu)]
+                res["cpu_ratio_paired"] = {"median": statistics.median(paired), "min": min(paired),
+                                           "max": max(paired)}
     return out
 
 

@@ -37,10 +37,17 @@ from nvidia.dali.pipeline import do_not_convert
 from dali_mix import native
 from dali_mix.recipe import MixRecipe
 from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
+from dali_mix.masks import rank_dtype
 from dali_mix.methods import ERASES, method
 from dali_mix.plan import MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
+
+DENSE_MASK_PIXELS = 8192
+"""FMix masks of at most this many pixels go to the fused operator as one batch array (every
+sample, a copy of B masks); larger ones as per-sample arrays (only the FMix samples' pixels).
+The external source pays a few microseconds per array: a batch array is cheaper up to about
+this size (spectrograms of 40 x 101, CIFAR's 32 x 32), per-sample views beyond."""
 
 
 
@@ -140,20 +147,27 @@ class FusedExecutor:
     def _fused(self, plan: Plan) -> dict:
         """The fused operator's plan inputs (see `dali_mix.native.mix`): the paste rows as one
         (B, R, 9) array with each row's slot replaced by its source sample (padding rows paste
-        nothing); the FMix samples get their bank rank image (a view) and (k, flip_y, flip_x),
-        the rest an empty mask."""
+        nothing); the FMix samples get their bank rank image and (k, flip_y, flip_x). The rest
+        get no mask: for masks of at most `DENSE_MASK_PIXELS` pixels the ranks of the whole
+        batch are one (B, H, W, 1) array (the samples without FMix: bank entry 0 with k = H * W,
+        which takes no partner pixel), else a list of per-sample arrays (the FMix samples' bank
+        views, an empty (0, 0, 1) array for the rest)."""
         B = len(plan.perm)
         rows = plan.rows.copy()
         if rows.size:
             rows[:, :, 0] = np.take_along_axis(plan.sources, rows[:, :, 0], axis=1)
-        masks = [np.zeros((0, 0, 1), np.uint16)] * B
         params = np.zeros((B, 3), np.int32)
-        used = np.flatnonzero(plan.fmix[:, 0] >= 0)
-        if used.size:
-            bank = self.planner.fmix_bank.bank(plan.epoch)
-            for i in used:
-                masks[i] = bank[plan.fmix[i, 0]]
-            params[used] = plan.fmix[used, 1:]
+        used = plan.fmix[:, 0] >= 0
+        none = np.zeros((0, 0, 1), rank_dtype(self.geo.height, self.geo.width))  # the bank's dtype
+        if not used.any():
+            return {"blend": plan.blend, "rows": rows, "mask": [none] * B, "mask_params": params}
+        bank = self.planner.fmix_bank.bank(plan.epoch)
+        params[used] = plan.fmix[used, 1:]
+        if self.geo.height * self.geo.width <= DENSE_MASK_PIXELS:
+            params[~used, 0] = self.geo.height * self.geo.width
+            masks = bank[np.where(used, plan.fmix[:, 0], 0)]
+        else:
+            masks = [bank[plan.fmix[i, 0]] if used[i] else none for i in range(B)]
         return {"blend": plan.blend, "rows": rows, "mask": masks, "mask_params": params}
 
 

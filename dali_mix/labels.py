@@ -76,6 +76,18 @@ def dense_targets(labels, weights, num_classes: int, smoothing: float = 0.0):
     return targets + float(smoothing) / num_classes if smoothing else targets
 
 
+def pair_targets(labels_a, perm, weight_a, weight_b, num_classes: int, smoothing: float = 0.0):
+    """`dense_targets` of two label slots (own, partner = sample `perm`), the same values bit
+    for bit, in three operators: onehot(y_a) * w_a + onehot(y_a)[perm] * w_b (+ eps / C), from
+    the int64 scalar labels, the int32 partner and the float32 scalar weights `target_weights`
+    gives slot 0 and slot 1, all on the CPU. Each class's value is one weight or the float32
+    sum w_a + w_b, as the two-row sum of `dense_targets` rounds it."""
+    check_smoothing(smoothing)
+    hot = fn.one_hot(labels_a, num_classes=int(num_classes), dtype=types.FLOAT)
+    targets = hot * weight_a + fn.permute_batch(hot, indices=perm) * weight_b
+    return targets + float(smoothing) / num_classes if smoothing else targets
+
+
 def onehot_targets(labels, num_classes: int, smoothing: float = 0.0):
     """(N, num_classes) float32 targets of unmixed samples (lam = 1): (1 - eps) * onehot(y) +
     eps / C, from int64 scalar labels on the CPU."""
@@ -151,21 +163,31 @@ def check_smoothing(smoothing: float) -> None:
 
 class TargetInputs:
     """The targets' unit of the plan feed (`dali_mix.feed.PlanFeed`): `encode(plan)` gives
-    (`names`) the dense targets' slot weights ("weights", `target_weights`), and for plans of
-    S > 2 label slots the samples of slots 2.. ("source_k", (B,) int32) and the shares
-    ((B, S) float32); `build` makes the targets in the graph."""
+    (`names`) the dense targets' slot weights (`target_weights`: two slots of class ids,
+    "weight_a" and "weight_b", (B,) float32 each, for `pair_targets`; more slots or multi-label
+    targets, "weights" (B, S, 1) for `dense_targets` / `multi_label_targets`), and for plans of S > 2 label slots the samples of slots 2.. ("source_k",
+    (B,) int32) and the shares ((B, S) float32); `build` makes the targets in the graph."""
 
     def __init__(self, recipe, slots: int):
         self.recipe = recipe
         self.slots = int(slots)
-        self.names = (["weights"] if recipe.target == "dense" else []) + \
-            [f"source_{k}" for k in range(2, self.slots)] + (["shares"] if self.slots > 2 else [])
+        # one-hot targets of two slots take the pair form (`pair_targets`), the rest the slots' sum
+        self.pair = recipe.target == "dense" and self.slots == 2 and not recipe.multi_label
+        dense = []
+        if recipe.target == "dense":
+            dense = ["weight_a", "weight_b"] if self.pair else ["weights"]
+        self.names = dense + [f"source_{k}" for k in range(2, self.slots)] + (["shares"] if self.slots > 2 else [])
 
     def encode(self, plan) -> dict:
         out = {f"source_{k}": np.ascontiguousarray(plan.sources[:, k]) for k in range(2, self.slots)}
         out["shares"] = plan.shares
         if self.recipe.target == "dense":
-            out["weights"] = target_weights(plan.shares, self.recipe.label_smoothing)
+            weights = target_weights(plan.shares, self.recipe.label_smoothing)
+            if self.pair:
+                out["weight_a"] = np.ascontiguousarray(weights[:, 0, 0])
+                out["weight_b"] = np.ascontiguousarray(weights[:, 1, 0])
+            else:
+                out["weights"] = weights
         return out
 
     def build(self, labels_a, perm, ins: dict, problem=None):
@@ -181,6 +203,9 @@ class TargetInputs:
         targets = None
         if recipe.target == "dense" and recipe.multi_label:
             targets = multi_label_targets(slots, ins["weights"], smoothing_off(recipe))
+        elif self.pair:
+            targets = pair_targets(labels_a, perm, ins["weight_a"], ins["weight_b"], recipe.num_classes,
+                                   recipe.label_smoothing)
         elif recipe.target == "dense":
             targets = dense_targets(slots, ins["weights"], recipe.num_classes, recipe.label_smoothing)
         if targets is not None:

@@ -87,6 +87,11 @@ def low_frequency_images(n: int, h: int, w: int, decay_power: float = 3.0, *,
     return img / img.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
 
 
+def rank_dtype(h: int, w: int) -> type:
+    """The dtype of the ranks of (h, w) masks: uint16 when h*w <= 65536, else int32."""
+    return np.uint16 if h * w <= 65536 else np.int32
+
+
 def pixel_ranks(images: torch.Tensor) -> np.ndarray:
     """Rank of every pixel within its image, 0 = largest value: (n, h, w) -> (n, h, w, 1) numpy,
     uint16 when h*w <= 65536 else int32. `ranks < k` is then the binary mask with the top k
@@ -95,8 +100,7 @@ def pixel_ranks(images: torch.Tensor) -> np.ndarray:
     order = torch.argsort(images.reshape(n, -1), dim=1, descending=True)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
-    dtype = np.uint16 if h * w <= 65536 else np.int32
-    return ranks.reshape(n, h, w, 1).cpu().numpy().astype(dtype)
+    return ranks.reshape(n, h, w, 1).cpu().numpy().astype(rank_dtype(h, w))
 
 
 def binary_mask(ranks: np.ndarray, lam: float) -> np.ndarray:
@@ -186,7 +190,7 @@ class FMixMaskBank:
         images and sort indices (about 24 bytes per pixel) exist for one chunk only."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + (index if self.refresh else 0))
         h, w = self.size
-        out = np.empty((self.bank_size, h, w, 1), np.uint16 if h * w <= 65536 else np.int32)
+        out = np.empty((self.bank_size, h, w, 1), rank_dtype(h, w))
         with torch.no_grad():
             for start in range(0, self.bank_size, MAKE_CHUNK):
                 n = min(MAKE_CHUNK, self.bank_size - start)

@@ -228,7 +228,8 @@ class _Builder:
         elif isinstance(effect, Paste):
             rows = effect.rows
             area = rows[:, :, 7] * rows[:, :, 8]
-            per_slot = np.stack([(area * (rows[:, :, 0] == k)).sum(1) for k in range(self.area.shape[1])], 1)
+            slot_of_row = rows[:, :, 0, None] == np.arange(self.area.shape[1])  # (B, R, S)
+            per_slot = (area[:, :, None] * slot_of_row).sum(1)
             # the own label keeps what no other slot covers (rows never overlap one another)
             self.lam[sel] = 1.0 - per_slot[sel, 1:].sum(1) / HW
             self.pastes.append((sel, rows))
@@ -261,7 +262,7 @@ class _Builder:
                     sources=self.sources.astype(np.int32), lam=lam32,
                     shares=label_shares(lam32, self.area, self.many, self.H * self.W),
                     blend=self.blend, rows=rows, fmix=self.fmix,
-                    erase=[_erase_rows(e) for e in self.erase], epoch=int(epoch))
+                    erase=[_erase_rows(e) if e else _NO_ERASE for e in self.erase], epoch=int(epoch))
 
 
 def label_shares(lam: np.ndarray, area: np.ndarray, many: np.ndarray, pixels: int) -> np.ndarray:
@@ -275,6 +276,10 @@ def label_shares(lam: np.ndarray, area: np.ndarray, many: np.ndarray, pixels: in
     if many.any():
         shares[many, 1:] = (area[many, 1:] / float(pixels)).astype(np.float32)
     return shares
+
+
+_NO_ERASE = np.zeros((0, 5), np.int32)
+_NO_ERASE.flags.writeable = False  # shared by every sample without erased rectangles
 
 
 def _erase_rows(rows: list) -> np.ndarray:

@@ -88,3 +88,25 @@ def test_operator_cost_smoke(tmp_path):
                         "fused, cutmix", "fused, resizemix", "fused, fmix",
                         "fused, RandomMix (4 equal)"}
     assert all(r["cpu_ms"] > 0 and r["wall_ms"] > 0 for r in res.values())
+
+
+def test_mix_parts_smoke():
+    """benchmarks.mix_parts on tiny settings: every variant timed each round, and the replayed
+    random_mix repeats its batches every 4 steps while the drawn one does not."""
+    import numpy as np
+
+    from benchmarks import mix_parts
+
+    pipes, planner, fused, targets = mix_parts._pipelines(8, (1, 12, 20), 4, 1)
+    assert set(pipes) == set(mix_parts.VARIANTS)
+
+    def images(p):
+        return np.stack([np.asarray(t) for t in p.run()[0]])
+    replayed = [images(pipes["random_mix, plan replayed"]) for _ in range(8)]
+    drawn = [images(pipes["random_mix"]) for _ in range(8)]
+    for k in range(4):
+        np.testing.assert_array_equal(replayed[k], replayed[k + 4])
+    assert any(not np.array_equal(drawn[k], drawn[k + 4]) for k in range(4))
+    res = mix_parts.measure(batch=8, shape=(1, 12, 20), classes=4, threads=1, rounds=2, batches=2)
+    assert all(len(v["cpu_ms"]) == 2 and min(v["wall_ms"]) > 0 for v in res["variants"].values())
+    assert res["python"]["plan_us"] > 0

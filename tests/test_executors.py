@@ -76,6 +76,48 @@ def test_both_executors_give_the_same_batch(methods, kind):
     assert methods_seen == set(range(len(methods)))
 
 
+@pytest.mark.parametrize("size", [(40, 101), (96, 100), (260, 260)])
+def test_fused_fmix_masks_as_one_array_or_per_sample_give_the_same_batch(size, monkeypatch):
+    """The fused operator's FMix ranks handed as one batch array (masks of at most
+    `DENSE_MASK_PIXELS` pixels; the samples without FMix get k = H * W) or as per-sample arrays
+    (larger masks; an empty one without FMix): the same images, bit for bit, on one-channel
+    spectrogram-sized and larger float CHW images, and FMix took exactly the planned share of
+    partner pixels. 260 x 260: int32 ranks (more than 65536 pixels), whose empty masks must be
+    int32 too (uint16 ones made the external source refuse the batch)."""
+    from dali_mix import execute
+
+    native.load()
+    n, (h, w) = 16, size
+    rng = np.random.default_rng(4)
+    # sample i's values in [4i, 4i + 1): no pixel of one sample equals one of another
+    images = [(4.0 * i + rng.random((1, h, w))).astype(np.float32) for i in range(n)]
+    recipe = dm.MixRecipe(methods=["mixup", "fmix", "cutmix"], num_classes=n, fmix_bank_size=8,
+                          layout="CHW", channels=1)
+
+    def run(dense_pixels):
+        monkeypatch.setattr(execute, "DENSE_MASK_PIXELS", dense_pixels)
+
+        @pipeline_def(batch_size=n, num_threads=2, device_id=None, seed=6)
+        def pipe():
+            x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+            y = fn.external_source(source=lambda: [np.array([i], np.int32) for i in range(n)], batch=True)
+            out = dm.random_mix(x, y, recipe, image_size=(h, w), executor="fused")
+            return out.images, out.method, out.lam
+        p = pipe()
+        p.build()
+        return [[np.stack([np.asarray(t[i]) for i in range(n)]) for t in p.run()] for _ in range(3)]
+
+    dense, per_sample = run(h * w), run(0)
+    fmix = recipe.candidates.index("fmix")
+    for (a, method, lam), (b, method_b, _) in zip(dense, per_sample):
+        np.testing.assert_array_equal(method, method_b)
+        np.testing.assert_array_equal(a, b)
+        for i in np.flatnonzero((method == fmix) & (lam < 1)):  # partner pixels where the mask says
+            own = a[i] == images[i]
+            assert own.mean() == pytest.approx(float(lam[i]), abs=1e-6)
+    assert any(np.any(m == fmix) for _, m, _ in dense)
+
+
 def test_without_a_compiler_random_mix_warns_and_uses_dali_operators(tmp_path):
     """A machine without g++: the build fails with the cause, random_mix warns once and gives
     a batch on DALI's operators; executor='fused' raises instead."""

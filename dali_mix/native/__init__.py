@@ -276,7 +276,7 @@ def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mi
             size); a destination of zero area pastes nothing. Applied in order, after the mask.
         mask: uint16 or int32 (H, W[, 1]) pixel ranks, or empty (0, 0, 1) for none: the
             partner's pixels are those whose rank, at the position flipped as mask_params
-            says, is >= k.
+            says, is >= k (none when k >= H * W: every own pixel, as with an empty mask).
         mask_params: int32 (3,): k, flip_y, flip_x (ignored without a mask).
     Keyword args:
         mean, std: per-channel (or one) values in pixel units (for float images, in the

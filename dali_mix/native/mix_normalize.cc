@@ -7,7 +7,8 @@
 //   base   pixel (y, x)        = blend_i * own(y, x) + (1 - blend_i) * partner(y, x)   (Mixup;
 //                                 blend 1 = the own pixel, no arithmetic on the partner)
 //   mask   (H, W) ranks, k, flips: pixels whose rank (at the flipped position) is >= k are
-//                                 the partner's: k own pixels, lam = k / (H W) exactly    (FMix)
+//                                 the partner's: k own pixels, lam = k / (H W) exactly    (FMix;
+//                                 an empty mask, or k >= H W, takes no partner pixel)
 //   rows   (R, 9): source s, source rect (sy, sx, sh, sw), destination rect (dy, dx, dh, dw):
 //                                 the destination's pixels are sample s's source rect, resized
 //                                 by nearest neighbour where the sizes differ (the same pixels
@@ -592,7 +593,9 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                    " is outside the image");
       src[r] = images.raw_tensor(row[0]);
     }
-    const void *m = mask.shape().tensor_size(i) ? mask.raw_tensor(i) : nullptr;
+    // k >= H * W keeps every own pixel: the same as no mask, and no row needs scanning
+    const bool masked = mask.shape().tensor_size(i) && mask_params.tensor<int32_t>(i)[0] < H * W;
+    const void *m = masked ? mask.raw_tensor(i) : nullptr;
     return {images.raw_tensor(i), images.raw_tensor(j), lam, rw, nr, std::move(src), m,
             mask.type() == DALI_INT32, mask_params.tensor<int32_t>(i), mirror};
   }
