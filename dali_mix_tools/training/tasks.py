@@ -250,13 +250,37 @@ class MixMoTask(Task):
 
 
 @dataclass
-class SegmentationTask(Task):
+class PairTask(Task):
+    """What the tasks on image + mask pairs (`pipelines.segmentation`) share: `recipe` (never
+    None after construction), the train pipeline with `pipeline_labels` ("masks" or
+    "presence"), the signature and `mixing`."""
+
+    recipe: MixRecipe | None = None
+
+    pipeline_labels = "masks"
+
+    def signature(self) -> dict:
+        return {"task": self.name, "recipe": self.recipe.to_dict()}
+
+    def train_pipeline(self, source, *, batch_size, image_size, seed, num_threads, shard_id=0, num_shards=1,
+                       device="cpu", device_id=None, enable_checkpointing=False, checkpoint=None, **_):
+        from pipelines.segmentation import train_pipeline
+
+        return train_pipeline(source, batch_size=batch_size, image_size=image_size, recipe=self.recipe, seed=seed,
+                              num_threads=num_threads, shard_id=shard_id, num_shards=num_shards, device=device,
+                              device_id=device_id, enable_checkpointing=enable_checkpointing, checkpoint=checkpoint,
+                              labels=self.pipeline_labels)
+
+    def mixing(self, epoch: int) -> bool:
+        return self.recipe.mixes
+
+
+@dataclass
+class SegmentationTask(PairTask):
     """A segmentation model (`dali_mix_tools.training.segmentation_models`) on image + mask pairs;
     `recipe` mixes images and masks in the pipeline (its `num_classes` the masks' classes),
     None for no mixing; the loss is `mixed_segmentation_loss`, the val metrics mIoU and pixel
     accuracy (%)."""
-
-    recipe: MixRecipe | None = None
 
     name = "segmentation"
     metric_keys = ("val_miou", "val_pixel_acc")
@@ -266,19 +290,8 @@ class SegmentationTask(Task):
         if self.recipe is None:  # no mixing: the same pipeline with a recipe that never mixes
             self.recipe = MixRecipe(methods=[], num_classes=self.num_classes)
 
-    def signature(self) -> dict:
-        return {"task": self.name, "recipe": self.recipe.to_dict()}
-
     def describe(self) -> str:
         return ClassificationTask.describe(self) + " (images and masks)"
-
-    def train_pipeline(self, source, *, batch_size, image_size, seed, num_threads, shard_id=0, num_shards=1,
-                       device="cpu", device_id=None, enable_checkpointing=False, checkpoint=None, **_):
-        from pipelines.segmentation import train_pipeline
-
-        return train_pipeline(source, batch_size=batch_size, image_size=image_size, recipe=self.recipe, seed=seed,
-                              num_threads=num_threads, shard_id=shard_id, num_shards=num_shards, device=device,
-                              device_id=device_id, enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
 
     def model(self, name, small_images):
         from dali_mix_tools.training.segmentation_models import SEGMENTATION_MODELS
@@ -313,21 +326,17 @@ class SegmentationTask(Task):
         r = tally.result()
         return r["miou"], r["pixel_acc"], r["images"], {}
 
-    def mixing(self, epoch: int) -> bool:
-        return self.recipe.mixes
-
 
 @dataclass
-class MultiLabelTask(Task):
+class MultiLabelTask(PairTask):
     """A classifier of the classes 1..C-1 each image of image + mask pairs shows (`num_classes`
     C - 1; `pipelines.segmentation` with `labels="presence"`), multi-hot targets mixed by
     `recipe` (`label_format="multi_hot"`; its smoothing and threshold applied in the pipeline);
     the loss is `binary_cross_entropy` on those targets, the val metrics mAP and the per-class
     decisions' accuracy (`dali_mix.evaluation.evaluate_multilabel`)."""
 
-    recipe: MixRecipe | None = None
-
     name = "multilabel"
+    pipeline_labels = "presence"
     metric_keys = ("val_map", "val_hamming_acc")
     metric_labels = ("val mAP", "per-class acc")
     multi_label = True
@@ -335,20 +344,8 @@ class MultiLabelTask(Task):
     def __post_init__(self):
         self.recipe = self.recipe or MixRecipe(methods=[], num_classes=self.num_classes, label_format="multi_hot")
 
-    def signature(self) -> dict:
-        return {"task": self.name, "recipe": self.recipe.to_dict()}
-
     def describe(self) -> str:
         return ClassificationTask.describe(self) + " (multi-hot)"
-
-    def train_pipeline(self, source, *, batch_size, image_size, seed, num_threads, shard_id=0, num_shards=1,
-                       device="cpu", device_id=None, enable_checkpointing=False, checkpoint=None, **_):
-        from pipelines.segmentation import train_pipeline
-
-        return train_pipeline(source, batch_size=batch_size, image_size=image_size, recipe=self.recipe, seed=seed,
-                              num_threads=num_threads, shard_id=shard_id, num_shards=num_shards, device=device,
-                              device_id=device_id, enable_checkpointing=enable_checkpointing, checkpoint=checkpoint,
-                              labels="presence")
 
     def loss(self, output, batch, output_map, device):
         return binary_cross_entropy(output.float(), batch[output_map.index("targets")].to(device))
@@ -357,6 +354,3 @@ class MultiLabelTask(Task):
         model.eval()
         r = evaluate_multilabel(model, loader, device, world_size=world_size)
         return r["clean"]["map"], r["clean"]["hamming_acc"], r["samples"], {}
-
-    def mixing(self, epoch: int) -> bool:
-        return self.recipe.mixes
