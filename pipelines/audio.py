@@ -15,9 +15,11 @@ The graph, per clip (`AudioFeatures` holds every length and size):
 2. pad or crop to `clip_seconds` (1 s): in training a random window (a shorter clip lands at a
    random offset in zeros, a longer one is cut at a random start), plus a random time shift of
    up to `shift_seconds`; in validation the centre window, no shift;
-3. training only, with probability `noise_prob`: add a random segment of a random
+3. training only, with probability `noise_prob`: add a random window of a random
    background-noise file (`noise_files`, e.g. Speech Commands' `_background_noise_`) at an SNR
-   drawn uniformly from `snr_db` (signal and noise power over the whole window);
+   drawn uniformly from `snr_db` (signal and noise power over the whole window); the noise
+   files are decoded once, when the pipeline is made, into a cached `NoiseBank` that the graph
+   reads each window from (no noise file is decoded per clip);
 4. `fn.spectrogram` (power, `window_length` 400 = 25 ms, `window_step` 160 = 10 ms, `nfft` 512,
    centred windows: 101 frames per second) -> `fn.mel_filter_bank` (`n_mels`, 0-8 kHz) ->
    `fn.to_decibels` (10 log10, relative to the clip's maximum, floor -80 dB) -> per-utterance
@@ -38,7 +40,12 @@ runs every operator after the (CPU-only) decoder on the GPU; the graph is otherw
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import nvidia.dali.math as dmath
@@ -46,6 +53,8 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import do_not_convert
 
 import dali_mix as dm
+from dali_mix.atomic import write_atomic, write_text_atomic
+from dali_mix.data.fashion_mnist import data_home
 from dali_mix.schedule import BatchClock, MixOffSchedule
 from pipelines.classification import BuiltPipeline, _check_common, _source
 from pipelines.sources import read
@@ -141,19 +150,126 @@ def window(audio, features: AudioFeatures, *, train: bool, shift_seconds: float 
                     fill_values=0.0)
 
 
-def add_noise(audio, noise, features: AudioFeatures, *, prob: float, snr_db: tuple[float, float]):
-    """`audio` plus, with probability `prob` per clip, a random window of `noise` (decoded by
-    `decode`; zero-padded when shorter than the window) scaled to an SNR ~ U(snr_db), signal and
-    noise power measured over the window. Noise files not at `features.sample_rate` are
-    resampled whole on every read: fine for Speech Commands' 16 kHz noise, slow for long files
-    at other rates (resample them once beforehand)."""
-    total = features.clip_samples
-    n_len = fn.cast(noise.shape(dtype=types.INT64, device="cpu")[0], dtype=types.FLOAT)
-    start = fn.random.uniform(range=[0.0, 1.0]) * dmath.max(n_len - float(total), 0.0)
-    start = fn.cast(fn.cast(start, dtype=types.INT64), dtype=types.FLOAT)
-    segment = fn.slice(noise, fn.stack(start), fn.stack(start * 0.0 + float(total)), axes=[0],
-                       normalized_anchor=False, normalized_shape=False, out_of_bounds_policy="pad",
-                       fill_values=0.0)
+class NoiseBank:
+    """Background-noise files decoded once into one float32 array, from which `noise_windows`
+    reads each clip's window in the graph (`fn.readers.numpy` with a region of interest), so
+    that no noise file is read or decoded whole per clip.
+
+    The bank is a (total,) float32 .npy: file k (decoded by `decode`: mono, resampled to
+    `features.sample_rate`) at samples [starts[k], starts[k] + lengths[k]), followed by
+    `features.clip_samples` zeros, so that a window of a file shorter than a clip reads the
+    file and then zeros. Built by `NoiseBank.build` on first use and cached in
+    `$DALI_MIX_DATA/noise-banks` (default ~/.cache/dali-mix/noise-banks; where that folder is
+    not writable, as a container's read-only /data, in the temp folder), keyed by the files'
+    paths, sizes and modification times and the features' rate and clip length; written
+    atomically, so concurrent builders and killed runs leave no partial bank. A noise file that
+    cannot be decoded, or decodes to no samples, raises naming it when the bank is built."""
+
+    VERSION = 1
+
+    def __init__(self, path: str, files: tuple, starts: tuple, lengths: tuple, clip_samples: int):
+        self.path, self.files, self.clip_samples = str(path), tuple(files), int(clip_samples)
+        self.starts, self.lengths = tuple(int(v) for v in starts), tuple(int(v) for v in lengths)
+        if not (len(self.files) == len(self.starts) == len(self.lengths) > 0):
+            raise ValueError("a NoiseBank needs one start and one length per file, and at least one file")
+        if self.starts[-1] + self.lengths[-1] + self.clip_samples >= 2 ** 31:
+            raise ValueError(f"the noise files make {self.starts[-1] + self.lengths[-1]} samples, more than a "
+                             "bank of int32 positions holds; use fewer or shorter noise files")
+
+    @classmethod
+    def build(cls, noise_files, features: AudioFeatures, cache_dir=None) -> "NoiseBank":
+        """The bank of `noise_files` (audio files, any rate, mono or not) for `features`, from
+        the cache `cache_dir` (default `$DALI_MIX_DATA/noise-banks`) or decoded now."""
+        files = tuple(os.path.abspath(str(f)) for f in noise_files)
+        if not files:
+            raise ValueError("NoiseBank.build needs at least one noise file")
+        key = [cls.VERSION, features.sample_rate, features.clip_samples]
+        for f in files:
+            st = os.stat(f)  # a missing file raises FileNotFoundError naming it
+            key.append([f, st.st_size, st.st_mtime_ns])
+        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+        folders = [Path(cache_dir)] if cache_dir is not None else [
+            data_home() / "noise-banks", Path(tempfile.gettempdir()) / f"dali-mix-noise-banks-{os.getuid()}"]
+        for folder in folders:
+            bank = cls._cached(folder / digest, files, features)
+            if bank is not None:
+                return bank
+        decoded = decode_files(files, features)
+        pad = np.zeros(features.clip_samples, np.float32)
+        lengths = [len(x) for x in decoded]
+        starts = np.concatenate([[0], np.cumsum([n + len(pad) for n in lengths])[:-1]]).astype(int).tolist()
+        samples = np.concatenate([part for x in decoded for part in (x, pad)])
+        for folder in folders[:-1]:
+            try:
+                return cls._store(folder / digest, samples, files, starts, lengths, features)
+            except OSError:  # a read-only data folder (a container's /data): the next folder
+                pass
+        return cls._store(folders[-1] / digest, samples, files, starts, lengths, features)
+
+    @classmethod
+    def _store(cls, stem: Path, samples: np.ndarray, files: tuple, starts: list, lengths: list,
+               features: AudioFeatures) -> "NoiseBank":
+        """Write the bank's samples to `stem`.npy and its layout to `stem`.json, atomically."""
+        bank = cls(str(stem.with_suffix(".npy")), files, starts, lengths, features.clip_samples)  # checks the size
+        write_atomic(bank.path, lambda f: np.save(f, samples))
+        write_text_atomic(stem.with_suffix(".json"), json.dumps({"starts": starts, "lengths": lengths}))
+        return bank
+
+    @classmethod
+    def _cached(cls, stem: Path, files: tuple, features: AudioFeatures) -> "NoiseBank | None":
+        """The bank stored at `stem`.npy / .json, or None when there is none (or an unusable one)."""
+        npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
+        try:
+            info = json.loads(meta.read_text())
+            bank = cls(str(npy), files, info["starts"], info["lengths"], features.clip_samples)
+            if np.load(npy, mmap_mode="r").shape == (bank.starts[-1] + bank.lengths[-1] + bank.clip_samples,):
+                return bank
+        except (OSError, ValueError, KeyError):
+            pass
+        return None
+
+
+def decode_files(files, features: AudioFeatures) -> list:
+    """Each audio file decoded as the pipelines decode it (`decode`: mono float32 at
+    `features.sample_rate`), as numpy arrays, in order; a file that decodes to no samples
+    raises naming it (`check_not_empty`)."""
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=0)
+    def pipe():
+        encoded, _ = fn.readers.file(files=list(files), labels=[0] * len(files), name="Files")
+        return decode(encoded, features, "cpu")
+
+    p = pipe()
+    p.build()
+    return [np.array(p.run()[0][0], dtype=np.float32) for _ in files]
+
+
+def noise_windows(bank: NoiseBank, name: str):
+    """One `bank.clip_samples` window of background noise per sample, float32 (T,), CPU: a
+    noise file drawn uniformly, then a start uniform in [0, max(L - T, 0)] within it (L its
+    length; a file shorter than T gives the whole file, then zeros). `name`: the bank reader's
+    name (unique in the pipeline).
+
+    The file's first sample comes from two lookup tables (its position's high and low 20 bits:
+    `fn.lookup_table` holds float32 values, exact only below 2^24), its span from one (exact for
+    files up to 2^24 samples, 17 minutes at 16 kHz; beyond, rounded to float32, so that a
+    window may end a few samples into the zeros after the file)."""
+    T, keys = bank.clip_samples, list(range(len(bank.files)))
+    k = fn.random.uniform(values=[float(v) for v in keys], dtype=types.INT32)
+
+    def table(values):
+        return fn.lookup_table(k, keys=keys, values=[float(v) for v in values], dtype=types.INT32,
+                               default_value=0.0)
+
+    first = (table([s >> 20 for s in bank.starts]) * (1 << 20)) + table([s & 0xFFFFF for s in bank.starts])
+    span = table([max(n - T, 0) for n in bank.lengths])
+    offset = fn.cast(fn.random.uniform(range=[0.0, 1.0]) * span, dtype=types.INT32)  # floor: u < 1
+    return fn.readers.numpy(files=[bank.path], roi_start=fn.stack(first + offset), roi_shape=[T], name=name)
+
+
+def add_noise(audio, segment, *, prob: float, snr_db: tuple[float, float]):
+    """`audio` (T,) plus, with probability `prob` per clip, the noise `segment` (T,)
+    (`noise_windows`, on the audio's device) scaled to an SNR ~ U(snr_db), signal and noise
+    power measured over the window."""
     low, high = float(snr_db[0]), float(snr_db[1])
     snr = fn.random.uniform(range=[0.0, 1.0]) * (high - low) + low  # also for low == high
     on = fn.cast(fn.random.coin_flip(probability=float(prob)), dtype=types.FLOAT)
@@ -238,7 +354,7 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
     fmix_bank = None
     if recipe is not None and "fmix" in recipe.candidates:
         fmix_bank = dm.FMixMaskBank.from_recipe(recipe, batch_size, seed=recipe.seed + seed, clock=clock)
-    noise_files = [str(f) for f in noise_files]
+    bank = NoiseBank.build(noise_files, features) if len(noise_files) and noise_prob > 0 else None
 
     @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id,
                   seed=seed * 1000 + shard_id + 1, enable_checkpointing=enable_checkpointing,
@@ -247,10 +363,10 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
         encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards, seed=seed,
                                name=reader_name)
         audio = window(decode(encoded, features, device), features, train=True, shift_seconds=shift_seconds)
-        if noise_files and noise_prob > 0:
-            noise_enc, _ = fn.readers.file(files=noise_files, labels=[0] * len(noise_files), random_shuffle=True,
-                                           seed=seed * 1000 + shard_id + 7, name=f"{reader_name}Noise")
-            audio = add_noise(audio, decode(noise_enc, features, device), features, prob=noise_prob, snr_db=snr_db)
+        if bank is not None:
+            segment = noise_windows(bank, name=f"{reader_name}Noise")
+            segment = segment.gpu() if device == "gpu" else segment
+            audio = add_noise(audio, segment, prob=noise_prob, snr_db=snr_db)
         images = log_mel(audio, features)
         if recipe is None:
             return images, labels

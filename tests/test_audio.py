@@ -173,20 +173,20 @@ def test_background_noise_is_added_at_the_drawn_snr(tmp_path, snr):
     """add_noise with probability 1 and an SNR range of one value: the added signal (output minus
     the clean window) has exactly that SNR against the clean window; with probability 0 the
     window is unchanged."""
-    from pipelines.audio import add_noise, decode, window
+    from pipelines.audio import NoiseBank, add_noise, decode, noise_windows, window
 
     f = AudioFeatures()
     clip = write_wav(tmp_path / "t.wav", tone(1000, 1.3))
     noise = write_wav(tmp_path / "n.wav", np.random.default_rng(1).uniform(-0.5, 0.5, 2 * RATE))
+    bank = NoiseBank.build([noise], f, cache_dir=tmp_path / "banks")
 
     @pipeline_def(batch_size=4, num_threads=2, device_id=None, seed=2)
     def pipe():
         enc, _ = fn.readers.file(files=[str(clip)] * 4)
         clean = window(decode(enc, f, "cpu"), f, train=False)
-        n_enc, _ = fn.readers.file(files=[str(noise)], random_shuffle=True, name="N")
-        n_audio = decode(n_enc, f, "cpu")
-        noisy = add_noise(clean, n_audio, f, prob=1.0, snr_db=(snr, snr))
-        same = add_noise(clean, n_audio, f, prob=0.0, snr_db=(snr, snr))
+        segment = noise_windows(bank, name="N")
+        noisy = add_noise(clean, segment, prob=1.0, snr_db=(snr, snr))
+        same = add_noise(clean, segment, prob=0.0, snr_db=(snr, snr))
         return clean, noisy, same
 
     p = pipe()
@@ -198,6 +198,66 @@ def test_background_noise_is_added_at_the_drawn_snr(tmp_path, snr):
         np.testing.assert_allclose(measured, snr, atol=0.01)
         np.testing.assert_array_equal(same, clean)
         assert np.all(np.std(added, axis=1) > 0)
+
+
+def test_noise_bank_holds_every_file_decoded_and_windows_are_its_slices(tmp_path, monkeypatch):
+    """The bank: each noise file as the pipelines decode it (an 8 kHz file resampled to 16 kHz),
+    then a clip of zeros; cached (a second build decodes nothing, a changed file is decoded
+    again). The graph's windows: each one a clip-long slice of one file starting in
+    [0, L - T] (a file shorter than a clip: the whole file, then zeros), both files drawn, the
+    starts spread over the file."""
+    import os
+
+    import pipelines.audio as audio
+    from pipelines.audio import NoiseBank, decode_files, noise_windows
+
+    f = AudioFeatures()
+    rng = np.random.default_rng(3)
+    short = write_wav(tmp_path / "short.wav", rng.uniform(-0.5, 0.5, 2400), 8000)  # 0.3 s at 8 kHz
+    long_ = write_wav(tmp_path / "long.wav", rng.uniform(-0.5, 0.5, int(2.5 * RATE)))
+    bank = NoiseBank.build([short, long_], f, cache_dir=tmp_path / "banks")
+    a, b = decode_files([str(short), str(long_)], f)
+    assert len(a) == 4800 and len(b) == 40000
+    assert bank.lengths == (4800, 40000) and bank.starts == (0, 4800 + RATE)
+    T = f.clip_samples
+    np.testing.assert_array_equal(np.load(bank.path), np.concatenate([a, np.zeros(T), b, np.zeros(T)]))
+
+    def no_decoding(*_a, **_k):
+        raise AssertionError("decoded although cached")
+    monkeypatch.setattr(audio, "decode_files", no_decoding)
+    assert NoiseBank.build([short, long_], f, cache_dir=tmp_path / "banks").path == bank.path
+    monkeypatch.undo()
+    os.utime(long_, ns=(1, 1))
+    assert NoiseBank.build([short, long_], f, cache_dir=tmp_path / "banks").path != bank.path
+
+    @pipeline_def(batch_size=32, num_threads=2, device_id=None, seed=5)
+    def pipe():
+        return noise_windows(bank, name="N")
+
+    p = pipe()
+    p.build()
+    starts, shorts = [], 0
+    for _ in range(8):
+        (out,) = p.run()
+        for i in range(32):
+            w = np.asarray(out[i])
+            assert w.shape == (T,)
+            if np.array_equal(w, np.concatenate([a, np.zeros(T - len(a), np.float32)])):
+                shorts += 1
+                continue
+            candidates = [s for s in range(40000 - T + 1) if b[s] == w[0] and np.array_equal(b[s:s + T], w)]
+            assert candidates, "a window that is no slice of a noise file"
+            starts.append(candidates[0])
+    assert 256 * 0.35 < shorts < 256 * 0.65 and len(starts) + shorts == 256
+    assert min(starts) < 0.1 * (40000 - T) and max(starts) > 0.9 * (40000 - T)
+
+
+def test_an_empty_noise_file_is_refused_naming_it(tmp_path):
+    from pipelines.audio import NoiseBank
+
+    empty = write_wav(tmp_path / "silence.wav", np.zeros(0))
+    with pytest.raises(RuntimeError, match=r"silence\.wav decodes to no samples"):
+        NoiseBank.build([empty], AudioFeatures(), cache_dir=tmp_path / "banks")
 
 
 # ------------------------------------------------------------------------ bad input
