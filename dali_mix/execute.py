@@ -135,14 +135,16 @@ class FusedExecutor:
     def encode(self, plan: Plan) -> dict:
         return self._fused(plan)
 
-    def pixels(self, images, plan_nodes: dict, ins: dict):
+    def pixels(self, images, plan_nodes: dict, ins: dict, targets: dict | None = None):
         """The mixed images: normalised CHW float32 with `normalize`, else the input's layout
-        and dtype; the operator checks the images' layout, size and channels itself."""
+        and dtype; the operator checks the images' layout, size and channels itself. With
+        `targets` (`TargetInputs.operator_inputs`): (the images, the (N, C) float32 pair
+        targets the operator makes with them)."""
         geo, norm = self.geo, self.normalize
         kw = {} if norm is None else dict(mean=norm.mean, std=norm.std, mirror=norm.mirror, dtype=types.FLOAT)
         return native.mix(images, plan_nodes["perm"], ins["blend"], ins["rows"], ins["mask"],
                           ins["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width),
-                          channels=geo.channels, **kw)
+                          channels=geo.channels, **kw, **(targets or {}))
 
     def _fused(self, plan: Plan) -> dict:
         """The fused operator's plan inputs (see `dali_mix.native.mix`): the paste rows as one

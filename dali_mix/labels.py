@@ -18,7 +18,9 @@ mixing equals smoothing each y_k before (the shares sum to 1), as timm does it.
 
 `fn.one_hot` turns a label >= C into an all-zero row without a word; the torch loader checks
 every batch (`dali_mix.torch.Loader` with `num_classes`), and pipelines built from a file tree
-validate labels against the class count when they are built. Multi-label labels are checked in
+validate labels against the class count when they are built. On the CPU the fused operator
+makes the pair targets itself (`TargetInputs.in_operator`) and stops a batch with a label
+outside [0, C), naming the sample. Multi-label labels are checked in
 the graph: a sample whose labels are bad (`LABEL_PROBLEMS`: a class id outside [0, C), a
 multi-hot vector of another length than C, a multi-hot value other than 0 and 1) gets the row
 -code (every value), which no valid target takes; `dali_mix.torch.Loader` finds such rows in
@@ -164,18 +166,24 @@ def check_smoothing(smoothing: float) -> None:
 class TargetInputs:
     """The targets' unit of the plan feed (`dali_mix.feed.PlanFeed`): `encode(plan)` gives
     (`names`) the dense targets' slot weights (`target_weights`: two slots of class ids,
-    "weight_a" and "weight_b", (B,) float32 each, for `pair_targets`; more slots or multi-label
-    targets, "weights" (B, S, 1) for `dense_targets` / `multi_label_targets`), and for plans of S > 2 label slots the samples of slots 2.. ("source_k",
-    (B,) int32) and the shares ((B, S) float32); `build` makes the targets in the graph."""
+    "weight_a" and "weight_b", (B,) float32 each, for `pair_targets`, or "weights" (B, 2)
+    float32 for the fused operator when `in_operator`; more slots or multi-label targets,
+    "weights" (B, S, 1) for `dense_targets` / `multi_label_targets`), and for plans of S > 2
+    label slots the samples of slots 2.. ("source_k", (B,) int32) and the shares ((B, S)
+    float32); `build` makes the targets in the graph.
 
-    def __init__(self, recipe, slots: int):
+    in_operator: the images are mixed by the fused CPU operator, which then also makes pair
+    targets (`operator_inputs`; the same values as `pair_targets`, in no extra operator)."""
+
+    def __init__(self, recipe, slots: int, in_operator: bool = False):
         self.recipe = recipe
         self.slots = int(slots)
         # one-hot targets of two slots take the pair form (`pair_targets`), the rest the slots' sum
         self.pair = recipe.target == "dense" and self.slots == 2 and not recipe.multi_label
+        self.in_operator = self.pair and bool(in_operator)
         dense = []
         if recipe.target == "dense":
-            dense = ["weight_a", "weight_b"] if self.pair else ["weights"]
+            dense = ["weight_a", "weight_b"] if self.pair and not self.in_operator else ["weights"]
         self.names = dense + [f"source_{k}" for k in range(2, self.slots)] + (["shares"] if self.slots > 2 else [])
 
     def encode(self, plan) -> dict:
@@ -183,25 +191,38 @@ class TargetInputs:
         out["shares"] = plan.shares
         if self.recipe.target == "dense":
             weights = target_weights(plan.shares, self.recipe.label_smoothing)
-            if self.pair:
+            if self.in_operator:
+                out["weights"] = np.ascontiguousarray(weights[:, :, 0])
+            elif self.pair:
                 out["weight_a"] = np.ascontiguousarray(weights[:, 0, 0])
                 out["weight_b"] = np.ascontiguousarray(weights[:, 1, 0])
             else:
                 out["weights"] = weights
         return out
 
-    def build(self, labels_a, perm, ins: dict, problem=None):
+    def operator_inputs(self, labels, ins: dict) -> dict:
+        """The fused operator's target keywords (`dali_mix.native.mix`): the samples' labels
+        as given to `random_mix` (one class index each, CPU; the operator checks them), the
+        (2,) weights, C and the smoothing offset eps / C."""
+        eps, C = float(self.recipe.label_smoothing), int(self.recipe.num_classes)
+        return {"labels": labels, "target_weights": ins["weights"], "num_classes": C,
+                "target_offset": eps / C if eps else 0.0}
+
+    def build(self, labels_a, perm, ins: dict, problem=None, made=None):
         """(targets (N, C) float32 or None for sparse, labels_b, the slots' labels (S,) int64
         or None, their shares or None), all on the CPU, from the samples' own labels
         (`own_labels`: int64 scalars; multi-label: (C,) float32 multi-hot, then the slots'
         labels are (S, C) float32) and the plan's partner `perm`; `problem`: the own labels'
-        problem codes (multi-label), marked in the targets (`finish_targets`)."""
+        problem codes (multi-label), marked in the targets (`finish_targets`); `made`: the
+        fused operator's targets (`in_operator`)."""
         recipe = self.recipe
         labels_b = fn.permute_batch(labels_a, indices=perm)
         slots = [labels_a, labels_b] + [fn.permute_batch(labels_a, indices=ins[f"source_{k}"])
                                         for k in range(2, self.slots)]
         targets = None
-        if recipe.target == "dense" and recipe.multi_label:
+        if self.in_operator:
+            targets = made
+        elif recipe.target == "dense" and recipe.multi_label:
             targets = multi_label_targets(slots, ins["weights"], smoothing_off(recipe))
         elif self.pair:
             targets = pair_targets(labels_a, perm, ins["weight_a"], ins["weight_b"], recipe.num_classes,

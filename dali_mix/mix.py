@@ -221,16 +221,20 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
     out_geo = geo if normalize is None else Geometry("CHW", height, width, recipe.channels)
     pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)
     eraser = execute.Eraser(recipe, out_geo)
-    target_inputs = TargetInputs(recipe, planner.slots)
+    target_inputs = TargetInputs(recipe, planner.slots, in_operator=kind == "fused")
     maps = PixelMaps(planner, kind, height, width, normalize, masks is not None, source_map)
     plan_nodes, (t_in, x_in, e_in, *m_in) = PlanFeed(planner, [target_inputs, pixels, eraser, *maps.units]).nodes()
-    mixed = pixels.pixels(images, plan_nodes, x_in)
+    made = None
+    if target_inputs.in_operator:  # the fused operator makes the pair targets with the pixels
+        mixed, made = pixels.pixels(images, plan_nodes, x_in, targets=target_inputs.operator_inputs(labels, t_in))
+    else:
+        mixed = pixels.pixels(images, plan_nodes, x_in)
     mixed = eraser.apply(mixed, e_in, images if normalize is None else mixed)
     if pixels.casts_back:
         mixed = fn.cast_like(mixed, images)
     elif normalize is not None and normalize.dtype != types.FLOAT:
         mixed = fn.cast(mixed, dtype=normalize.dtype)
-    targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in, problem)
+    targets, labels_b, labels, shares = target_inputs.build(labels_a, plan_nodes["perm"], t_in, problem, made)
     if targets is not None:
         targets = _on(targets, images)
     extra = maps.build(masks, plan_nodes, m_in, mixed) if masks is not None or source_map else {}

@@ -79,7 +79,7 @@ def _write_file_list(tmp_path, labels) -> str:
 LABELS_WITH_11 = [0, 1, 2, 3, 11, 5, 6, 7]  # 11 >= num_classes = 10
 
 
-def _user_pipe(file_list, recipe):
+def _user_pipe(file_list, recipe, executor="auto"):
     """A user pipeline: file list -> decode -> resize -> normalise to CHW float -> random_mix
     (the recipe must say layout="CHW")."""
     @pipeline_def(batch_size=len(LABELS_WITH_11), num_threads=1, device_id=None, seed=5)
@@ -89,26 +89,38 @@ def _user_pipe(file_list, recipe):
         images = fn.resize(images, size=[16, 16])
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                           mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
-        return dm.random_mix(images, labels, recipe, image_size=16).outputs()
+        return dm.random_mix(images, labels, recipe, image_size=16, executor=executor).outputs()
 
     return pipe()
 
 
-@pytest.mark.parametrize("methods", [["mixup", "cutmix", "resizemix", "fmix"], []],
-                         ids=["randommix", "no-mixing"])
-def test_label_beyond_num_classes_raises_in_loader(tmp_path, methods):
+@pytest.mark.parametrize("methods,executor", [(["mixup", "cutmix", "resizemix", "fmix"], "dali"), ([], "auto")],
+                         ids=["randommix-dali-operators", "no-mixing"])
+def test_label_beyond_num_classes_raises_in_loader(tmp_path, methods, executor):
+    """DALI's one_hot makes a label >= C an all-zero row without a word: the Loader's check
+    (with num_classes) refuses such a batch."""
     file_list = _write_file_list(tmp_path, LABELS_WITH_11)
     recipe = dm.MixRecipe(methods=methods, num_classes=10, layout="CHW")
     names = dm.output_names(recipe)
     # without the check, the batch goes through and carries broken target rows
-    unchecked = Loader(_user_pipe(file_list, recipe), names, "Reader")
+    unchecked = Loader(_user_pipe(file_list, recipe, executor), names, "Reader")
     _, targets = next(iter(unchecked))
     assert targets.shape == (8, 10)
     assert not np.allclose(targets.sum(dim=1).numpy(), 1.0, atol=1e-4)
     # with num_classes, the Loader refuses the batch
-    checked = Loader(_user_pipe(file_list, recipe), names, "Reader", num_classes=10)
+    checked = Loader(_user_pipe(file_list, recipe, executor), names, "Reader", num_classes=10)
     with pytest.raises(ValueError, match="num_classes"):
         next(iter(checked))
+
+
+def test_label_beyond_num_classes_stops_the_fused_operator_naming_the_sample(tmp_path):
+    """The fused CPU operator makes the pair targets itself: a label >= C stops the batch in the
+    pipeline, naming the sample and the label, before any Loader check."""
+    file_list = _write_file_list(tmp_path, LABELS_WITH_11)
+    recipe = dm.MixRecipe(num_classes=10, layout="CHW")
+    loader = Loader(_user_pipe(file_list, recipe, "fused"), dm.output_names(recipe), "Reader")
+    with pytest.raises(RuntimeError, match=r"the label of sample 4 is 11, outside \[0, 10\)"):
+        next(iter(loader))
 
 
 def test_clean_labels_pass_the_loader_check(tmp_path):

@@ -1,5 +1,6 @@
-"""`pair_targets` (two label slots, three operators) gives `dense_targets`' values bit for bit,
-also where both slots hold the same class (the float32 sum w_a + w_b) and with smoothing."""
+"""Pair targets (two label slots) in each of their encodings, DALI's operators (`pair_targets`,
+`dense_targets`) and the fused operator's, against one float32 restatement, bit for bit: also
+where both slots hold the same class (the float32 sum w_a + w_b) and with smoothing."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,33 +10,81 @@ from nvidia.dali import fn, pipeline_def
 from dali_mix.labels import dense_targets, pair_targets, scalar_labels, target_weights
 
 
+def _fused_targets(n, images, perm, labels, weights, classes, smoothing):
+    """The fused operator's targets of a plan of `n` samples that mixes no pixels (blend 1, no
+    rows, no mask)."""
+    from dali_mix import native
+
+    blend = fn.external_source(source=lambda: np.ones(n, np.float32), batch=True)
+    rows = fn.external_source(source=lambda: np.zeros((n, 0, 9), np.int32), batch=True)
+    mask = fn.external_source(source=lambda: [np.zeros((0, 0, 1), np.uint16)] * n, batch=True)
+    params = fn.external_source(source=lambda: np.zeros((n, 3), np.int32), batch=True)
+    eps = float(smoothing)
+    _, targets = native.mix(images, perm, blend, rows, mask, params, layout="CHW", labels=labels,
+                            target_weights=weights, num_classes=classes,
+                            target_offset=eps / classes if eps else 0.0)
+    return targets
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_pair_targets_equal_dense_targets_bit_for_bit(smoothing):
+@pytest.mark.parametrize("label_dtype", ["int32", "int64", "uint8", "float32"])
+def test_pair_targets_bit_for_bit_in_every_encoding(smoothing, label_dtype):
+    """`pair_targets` (three DALI operators), `dense_targets` of the two slots, and the fused
+    operator's targets all equal the restatement (c == y_a) w_a + (c == y_b) w_b + eps / C in
+    float32, bit for bit, also where both slots hold the same class (the float32 sum w_a + w_b),
+    for labels of any integer type (and floats holding class indices)."""
     n, classes = 32, 5
     rng = np.random.default_rng(7)
-    labels = rng.integers(0, classes, (n, 1)).astype(np.int32)  # few classes: many equal pairs
+    labels = rng.integers(0, classes, (n, 1)).astype(label_dtype)  # few classes: many equal pairs
     perm = rng.permutation(n).astype(np.int32)
     lam = rng.random(n).astype(np.float32)
     lam[:4] = (1.0, 0.0, 0.5, np.float32(1 / 3))
     shares = np.stack([lam, np.float32(1.0) - lam], 1)
     weights = target_weights(shares, smoothing)
     w_a, w_b = np.ascontiguousarray(weights[:, 0, 0]), np.ascontiguousarray(weights[:, 1, 0])
+    images = np.zeros((n, 1, 2, 2), np.float32)
 
     @pipeline_def(batch_size=n, num_threads=1, device_id=None)
     def pipe():
         y = fn.external_source(source=lambda: labels, batch=True)
-        p, w, a, b = fn.external_source(source=lambda: (perm, weights, w_a, w_b), num_outputs=4, batch=True)
+        x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
+        p, w, a, b, w2 = fn.external_source(source=lambda: (perm, weights, w_a, w_b, weights[:, :, 0].copy()),
+                                            num_outputs=5, batch=True)
         y_a = scalar_labels(y)
-        old = dense_targets([y_a, fn.permute_batch(y_a, indices=p)], w, classes, smoothing)
-        return old, pair_targets(y_a, p, a, b, classes, smoothing)
+        return (dense_targets([y_a, fn.permute_batch(y_a, indices=p)], w, classes, smoothing),
+                pair_targets(y_a, p, a, b, classes, smoothing),
+                _fused_targets(n, x, p, y, w2, classes, smoothing))
 
     p = pipe()
     p.build()
-    old, new = (np.stack([np.asarray(t[i]) for i in range(n)]) for t in p.run())
-    np.testing.assert_array_equal(new, old)
-    same = labels[:, 0] == labels[perm, 0]
+    got = [np.stack([np.asarray(t[i]) for i in range(n)]) for t in p.run()]
+    y_a, y_b = labels[:, 0].astype(np.int64), labels[perm, 0].astype(np.int64)
+    c = np.arange(classes)
+    zero = np.float32(0)
+    want = (np.where(c == y_a[:, None], w_a[:, None], zero) + np.where(c == y_b[:, None], w_b[:, None], zero)
+            + np.float32(smoothing / classes))
+    assert want.dtype == np.float32
+    for targets in got:
+        np.testing.assert_array_equal(targets, want)
+    same = y_a == y_b
     assert same.any() and (~same).any()
-    hot = np.eye(classes, dtype=np.float32)
-    want = hot[labels[:, 0]] * w_a[:, None] + hot[labels[perm, 0]] * w_b[:, None] + np.float32(smoothing / classes)
-    np.testing.assert_allclose(new, want, rtol=0, atol=1e-7)
-    np.testing.assert_allclose(new.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(want.sum(1), 1.0, atol=1e-6)
+
+
+def test_the_fused_operator_refuses_a_label_that_is_not_one_class_index():
+    """A label of two values, and a negative one: each stops the batch naming the sample."""
+    n = 4
+    for labels, match in ((np.zeros((n, 2), np.int32), r"label of sample 0 has 2 values"),
+                          (np.array([[0], [1], [-1], [2]], np.int64), r"label of sample 2 is -1, outside \[0, 3\)")):
+        @pipeline_def(batch_size=n, num_threads=1, device_id=None)
+        def pipe():
+            y = fn.external_source(source=lambda: labels, batch=True)
+            x = fn.external_source(source=lambda: np.zeros((n, 1, 2, 2), np.float32), batch=True, layout="CHW")
+            p = fn.external_source(source=lambda: np.arange(n, dtype=np.int32), batch=True)
+            w = fn.external_source(source=lambda: np.tile(np.float32([1, 0]), (n, 1)), batch=True)
+            return _fused_targets(n, x, p, y, w, 3, 0.0)
+
+        p = pipe()
+        p.build()
+        with pytest.raises(RuntimeError, match=match):
+            p.run()

@@ -260,7 +260,7 @@ def normalize(images, *, mean=None, std=None, mirror=0, dtype=None, layout=None,
 
 def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mirror=0,
         dtype=None, layout=None, image_size=None, output_layout=None, normalize=None,
-        channels=None):
+        channels=None, labels=None, target_weights=None, num_classes=None, target_offset=0.0):
     """Mix a batch as planned (see the module docstring), and normalise it if asked, on the CPU.
 
     Args (DataNodes, CPU, one sample per image):
@@ -294,14 +294,28 @@ def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mi
         channels: the channels every image must have (MixRecipe.channels), else "random_mix:
             image 0 has 1 channels (layout HWC) but MixRecipe.channels is 3"; None: any.
         output_layout: "CHW" or "HWC"; None: CHW when normalising, else the images' layout.
-    Returns: one DataNode, (C, H, W) or (H, W, C) per sample as above. Errors in the data
-    (layout, sizes, plan values) are raised when the pipeline runs (RuntimeError).
+        labels, target_weights, num_classes, target_offset: also make the soft targets of the
+            pair plan: labels (a DataNode, CPU) one class index per sample in
+            [0, num_classes), of any integer type (or float, rounded half away from zero);
+            target_weights (a DataNode, CPU) float32 (2,) per sample, (w_own, w_partner):
+            target[c] = (c == y ? w_own : 0) + (c == y[perm] ? w_partner : 0) +
+            target_offset in float32, as `dali_mix.labels.pair_targets` computes it.
+    Returns: one DataNode, (C, H, W) or (H, W, C) per sample as above; with labels, (that,
+    (num_classes,) float32 targets). Errors in the data (layout, sizes, plan values, a label
+    that is not one value in [0, num_classes)) are raised when the pipeline runs
+    (RuntimeError).
     """
     load()
     from nvidia.dali import fn
-    return fn.dali_mix.mix_normalize(images, perm, blend, rows, mask, mask_params,
-                                     **_args(mean, std, mirror, dtype, layout, image_size,
-                                             output_layout, normalize, channels))
+    kw = _args(mean, std, mirror, dtype, layout, image_size, output_layout, normalize, channels)
+    if (labels is None) != (target_weights is None) or (labels is None) != (num_classes is None):
+        raise ValueError("targets need labels, target_weights and num_classes together")
+    if labels is None:
+        return fn.dali_mix.mix_normalize(images, perm, blend, rows, mask, mask_params, **kw)
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return tuple(fn.dali_mix.mix_normalize(images, perm, blend, rows, mask, mask_params, labels, target_weights,
+                                           num_classes=int(num_classes), target_offset=float(target_offset), **kw))
 
 
 mix_normalize = mix  # the name random_mix has always called

@@ -52,6 +52,7 @@ namespace {
 
 constexpr int kMaxChannels = 4;
 constexpr int kNumInputs = 6;  // images and the five plan inputs
+constexpr int kNumTargetInputs = 8;  // and the labels and the target weights
 constexpr int kRowLen = 9;     // source, source rect, destination rect
 
 struct Affine {  // stored value = pixel * scale[c] + shift[c] (1 and 0 without normalisation)
@@ -365,6 +366,9 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
         output_layout_(spec.GetArgument<std::string>("output_layout")),
         image_size_(spec.GetRepeatedArgument<int>("image_size")),
         channels_(spec.GetArgument<int>("channels")) {
+    num_classes_ = spec.GetArgument<int>("num_classes");
+    target_offset_ = spec.GetArgument<float>("target_offset");
+    DALI_ENFORCE(num_classes_ >= 0, "MixNormalize: num_classes must be >= 0 (0: no targets)");
     normalize_ = spec.HasArgument("normalize") ? spec.GetArgument<bool>("normalize")
                                                : !(mean_.empty() && std_.empty());
     DALI_ENFORCE(!normalize_ || (!mean_.empty() && !std_.empty()),
@@ -416,10 +420,15 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                  "MixNormalize: dtype UINT8 is for mixing uint8 images without normalisation; "
                  "got " + TypeName(in_type_) + " images" +
                  (normalize_ ? std::string(" and mean/std") : std::string()));
-    DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs,
-                 "MixNormalize: give the images alone (normalise only) or with all six plan "
-                 "inputs (perm, blend, rows, mask, mask_params)");
-    const bool mixing = ws.NumInput() == kNumInputs;
+    DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs ||
+                 ws.NumInput() == kNumTargetInputs,
+                 "MixNormalize: give the images alone (normalise only), with the five plan "
+                 "inputs (perm, blend, rows, mask, mask_params), or with those, the labels and "
+                 "the target weights");
+    const bool mixing = ws.NumInput() >= kNumInputs;
+    const bool targets = ws.NumInput() == kNumTargetInputs;
+    DALI_ENFORCE(targets == (num_classes_ > 0),
+                 "MixNormalize: the labels and target weights inputs go with num_classes > 0");
     const auto &shape = images.shape();
     TensorListShape<3> out_shape(n);
     geom_.resize(n);
@@ -465,9 +474,79 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     if (mixing)
       ValidatePlan(ws.Input<CPUBackend>(1), ws.Input<CPUBackend>(2), ws.Input<CPUBackend>(3),
                    ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5));
-    output_desc.resize(1);
+    output_desc.resize(targets ? 2 : 1);
     output_desc[0] = {out_shape, out_type_};
+    if (targets) {
+      ValidateTargetInputs(ws);
+      output_desc[1] = {::dali::uniform_list_shape(n, ::dali::TensorShape<1>(num_classes_)),
+                        DALI_FLOAT};
+    }
     return true;
+  }
+
+  // The class of sample i's label (one value of any integer or float type; a float is rounded
+  // half away from zero, as DALI's cast), checked to lie in [0, num_classes).
+  int64_t LabelOf(const ::dali::TensorList<CPUBackend> &labels, int i) const {
+    DALI_ENFORCE(labels.shape().tensor_size(i) == 1,
+                 "random_mix: the label of " + SampleName(i) + " has " +
+                 std::to_string(labels.shape().tensor_size(i)) + " values; give one class index "
+                 "per sample (shape () or (1,))");
+    const void *p = labels.raw_tensor(i);
+    double v = 0;
+    bool integral = true;
+    switch (labels.type()) {
+      case DALI_INT8: v = *static_cast<const int8_t *>(p); break;
+      case DALI_UINT8: v = *static_cast<const uint8_t *>(p); break;
+      case DALI_INT16: v = *static_cast<const int16_t *>(p); break;
+      case DALI_UINT16: v = *static_cast<const uint16_t *>(p); break;
+      case DALI_INT32: v = *static_cast<const int32_t *>(p); break;
+      case DALI_UINT32: v = *static_cast<const uint32_t *>(p); break;
+      case DALI_INT64: v = static_cast<double>(*static_cast<const int64_t *>(p)); break;
+      case DALI_UINT64: v = static_cast<double>(*static_cast<const uint64_t *>(p)); break;
+      case DALI_FLOAT: v = *static_cast<const float *>(p); integral = false; break;
+      case DALI_FLOAT64: v = *static_cast<const double *>(p); integral = false; break;
+      default:
+        DALI_FAIL("random_mix: labels must be integers (or floats holding class indices), got " +
+                  TypeName(labels.type()));
+    }
+    if (!integral) v = std::round(v);
+    const std::string shown = std::fabs(v) < 1e18 ? std::to_string(static_cast<long long>(v))
+                                                  : std::to_string(v);  // NaN, inf, huge
+    DALI_ENFORCE(v >= 0 && v < num_classes_,
+                 "random_mix: the label of " + SampleName(i) + " is " + shown +
+                 ", outside [0, " + std::to_string(num_classes_) + ") (MixRecipe.num_classes)");
+    return static_cast<int64_t>(v);
+  }
+
+  void ValidateTargetInputs(const Workspace &ws) {
+    const auto &labels = ws.Input<CPUBackend>(6);
+    const auto &weights = ws.Input<CPUBackend>(7);
+    const int n = static_cast<int>(geom_.size());
+    DALI_ENFORCE(labels.num_samples() == n && weights.num_samples() == n,
+                 "MixNormalize: labels and target weights need one sample per image");
+    DALI_ENFORCE(weights.type() == DALI_FLOAT, "MixNormalize: target weights must be float32");
+    classes_.resize(n);
+    for (int i = 0; i < n; i++) {
+      DALI_ENFORCE(weights.shape().tensor_size(i) == 2,
+                   "MixNormalize: target weights are (2,) per sample: own, partner");
+      classes_[i] = LabelOf(labels, i);
+    }
+  }
+
+  // Sample i's target row from the classes of SetupImpl: own weight at its class, the
+  // partner's at the partner's class (their float32 sum where the two classes are one).
+  void WriteTargets(Workspace &ws) const {
+    const auto &perm = ws.Input<CPUBackend>(1);
+    const auto &weights = ws.Input<CPUBackend>(7);
+    auto &out = ws.Output<CPUBackend>(1);
+    const int n = static_cast<int>(classes_.size());
+    for (int i = 0; i < n; i++) {
+      const float *w = weights.tensor<float>(i);
+      const int64_t ya = classes_[i], yb = classes_[perm.tensor<int32_t>(i)[0]];
+      float *t = out.mutable_tensor<float>(i);
+      for (int64_t c = 0; c < num_classes_; c++)
+        t[c] = ((c == ya ? w[0] : 0.0f) + (c == yb ? w[1] : 0.0f)) + target_offset_;
+    }
   }
 
   static std::string Dims(const Geometry &g) {
@@ -525,12 +604,13 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
       if (out_type_ == DALI_FLOAT) Run<float, float>(ws);
       else Run<float, ::dali::float16>(ws);
     }
+    if (ws.NumInput() == kNumTargetInputs) WriteTargets(ws);  // after Run checked every perm
   }
 
   template <typename In, typename Out>
   void Run(Workspace &ws) {
     const auto &images = ws.Input<CPUBackend>(0);
-    const bool mixing = ws.NumInput() == kNumInputs;
+    const bool mixing = ws.NumInput() >= kNumInputs;
     auto &out = ws.Output<CPUBackend>(0);
     const int n = images.num_samples();
     static const int32_t kNone[3] = {0, 0, 0};  // mask params of no mask
@@ -612,6 +692,9 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
   DALIDataType in_type_ = DALI_UINT8, out_type_ = DALI_FLOAT;
   bool in_planar_ = false, out_planar_ = true;
   std::vector<Geometry> geom_;
+  int num_classes_ = 0;
+  float target_offset_ = 0.0f;
+  std::vector<int64_t> classes_;  // each sample's class (targets)
 };
 
 }  // namespace dali_mix
@@ -631,7 +714,7 @@ resized by nearest neighbour where the sizes differ (CutMix, ResizeMix, RICAP, M
 `output_layout` (default CHW); without them the mixed pixels in the input's type and layout
 (unless `dtype` / `output_layout` say otherwise; float to uint8 rounds and saturates). Flipped
 horizontally where `mirror`.)")
-    .NumInput(1, ::dali_mix::kNumInputs)
+    .NumInput(1, ::dali_mix::kNumTargetInputs)
     .InputDox(0, "images", "TensorList of uint8 or float32, HWC or CHW",
               "the batch (with a plan, every image the same shape)")
     .InputDox(1, "perm", "TensorList of int32 scalars", "partner of each sample")
@@ -640,7 +723,12 @@ horizontally where `mirror`.)")
               "source, sy, sx, sh, sw, dy, dx, dh, dw: paste rows (dh or dw 0: none)")
     .InputDox(4, "mask", "TensorList of uint16 or int32 (H, W[, 1])", "FMix pixel ranks, or empty")
     .InputDox(5, "mask_params", "TensorList of int32 (3,)", "k (own pixels), flip_y, flip_x")
+    .InputDox(6, "labels", "TensorList of one integer (or float) per sample",
+              "class indices in [0, num_classes), for the targets")
+    .InputDox(7, "target_weights", "TensorList of float32 (2,)",
+              "weights of the own and the partner's class in the targets")
     .NumOutput(1)
+    .OutputFn([](const ::dali::OpSpec &spec) { return spec.GetArgument<int>("num_classes") > 0 ? 2 : 1; })
     .MakeStateless()
     .AddOptionalArg("mean", "per-channel mean, pixel units (with std: normalise)",
                     std::vector<float>{})
@@ -659,4 +747,8 @@ horizontally where `mirror`.)")
                     "images' layout", "")
     .AddOptionalArg("image_size", "(H, W) every image must have (checked), or empty",
                     std::vector<int>{})
-    .AddOptionalArg("channels", "the channels every image must have (checked), or 0 for any", 0);
+    .AddOptionalArg("channels", "the channels every image must have (checked), or 0 for any", 0)
+    .AddOptionalArg("num_classes", "C: with labels and target weights, also output (C,) float32 "
+                    "soft targets; 0: no targets", 0)
+    .AddOptionalArg("target_offset", "added to every target value (label smoothing's eps / C)",
+                    0.0f);
