@@ -165,16 +165,19 @@ class NoiseBank:
     atomically, so concurrent builders and killed runs leave no partial bank. A noise file that
     cannot be decoded, or decodes to no samples, raises naming it when the bank is built."""
 
-    VERSION = 1
+    VERSION = 2  # 2: the .json holds the lengths only
 
-    def __init__(self, path: str, files: tuple, starts: tuple, lengths: tuple, clip_samples: int):
+    def __init__(self, path: str, files: tuple, lengths: tuple, clip_samples: int):
         self.path, self.files, self.clip_samples = str(path), tuple(files), int(clip_samples)
-        self.starts, self.lengths = tuple(int(v) for v in starts), tuple(int(v) for v in lengths)
-        if not (len(self.files) == len(self.starts) == len(self.lengths) > 0):
-            raise ValueError("a NoiseBank needs one start and one length per file, and at least one file")
-        if self.starts[-1] + self.lengths[-1] + self.clip_samples >= 2 ** 31:
-            raise ValueError(f"the noise files make {self.starts[-1] + self.lengths[-1]} samples, more than a "
-                             "bank of int32 positions holds; use fewer or shorter noise files")
+        self.lengths = tuple(int(v) for v in lengths)
+        if not (len(self.files) == len(self.lengths) > 0):
+            raise ValueError("a NoiseBank needs one length per file, and at least one file")
+        ends = np.cumsum([n + self.clip_samples for n in self.lengths])
+        self.starts = tuple(int(e) for e in np.concatenate([[0], ends[:-1]]))
+        self.size = int(ends[-1])  # samples in the bank, the zeros after each file included
+        if self.size >= 2 ** 31:
+            raise ValueError(f"the noise files make {self.size} samples, more than a bank of int32 positions "
+                             "holds; use fewer or shorter noise files")
 
     @classmethod
     def build(cls, noise_files, features: AudioFeatures, cache_dir=None) -> "NoiseBank":
@@ -197,22 +200,21 @@ class NoiseBank:
         decoded = decode_files(files, features)
         pad = np.zeros(features.clip_samples, np.float32)
         lengths = [len(x) for x in decoded]
-        starts = np.concatenate([[0], np.cumsum([n + len(pad) for n in lengths])[:-1]]).astype(int).tolist()
         samples = np.concatenate([part for x in decoded for part in (x, pad)])
         for folder in folders[:-1]:
             try:
-                return cls._store(folder / digest, samples, files, starts, lengths, features)
+                return cls._store(folder / digest, samples, files, lengths, features)
             except OSError:  # a read-only data folder (a container's /data): the next folder
                 pass
-        return cls._store(folders[-1] / digest, samples, files, starts, lengths, features)
+        return cls._store(folders[-1] / digest, samples, files, lengths, features)
 
     @classmethod
-    def _store(cls, stem: Path, samples: np.ndarray, files: tuple, starts: list, lengths: list,
+    def _store(cls, stem: Path, samples: np.ndarray, files: tuple, lengths: list,
                features: AudioFeatures) -> "NoiseBank":
-        """Write the bank's samples to `stem`.npy and its layout to `stem`.json, atomically."""
-        bank = cls(str(stem.with_suffix(".npy")), files, starts, lengths, features.clip_samples)  # checks the size
+        """Write the bank's samples to `stem`.npy and the files' lengths to `stem`.json, atomically."""
+        bank = cls(str(stem.with_suffix(".npy")), files, lengths, features.clip_samples)  # checks the size
         write_atomic(bank.path, lambda f: np.save(f, samples))
-        write_text_atomic(stem.with_suffix(".json"), json.dumps({"starts": starts, "lengths": lengths}))
+        write_text_atomic(stem.with_suffix(".json"), json.dumps({"lengths": lengths}))
         return bank
 
     @classmethod
@@ -220,9 +222,8 @@ class NoiseBank:
         """The bank stored at `stem`.npy / .json, or None when there is none (or an unusable one)."""
         npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
         try:
-            info = json.loads(meta.read_text())
-            bank = cls(str(npy), files, info["starts"], info["lengths"], features.clip_samples)
-            if np.load(npy, mmap_mode="r").shape == (bank.starts[-1] + bank.lengths[-1] + bank.clip_samples,):
+            bank = cls(str(npy), files, json.loads(meta.read_text())["lengths"], features.clip_samples)
+            if np.load(npy, mmap_mode="r").shape == (bank.size,):
                 return bank
         except (OSError, ValueError, KeyError):
             pass

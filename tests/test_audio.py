@@ -245,7 +245,7 @@ def test_noise_bank_holds_every_file_decoded_and_windows_are_its_slices(tmp_path
             if np.array_equal(w, np.concatenate([a, np.zeros(T - len(a), np.float32)])):
                 shorts += 1
                 continue
-            candidates = [s for s in range(40000 - T + 1) if b[s] == w[0] and np.array_equal(b[s:s + T], w)]
+            candidates = [s for s in np.flatnonzero(b[:40000 - T + 1] == w[0]) if np.array_equal(b[s:s + T], w)]
             assert candidates, "a window that is no slice of a noise file"
             starts.append(candidates[0])
     assert 256 * 0.35 < shorts < 256 * 0.65 and len(starts) + shorts == 256
