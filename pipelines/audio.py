@@ -182,7 +182,8 @@ class NoiseBank:
     @classmethod
     def build(cls, noise_files, features: AudioFeatures, cache_dir=None) -> "NoiseBank":
         """The bank of `noise_files` (audio files, any rate, mono or not) for `features`, from
-        the cache `cache_dir` (default `$DALI_MIX_DATA/noise-banks`) or decoded now."""
+        the cache `cache_dir` (default `$DALI_MIX_NOISE_BANKS` when set, else
+        `$DALI_MIX_DATA/noise-banks`) or decoded now."""
         files = tuple(os.path.abspath(str(f)) for f in noise_files)
         if not files:
             raise ValueError("NoiseBank.build needs at least one noise file")
@@ -191,6 +192,8 @@ class NoiseBank:
             st = os.stat(f)  # a missing file raises FileNotFoundError naming it
             key.append([f, st.st_size, st.st_mtime_ns])
         digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+        if cache_dir is None and os.environ.get("DALI_MIX_NOISE_BANKS"):
+            cache_dir = os.environ["DALI_MIX_NOISE_BANKS"]
         folders = [Path(cache_dir)] if cache_dir is not None else [
             data_home() / "noise-banks", Path(tempfile.gettempdir()) / f"dali-mix-noise-banks-{os.getuid()}"]
         for folder in folders:

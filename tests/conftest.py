@@ -1,5 +1,13 @@
-"""Shared test set-up: `gpu` tests skip without a CUDA device; a small real data set."""
+"""Shared test set-up: `gpu` tests skip without a CUDA device; a small real data set; the
+noise banks the tests' audio pipelines build go to a temporary folder, not the user's cache."""
+import os
+import tempfile
+
 import pytest
+
+# set before any test (and inherited by the train.py subprocesses): tests write noise files of
+# their own into tmp_path, whose banks would otherwise pile up in ~/.cache/dali-mix/noise-banks
+os.environ.setdefault("DALI_MIX_NOISE_BANKS", tempfile.mkdtemp(prefix="dali-mix-test-noise-banks-"))
 
 
 def _has_gpu() -> bool:
