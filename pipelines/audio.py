@@ -53,6 +53,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import do_not_convert
 
 import dali_mix as dm
+from dali_mix import native
 from dali_mix.atomic import write_atomic, write_text_atomic
 from dali_mix.data.fashion_mnist import data_home
 from dali_mix.schedule import BatchClock, MixOffSchedule
@@ -98,56 +99,62 @@ class AudioFeatures:
 
 
 def decode(encoded, features: AudioFeatures, device: str):
-    """Encoded file bytes -> mono float32 (samples,) at `features.sample_rate`, on `device`.
+    """Encoded file bytes -> (mono float32 (samples,) at `features.sample_rate` on `device`,
+    each clip's length (1,) int32 on the CPU).
 
     Stereo and multi-channel files are downmixed (channel mean). The decoder resamples (DALI's
     `fn.decoders.audio(sample_rate=...)`, the resampler of `fn.audio_resample`) only the files
     whose rate differs: a file already at the rate is not filtered, which saves most of the
     graph's time on such data (an unconditional `fn.audio_resample` filters every clip; see
-    benchmarks/RESULTS.md). The decoder runs on the CPU; the rest of the graph on `device`."""
+    benchmarks/RESULTS.md). The decoder runs on the CPU; the rest of the graph on `device`.
+    The lengths come from `clip_lengths`, which stops the batch on a clip of no samples; the
+    window is cut by them, so nothing downstream runs on an unchecked batch."""
     audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True, sample_rate=float(features.sample_rate))
-    audio = check_not_empty(audio, encoded)
-    return audio.gpu() if device == "gpu" else audio
+    lengths = clip_lengths(audio)
+    return (audio.gpu() if device == "gpu" else audio), lengths
 
 
 @do_not_convert  # plain Python in pipelines with conditionals (AutoGraph)
-def check_not_empty(audio, encoded):
-    """`audio` (CPU) after a per-batch check that no clip decoded to zero samples (an empty file
-    would otherwise train as silence: an all-zero spectrogram): ValueError naming the file (the
-    reader's `source_info`). The audio comes back through `fn.reshape` to the checked shapes, so
-    nothing downstream runs before the check has passed."""
-    def check(shapes, infos):
-        for shape, info in zip(shapes, infos):
-            if int(np.asarray(shape).reshape(-1)[0]) == 0:
-                name = bytes(np.asarray(info, np.uint8)).decode(errors="replace") or "(unnamed)"
-                raise ValueError(f"audio file {name} decodes to no samples (an empty clip); remove it, or list "
-                                 "such files with `dali-mix check-data`")
-        return shapes
-
-    shapes = fn.python_function(audio.shape(dtype=types.INT64, device="cpu"),
-                                fn.get_property(encoded, key="source_info"), function=check,
-                                batch_processing=True, num_outputs=1)
-    return fn.reshape(audio, shape=shapes)
+def clip_lengths(audio):
+    """Each decoded clip's length in samples, (1,) int32 CPU, after the check that no clip has
+    zero samples (an empty file would otherwise train as silence: an all-zero spectrogram): a
+    RuntimeError names the file (the clip's `source_info`). `audio`: CPU clips (samples,).
+    The plugin's `fn.dali_mix.clip_length` (C++, no Python per batch) where it is available,
+    else the same check in Python (`fn.python_function`, once per batch)."""
+    if native.available()[0]:
+        return native.clip_length(audio)
+    return fn.python_function(audio.shape(dtype=types.INT32, device="cpu"), fn.get_property(audio, key="source_info"),
+                              function=_checked_lengths, batch_processing=True, num_outputs=1)
 
 
-def window(audio, features: AudioFeatures, *, train: bool, shift_seconds: float = 0.0):
-    """The clip's `clip_samples` window, zero-padded where it runs off the clip: in training a
-    random start in [min(0, L - T), max(0, L - T)] plus a shift uniform in +-shift_seconds; in
-    validation the centre, start (L - T) / 2 (rounded down)."""
+def _checked_lengths(shapes, infos):
+    """`clip_lengths` in Python: the batch's (1,) int32 lengths, or ValueError naming the first
+    file of no samples."""
+    for shape, info in zip(shapes, infos):
+        if int(np.asarray(shape).reshape(-1)[0]) == 0:
+            name = bytes(np.asarray(info, np.uint8)).decode(errors="replace") or "(unnamed)"
+            raise ValueError(f"audio file {name} decodes to no samples (an empty clip); remove it, or list "
+                             "such files with `dali-mix check-data`")
+    return [np.asarray(shape, np.int32).reshape(1) for shape in shapes]
+
+
+def window(audio, lengths, features: AudioFeatures, *, train: bool, shift_seconds: float = 0.0):
+    """The clip's `clip_samples` (T) window, zero-padded where it runs off the clip (`lengths`:
+    `decode`'s, L per clip): in training a start uniform over the whole samples of
+    [min(0, L - T), max(0, L - T)] (`fn.roi_random_crop`: the window inside a longer clip, a
+    shorter clip inside the window) plus a shift uniform over the whole samples of
+    +-shift_seconds; in validation the centre, start (L - T) / 2 rounded toward zero."""
     total = features.clip_samples
-    length = fn.cast(audio.shape(dtype=types.INT64, device="cpu")[0], dtype=types.FLOAT)
-    spare = length - float(total)  # > 0: the clip is longer; < 0: it is shorter
     if train:
-        u = fn.random.uniform(range=[0.0, 1.0])
-        start = dmath.min(spare, 0.0) + u * dmath.abs(spare)
-        if shift_seconds > 0:
-            start = start + fn.random.uniform(range=[-shift_seconds, shift_seconds]) * features.sample_rate
-        start = fn.cast(fn.cast(start, dtype=types.INT64), dtype=types.FLOAT)  # whole samples
+        start = fn.roi_random_crop(crop_shape=[total], roi_start=[0], roi_end=lengths)  # int64
+        shift = int(round(shift_seconds * features.sample_rate))
+        if shift > 0:
+            start = start + fn.random.uniform(values=[float(v) for v in range(-shift, shift + 1)], shape=[1],
+                                              dtype=types.INT32)
+        start = fn.cast(start, dtype=types.INT32)
     else:
-        start = fn.cast(fn.cast(spare * 0.5, dtype=types.INT64), dtype=types.FLOAT)
-    return fn.slice(audio, fn.stack(start), fn.stack(start * 0.0 + float(total)), axes=[0],
-                    normalized_anchor=False, normalized_shape=False, out_of_bounds_policy="pad",
-                    fill_values=0.0)
+        start = (lengths - total) // 2
+    return fn.slice(audio, start=start, shape=[total], axes=[0], out_of_bounds_policy="pad", fill_values=0.0)
 
 
 class NoiseBank:
@@ -236,11 +243,11 @@ class NoiseBank:
 def decode_files(files, features: AudioFeatures) -> list:
     """Each audio file decoded as the pipelines decode it (`decode`: mono float32 at
     `features.sample_rate`), as numpy arrays, in order; a file that decodes to no samples
-    raises naming it (`check_not_empty`)."""
+    raises naming it (`clip_lengths`)."""
     @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=0)
     def pipe():
         encoded, _ = fn.readers.file(files=list(files), labels=[0] * len(files), name="Files")
-        return decode(encoded, features, "cpu")
+        return decode(encoded, features, "cpu")  # the lengths: so that the check runs
 
     p = pipe()
     p.build()
@@ -248,37 +255,39 @@ def decode_files(files, features: AudioFeatures) -> list:
 
 
 def noise_windows(bank: NoiseBank, name: str):
-    """One `bank.clip_samples` window of background noise per sample, float32 (T,), CPU: a
-    noise file drawn uniformly, then a start uniform in [0, max(L - T, 0)] within it (L its
-    length; a file shorter than T gives the whole file, then zeros). `name`: the bank reader's
-    name (unique in the pipeline).
+    """One `bank.clip_samples` (T) window of background noise per sample, float32 (T,), CPU: a
+    noise file drawn uniformly, then a start uniform over the whole samples of
+    [0, max(L - T, 0)] within it (L its length; a file shorter than T gives the whole file,
+    then zeros). `name`: the bank reader's name (unique in the pipeline).
 
-    The file's first sample comes from two lookup tables (its position's high and low 20 bits:
-    `fn.lookup_table` holds float32 values, exact only below 2^24), its span from one (exact for
-    files up to 2^24 samples, 17 minutes at 16 kHz; beyond, rounded to float32, so that a
-    window may end a few samples into the zeros after the file)."""
-    T, keys = bank.clip_samples, list(range(len(bank.files)))
-    k = fn.random.uniform(values=[float(v) for v in keys], dtype=types.INT32)
-
-    def table(values):
-        return fn.lookup_table(k, keys=keys, values=[float(v) for v in values], dtype=types.INT32,
-                               default_value=0.0)
-
-    first = (table([s >> 20 for s in bank.starts]) * (1 << 20)) + table([s & 0xFFFFF for s in bank.starts])
-    span = table([max(n - T, 0) for n in bank.lengths])
-    offset = fn.cast(fn.random.uniform(range=[0.0, 1.0]) * span, dtype=types.INT32)  # floor: u < 1
-    return fn.readers.numpy(files=[bank.path], roi_start=fn.stack(first + offset), roi_shape=[T], name=name)
+    Three operators: `fn.random.choice` draws the file's row of the bank's (files, 2) table of
+    start ranges, `fn.random.uniform` the start in it (rounded to the nearest sample) and
+    `fn.readers.numpy` reads the window (a region of interest). The table is float32, so that
+    the starts are exact while the bank holds fewer than 2^24 samples (17 minutes of noise at
+    16 kHz); beyond, a start is rounded to float32 (2^-24 of its position: at most 64 samples
+    in a bank of 2^31), so that a window may begin or end that many samples into the zeros
+    around its file, never in another file (a file is followed by T zeros)."""
+    T = bank.clip_samples
+    ranges = np.array([[s - 0.49, s + max(n - T, 0) + 0.49] for s, n in zip(bank.starts, bank.lengths)], np.float32)
+    row = fn.random.choice(types.Constant(ranges, device="cpu"))
+    start = fn.random.uniform(range=row, shape=[1], dtype=types.INT32)
+    return fn.readers.numpy(files=[bank.path], roi_start=start, roi_shape=[T], name=name)
 
 
 def add_noise(audio, segment, *, prob: float, snr_db: tuple[float, float]):
     """`audio` (T,) plus, with probability `prob` per clip, the noise `segment` (T,)
-    (`noise_windows`, on the audio's device) scaled to an SNR ~ U(snr_db), signal and noise
-    power measured over the window."""
+    (`noise_windows`, on the audio's device) scaled to an SNR ~ U(snr_db) in dB: the noise is
+    scaled to the clip's RMS (`fn.normalize` with mean 0: segment / sqrt(mean(segment^2) +
+    1e-12); a silent window adds nothing), times 10^(-SNR / 20)."""
     low, high = float(snr_db[0]), float(snr_db[1])
-    snr = fn.random.uniform(range=[0.0, 1.0]) * (high - low) + low  # also for low == high
-    on = fn.cast(fn.random.coin_flip(probability=float(prob)), dtype=types.FLOAT)
-    gain = on * fn.reductions.rms(audio) / (fn.reductions.rms(segment) + 1e-9) * dmath.pow(10.0, snr * -0.05)
-    return audio + segment * gain
+    if low < high:
+        factor = dmath.pow(10.0, fn.random.uniform(range=[-high / 20.0, -low / 20.0]))
+    else:
+        factor = 10.0 ** (-low / 20.0)
+    gain = fn.reductions.rms(audio) * factor
+    if prob < 1.0:
+        gain = gain * fn.random.coin_flip(probability=float(prob), dtype=types.UINT8)
+    return audio + fn.normalize(segment, mean=0.0, epsilon=1e-12) * gain
 
 
 def log_mel(audio, features: AudioFeatures):
@@ -366,7 +375,7 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
     def pipe():
         encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards, seed=seed,
                                name=reader_name)
-        audio = window(decode(encoded, features, device), features, train=True, shift_seconds=shift_seconds)
+        audio = window(*decode(encoded, features, device), features, train=True, shift_seconds=shift_seconds)
         if bank is not None:
             segment = noise_windows(bank, name=f"{reader_name}Noise")
             segment = segment.gpu() if device == "gpu" else segment
@@ -403,7 +412,7 @@ def val_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeatur
     @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id, seed=0)
     def pipe():
         encoded, labels = read(source, train=False, shard_id=shard_id, num_shards=num_shards, name=reader_name)
-        audio = window(decode(encoded, features, device), features, train=False)
+        audio = window(*decode(encoded, features, device), features, train=False)
         return log_mel(audio, features), labels
 
     return BuiltPipeline(pipe(), ["images", "labels"], reader_name, source, n_classes)

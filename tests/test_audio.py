@@ -168,6 +168,45 @@ def test_train_windows_are_one_second_of_the_clip_with_noise_off(tmp_path):
             assert np.mean(x[:, sounding].argmax(axis=0) == ref) >= 0.9  # onset frames spread
 
 
+def test_train_window_starts_cover_the_crop_range_plus_the_shift(tmp_path):
+    """Training windows of a ramp (sample k holds k + 1, so a window tells its start exactly): a
+    clip 400 samples longer than the window starts at whole samples of [0, 400] plus a shift
+    of [-160, 160] (0.01 s), one 200 samples shorter at [-200, 0] plus the shift (its window
+    begins with zeros): every start in that range, both ends reached, the mean the range's
+    centre (the sum of two uniform draws)."""
+    from pipelines.audio import decode, window
+
+    f = AudioFeatures()
+    T, S = f.clip_samples, 160
+    clips = {"long": T + 400, "short": T - 200}
+    files = [write_wav(tmp_path / f"{k}.wav", (np.arange(n) + 1) / 32767) for k, n in clips.items()]
+
+    @pipeline_def(batch_size=8, num_threads=2, device_id=None, seed=4)
+    def pipe():
+        enc, labels = fn.readers.file(files=[str(p) for p in files] * 4, labels=[0, 1] * 4)
+        return window(*decode(enc, f, "cpu"), f, train=True, shift_seconds=S / RATE), labels
+
+    p = pipe()
+    p.build()
+    starts = {0: [], 1: []}
+    for _ in range(64):
+        windows, labels = p.run()
+        for i in range(8):
+            v = np.asarray(windows[i], np.float64) * 32768  # the ramp's values, k + 1 (0: padding)
+            np.testing.assert_array_equal(v, np.rint(v))
+            first = int(np.flatnonzero(v)[0])
+            start = int(v[first]) - 1 - first  # sample index at the window's first position
+            label = int(np.asarray(labels[i]).ravel()[0])
+            k = np.arange(T) + start  # the clip's sample at each window position, zeros outside it
+            np.testing.assert_array_equal(v, np.where((k >= 0) & (k < list(clips.values())[label]), k + 1, 0))
+            starts[label].append(start)
+    sd = np.sqrt(((401 ** 2 - 1) + (2 * S + 1) ** 2 - 1) / 12) / np.sqrt(256)  # of the mean of 256 starts
+    for label, (low, high) in {0: (0 - S, 400 + S), 1: (-200 - S, 0 + S)}.items():
+        x = np.array(starts[label])
+        assert low <= x.min() < low + 60 and high - 60 < x.max() <= high
+        assert abs(x.mean() - (low + high) / 2) < 4 * sd
+
+
 @pytest.mark.parametrize("snr", [0.0, 12.5])
 def test_background_noise_is_added_at_the_drawn_snr(tmp_path, snr):
     """add_noise with probability 1 and an SNR range of one value: the added signal (output minus
@@ -183,7 +222,7 @@ def test_background_noise_is_added_at_the_drawn_snr(tmp_path, snr):
     @pipeline_def(batch_size=4, num_threads=2, device_id=None, seed=2)
     def pipe():
         enc, _ = fn.readers.file(files=[str(clip)] * 4)
-        clean = window(decode(enc, f, "cpu"), f, train=False)
+        clean = window(*decode(enc, f, "cpu"), f, train=False)
         segment = noise_windows(bank, name="N")
         noisy = add_noise(clean, segment, prob=1.0, snr_db=(snr, snr))
         same = add_noise(clean, segment, prob=0.0, snr_db=(snr, snr))
@@ -288,9 +327,17 @@ def test_unreadable_audio_stops_the_pipeline_and_check_data_names_it(tmp_path):
     assert splits.train.num_samples == len(splits.train.files)
 
 
-def test_an_empty_clip_stops_the_pipeline_naming_the_file(tmp_path):
+@pytest.mark.parametrize("check", ["plugin", "python"])
+def test_an_empty_clip_stops_the_pipeline_naming_the_file(tmp_path, monkeypatch, check):
     """A valid WAV with no samples would be an all-zero spectrogram: the pipeline refuses it,
-    naming the file, in validation and in training."""
+    naming the file, in validation and in training; by the plugin's operator, and by the
+    Python check that replaces it where the plugin cannot be built."""
+    import types
+
+    import pipelines.audio as audio
+
+    if check == "python":
+        monkeypatch.setattr(audio, "native", types.SimpleNamespace(available=lambda: (False, "no plugin")))
     empty = write_wav(tmp_path / "empty.wav", np.zeros(0))
     good = write_wav(tmp_path / "good.wav", tone(1000, 1.0))
     with pytest.raises(RuntimeError, match=r"empty\.wav decodes to no samples"):

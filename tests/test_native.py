@@ -207,9 +207,9 @@ def test_library_is_cached_per_source_and_dali_version(tmp_path, monkeypatch):
     monkeypatch.setenv("DALI_MIX_NATIVE_DIR", str(tmp_path))
     path = native.library_path()
     assert path.parent == tmp_path and path.name.startswith("libdali_mix_native-")
-    monkeypatch.setattr(native, "SOURCE", tmp_path / "changed.cc")
-    (tmp_path / "changed.cc").write_text(native.__file__ and Path(native.__file__).with_name(
-        "mix_normalize.cc").read_text() + "\n// changed\n")
+    changed = tmp_path / "changed.cc"
+    changed.write_text(native.SOURCES[-1].read_text() + "\n// changed\n")
+    monkeypatch.setattr(native, "SOURCES", native.SOURCES[:-1] + (changed,))
     assert native.library_path() != path
 
 

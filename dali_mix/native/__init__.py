@@ -1,4 +1,5 @@
-"""The fused mix-and-normalise CPU operator: a C++ DALI plugin, built on first use and cached.
+"""The fused mix-and-normalise CPU operator, and the audio clip-length check: a C++ DALI plugin,
+built on first use and cached.
 
 `fn.dali_mix.mix_normalize` (source: `mix_normalize.cc` beside this file; Python: `mix`, alias
 `mix_normalize`, and `normalize` without a plan) does a planned RandomMix batch, and optionally
@@ -24,6 +25,11 @@ name keyed on the source, DALI's version and the flags, so a DALI upgrade rebuil
 
 The operator is CPU only: on the GPU, `random_mix` runs the same plan with DALI's own operators
 (where mixing costs next to nothing).
+
+`fn.dali_mix.clip_length` (source: `clip_length.cc`; Python: `clip_length`): each decoded
+clip's length in samples, (1,) int32, stopping the batch with an error naming the clip's file
+when it has no samples (`pipelines.audio.clip_lengths`, which checks in Python where the
+plugin is not available).
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCE = Path(__file__).with_name("mix_normalize.cc")
+SOURCES = (Path(__file__).with_name("mix_normalize.cc"), Path(__file__).with_name("clip_length.cc"))
+"""The plugin's C++ sources, compiled into one library."""
 CXXFLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fvisibility=hidden"]
 _HEADER_PACKAGES = ("nvidia.cuda_runtime", "nvidia.cuda_nvcc", "nvidia.cuda_cccl")
 
@@ -89,7 +96,7 @@ def _cuda_includes() -> list[str]:
 def _command(output: Path) -> list[str]:
     compile_flags, link_flags = _dali_flags()
     cxx = os.environ.get("CXX", "g++")
-    return [cxx, *CXXFLAGS, *compile_flags, *_cuda_includes(), str(SOURCE), "-o", str(output),
+    return [cxx, *CXXFLAGS, *compile_flags, *_cuda_includes(), *map(str, SOURCES), "-o", str(output),
             *link_flags]
 
 
@@ -99,7 +106,8 @@ def library_path() -> Path:
     (an image's build stage) loads where none is; `python -m dali_mix.native --force` rebuilds."""
     import nvidia.dali
     key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
+    for source in SOURCES:
+        key.update(source.read_bytes())
     key.update(nvidia.dali.__version__.encode())
     key.update(" ".join(CXXFLAGS + [os.environ.get("CXX", "g++")]).encode())
     return build_dir() / f"libdali_mix_native-{key.hexdigest()[:16]}.so"
@@ -130,7 +138,7 @@ def build(force: bool = False) -> Path:
         proc = subprocess.run(_command(Path(tmp)), capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise NativeBuildError(f"compiling {SOURCE.name} failed ({cxx}, exit "
+            raise NativeBuildError(f"compiling {' + '.join(src.name for src in SOURCES)} failed ({cxx}, exit "
                                    f"{proc.returncode}):\n{tail}")
         # mkstemp made the file 0600 (the linker keeps that, plus x bits): give it the usual
         # mode, so that other users of a shared cache (an image's unprivileged user) can load it
@@ -319,6 +327,15 @@ def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mi
 
 
 mix_normalize = mix  # the name random_mix has always called
+
+
+def clip_length(audio):
+    """Each clip's length in samples, (1,) int32 CPU, for decoded CPU audio ((samples,) or
+    (samples, channels), any type); a clip of 0 samples stops the pipeline when it runs
+    (RuntimeError naming the clip's source_info: the file it was read from)."""
+    load()
+    from nvidia.dali import fn
+    return fn.dali_mix.clip_length(audio)
 
 
 def main(argv=None) -> int:
