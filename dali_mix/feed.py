@@ -6,19 +6,25 @@
 plan-wide outputs ("method", "perm", "lam"), then each unit's `encode(plan)` outputs (numpy,
 CPU, per sample), in the order of `names`. `nodes()` builds the external source and returns the
 plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own names, so no
-name is shared between units. The next run's outputs are drawn meanwhile in a background thread
-when the planner allows it (`MixPlanner.predictable`).
+name is shared between units. The next runs' outputs are drawn meanwhile in a background thread
+when the planner allows it (`MixPlanner.predictable`): `AHEAD` runs in one go, since a plan drawn
+right after another costs the thread less CPU time than one drawn alone between two batches of
+the pipeline (its code and data are still in the caches; benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from nvidia.dali import fn
 from nvidia.dali.types import BatchInfo
 
 from dali_mix.plan import MixPlanner, Plan
+
+AHEAD = 8
+"""Runs whose outputs one background task draws, in order, when fewer than two are queued."""
 
 PLAN_NAMES = ("method", "perm", "lam")
 """The plan-wide outputs every unit may read: (B,) int32 method, int32 partner, float32 lam."""
@@ -44,25 +50,50 @@ class PlanFeed:
         self.planner = planner
         self.units = list(units)
         self.names = list(PLAN_NAMES) + [f"{k}.{n}" for k, u in enumerate(self.units) for n in u.names]
-        self._ahead = None  # (key, Future) of the next run's outputs
+        self._ahead: deque = deque()  # (batch_info, key, Future) of the runs drawn ahead, in order
         self._pool = None
 
     def __call__(self, batch_info) -> tuple:
-        """The outputs of the run `batch_info`; a batch drawn ahead is used only when its inputs
+        """The outputs of the run `batch_info`; a run drawn ahead is used only when its inputs
         are this run's (a plan is a pure function of them), and drawn here otherwise."""
         inputs = self.planner.inputs(batch_info)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == self._key(inputs):
-            out = ahead[1].result()
-        else:
+        key, out = self._key(inputs), None
+        while self._ahead:  # the runs queued before this one are not asked for any more
+            info, queued_key, future = self._ahead.popleft()
+            if queued_key == key:
+                out = future.result()
+                break
+        if out is None:  # not drawn ahead (a first run, a skip, a repeat, a changed clock)
+            self._ahead.clear()
             out = self.outputs(inputs)
-        nxt = _next_run(batch_info)
-        if nxt is not None and self.planner.predictable():
-            following = self.planner.inputs(nxt)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-mix-plan")
-            self._ahead = (self._key(following), self._pool.submit(self.outputs, following))
+            last = batch_info
+        else:
+            last = self._ahead[-1][0] if self._ahead else batch_info
+        if len(self._ahead) < 2 and self.planner.predictable():
+            self._draw_ahead(last)
         return out
+
+    def _draw_ahead(self, last) -> None:
+        """Queue the `AHEAD` runs after the run `last`, drawn in order by one background task."""
+        queued, info = [], last
+        for _ in range(AHEAD):
+            info = _next_run(info)
+            if info is None:
+                return
+            inputs = self.planner.inputs(info)
+            queued.append((info, self._key(inputs), inputs, Future()))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-mix-plan")
+        self._pool.submit(self._draw, [(inputs, future) for _, _, inputs, future in queued])
+        self._ahead.extend((info, key, future) for info, key, _, future in queued)
+
+    def _draw(self, queued: list) -> None:
+        """Set each future of `queued` ((inputs, Future) pairs) to the outputs of its inputs."""
+        for inputs, future in queued:
+            try:
+                future.set_result(self.outputs(inputs))
+            except BaseException as e:  # raised where the run is asked for
+                future.set_exception(e)
 
     def outputs(self, inputs: tuple) -> tuple:
         """The outputs, in `names` order, of the plan of `inputs` (`MixPlanner.inputs`)."""

@@ -1,4 +1,4 @@
-"""dali_mix.feed.PlanFeed draws the next run's plan in a background thread: whatever order
+"""dali_mix.feed.PlanFeed draws the next runs' plans in a background thread: whatever order
 the runs come in, and whatever happens to the clock in between, every run gets the outputs of
 its own plan, and an arbitrary `enabled` callable is never called ahead."""
 from __future__ import annotations
@@ -69,13 +69,34 @@ def test_every_run_gets_its_own_plan_in_order_skipped_repeated_and_after_a_clock
         assert not np.array_equal(enc(Info(20))[1], enc(Info(21))[1])
 
 
+def test_runs_in_order_are_all_drawn_ahead_in_chunks():
+    """Runs asked in order: only the first is drawn while DALI waits; the others come from the
+    background thread, `AHEAD` runs per task, each the outputs of its own plan."""
+    import threading
+
+    from dali_mix import feed
+
+    enc = encoder("fused")
+    drawn, tasks = [], []
+    outputs, draw = enc.outputs, enc._draw
+    enc.outputs = lambda inputs: drawn.append((threading.current_thread().name, inputs[:2])) or outputs(inputs)
+    enc._draw = lambda queued: tasks.append(len(queued)) or draw(queued)
+    runs = 3 * feed.AHEAD
+    for it in range(runs):
+        same(enc(Info(it)), expected(enc, Info(it)))
+    here = [steps for name, steps in drawn if name == threading.current_thread().name]
+    assert here == [enc.planner.inputs(Info(0))[:2]]  # run 0 only
+    assert set(tasks) == {feed.AHEAD} and len(tasks) * feed.AHEAD >= runs - 1
+    assert len(drawn) == len(set(drawn))  # no run drawn twice
+
+
 def test_the_same_batch_under_another_epoch_length_takes_its_own_fmix_bank():
     # banks serve ceil(10 / runs_per_epoch) epochs: epoch 2 is in bank 1 with 5 runs per epoch
     # and in bank 0 with 4; the run drawn ahead (epoch 2, step 0 with 5 runs per epoch) is the
     # same (epoch, step) as the run asked for after the clock changed
     enc = encoder("fused", clock=BatchClock(runs_per_epoch=5, run_offset=2), min_refresh_batches=10)
     enc(Info(7))  # run 9; draws run 10 = (2, 0) ahead
-    enc._ahead[1].result()  # drawn under the old clock
+    enc._ahead[0][2].result()  # drawn under the old clock
     enc.planner.clock.run_offset, enc.planner.clock.runs_per_epoch = 0, 4
     assert enc.planner.inputs(Info(8))[:2] == (2, 0)
     got = enc(Info(8))
@@ -94,7 +115,7 @@ def test_mix_off_schedule_is_drawn_ahead_but_an_arbitrary_callable_is_not_called
         same(out, expected(enc, Info(it)))
         lam = out[2]
         assert np.all(lam == 1.0) == (it >= 5)
-    assert enc._ahead is not None
+    assert enc._ahead  # drawn ahead
 
     seen = []
 
@@ -105,4 +126,4 @@ def test_mix_off_schedule_is_drawn_ahead_but_an_arbitrary_callable_is_not_called
     enc = encoder("dali", enabled=enabled)
     for it in range(4):
         enc(Info(it))
-    assert seen == [0, 1, 2, 3] and enc._ahead is None
+    assert seen == [0, 1, 2, 3] and not enc._ahead
