@@ -13,6 +13,9 @@ normalisation):
 
     dali-audio-nomix      the audio train pipeline without mixing (the reference)
     dali-audio-randommix  the same + RandomMix per sample (mixup/cutmix/resizemix/fmix)
+    dali-audio-randommix-ahead1
+                          (only with --only) the same with one plan drawn per background task
+                          (`dali_mix.feed.AHEAD = 1`, as before the feed drew them in chunks)
     torch-audio-mixup     torch DataLoader: `wave` + numpy decode, the same window and noise,
                           torch.stft + the same mel matrix (numpy) + dB + normalisation in the
                           workers, then timm's Mixup (mixup 1, cutmix 1, batch mode) on the batch.
@@ -42,6 +45,7 @@ from benchmarks import throughput
 
 REFERENCE = "dali-audio-nomix"
 CONTENDERS = ("dali-audio-nomix", "dali-audio-randommix", "torch-audio-mixup")
+EXTRA_CONTENDERS = ("dali-audio-randommix-ahead1",)  # run only when named in --only
 SNR_DB, NOISE_PROB, SHIFT_S = (0.0, 20.0), 0.8, 0.1
 
 
@@ -147,9 +151,13 @@ def build_contender(name, cfg):
     from pipelines.audio import train_pipeline
 
     splits = resolve_speech_commands(cfg["data"])
-    if name not in CONTENDERS:
-        raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS}")
-    recipe = dm.MixRecipe(num_classes=len(splits.classes)) if name == "dali-audio-randommix" else None
+    if name not in CONTENDERS + EXTRA_CONTENDERS:
+        raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS + EXTRA_CONTENDERS}")
+    if name == "dali-audio-randommix-ahead1":
+        from dali_mix import feed
+
+        feed.AHEAD = 1  # this contender's own process (with --in-process: every contender built after it)
+    recipe = None if name == REFERENCE else dm.MixRecipe(num_classes=len(splits.classes))
     built = train_pipeline(splits.train, noise_files=splits.noise_files, noise_prob=NOISE_PROB, snr_db=SNR_DB,
                            shift_seconds=SHIFT_S, batch_size=cfg["batch_size"], recipe=recipe,
                            num_threads=cfg["threads"], seed=cfg["seed"])
@@ -166,7 +174,7 @@ def run(args) -> int:
         data = str(prepare_spoken_commands().root)
     cfg = {"data": data, "batch_size": args.batch_size, "threads": args.threads, "seed": 0,
            "warmup": args.warmup, "builder": "benchmarks.audio_throughput:build_contender"}
-    names = [n for n in CONTENDERS if n in args.only.split(",")] if args.only else list(CONTENDERS)
+    names = [n for n in CONTENDERS + EXTRA_CONTENDERS if n in args.only.split(",")] if args.only else list(CONTENDERS)
     print(f"audio throughput: {data}, batch {args.batch_size}, {args.threads} threads, "
           f"{args.rounds} rounds x {args.batches} batches")
     results = throughput.measure(names, cfg, rounds=args.rounds, batches=args.batches, in_process=args.in_process,
