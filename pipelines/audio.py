@@ -260,8 +260,8 @@ def noise_windows(bank: NoiseBank, name: str):
     [0, max(L - T, 0)] within it (L its length; a file shorter than T gives the whole file,
     then zeros). `name`: the bank reader's name (unique in the pipeline).
 
-    Three operators: `fn.random.choice` draws the file's row of the bank's (files, 2) table of
-    start ranges, `fn.random.uniform` the start in it (rounded to the nearest sample) and
+    `fn.random.choice` draws the file's row of the bank's (files, 2) table of start ranges (a
+    constant), `fn.random.uniform` the start in it (rounded to the nearest sample) and
     `fn.readers.numpy` reads the window (a region of interest). The table is float32, so that
     the starts are exact while the bank holds fewer than 2^24 samples (17 minutes of noise at
     16 kHz); beyond, a start is rounded to float32 (2^-24 of its position: at most 64 samples
