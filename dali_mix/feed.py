@@ -24,7 +24,8 @@ from nvidia.dali.types import BatchInfo
 from dali_mix.plan import MixPlanner, Plan
 
 AHEAD = 8
-"""Runs whose outputs one background task draws, in order, when fewer than two are queued."""
+"""Runs whose outputs one background task draws, in order, when fewer than two are queued (so
+at most AHEAD + 1 runs' outputs are held: with FMix on small images, B rank images each)."""
 
 PLAN_NAMES = ("method", "perm", "lam")
 """The plan-wide outputs every unit may read: (B,) int32 method, int32 partner, float32 lam."""
