@@ -34,8 +34,11 @@ method only overwrites pixels (the label is kept), as a candidate or as an `afte
 
 @dataclass(frozen=True)
 class DrawContext:
-    """What a draw may read: rng (the batch's `numpy.random.Generator`), n (batch size), H, W
-    (image size, pixels), recipe (the `MixRecipe`), fmix_bank (the FMix mask bank or None)."""
+    """What a draw may read: rng (the `numpy.random.Generator` of the plans drawn together), n
+    (samples drawn: one or more whole batches), H, W (image size, pixels), recipe (the
+    `MixRecipe`), fmix_bank (the FMix mask bank or None), batch (samples per batch; n when None).
+    Per-sample draws are for all n samples; a draw that picks samples of the batch (sources)
+    makes it per batch (`per_batch`)."""
 
     rng: np.random.Generator
     n: int
@@ -43,6 +46,13 @@ class DrawContext:
     W: int
     recipe: object
     fmix_bank: object = None
+    batch: int | None = None
+
+    def per_batch(self, draw: Callable[[np.random.Generator, int], np.ndarray]) -> np.ndarray:
+        """`draw(rng, batch)` for each batch in turn, concatenated along the first axis: arrays
+        over the n samples whose values index a sample of their own batch."""
+        b = self.batch or self.n
+        return np.concatenate([draw(self.rng, b) for _ in range(self.n // b)])
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ def _four_tiles(tiles) -> Callable[[DrawContext], Paste]:
     """The draw of a four-image method whose sampler `tiles(ctx)` gives (source rects,
     destination rects) (B, 4, 4): tile k from slot k, the slots the sample itself and the next
     three of a random cycle (`draws.source_cycles`; the rule for batches of fewer than four)."""
-    return lambda d: Paste(tile_rows(*tiles(d)), draws.source_cycles(d.rng, d.n, 4))
+    return lambda d: Paste(tile_rows(*tiles(d)), d.per_batch(lambda rng, b: draws.source_cycles(rng, b, 4)))
 
 
 RICAP = Method(

@@ -12,12 +12,21 @@ external source (`batch=True, batch_info=True`), so the graph has no random oper
 conditional; a plan is a pure function of (seed, epoch, step) through a `BatchClock`, so runs
 are reproducible and a resumed run (DALI restores the run counter) gets the same batches.
 
+Chunks: the plans of `CHUNK` consecutive steps of an epoch (steps c * CHUNK to c * CHUNK +
+CHUNK - 1) are drawn together, from one random stream (seed, epoch, c), as one batch of
+CHUNK * B samples whose partners and sources are drawn per batch: numpy's per-call cost is then
+paid once per chunk, not once per batch. The sample draws are independent, so every plan has
+the distribution of a plan drawn alone; with `chunk=1` a plan is drawn alone, from the stream
+(seed, epoch, step) (the stream of dali-mix before chunks, which tests/golden pins).
+
 Modes (`MixRecipe.mode`): "sample" draws every parameter per sample; "pair" pairs the batch
 (perm an involution) and both members of a pair share the draw of the lower index; "batch"
 gives every sample the draw of sample 0 (one method, one lambda, one box per batch).
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +40,10 @@ from dali_mix.masks import FMixMaskBank
 from dali_mix.schedule import BatchClock, MixOffSchedule
 
 _SALT = 0x6D6978  # separates the plan's random stream from the FMix bank's index stream
+
+CHUNK = 8
+"""Steps whose plans `MixPlanner` draws together (see the module docstring); a planner's
+`chunk` argument overrides it."""
 
 
 @dataclass
@@ -73,6 +86,35 @@ class Plan:
         r = self.rows[i]
         return r[(r[:, 7] > 0) & (r[:, 8] > 0)]
 
+    def part(self, start: int, stop: int) -> "Plan":
+        """The plan of samples start..stop-1 (copies), its partners and sources unchanged."""
+        cut = slice(start, stop)
+        return Plan(method=self.method[cut].copy(), perm=self.perm[cut].copy(),
+                    sources=self.sources[cut].copy(), lam=self.lam[cut].copy(),
+                    shares=self.shares[cut].copy(), blend=self.blend[cut].copy(),
+                    rows=self.rows[cut].copy(), fmix=self.fmix[cut].copy(),
+                    erase=self.erase[cut], epoch=self.epoch)
+
+    def untouched(self, off: np.ndarray, none_id: int, partners: np.ndarray) -> "Plan":
+        """This plan, changed in place, with the samples `off` ((B,) bool) neither mixed nor
+        erased, as the planner leaves unselected samples: method `none_id`, partner `partners`
+        (the drawn (B,) permutation), own label share 1, no paste, mask or erased rectangle."""
+        if not off.any():
+            return self
+        i = np.flatnonzero(off)
+        self.method[i] = none_id
+        self.lam[i] = 1.0
+        self.blend[i] = 1.0
+        self.sources[i] = i[:, None]  # slots 2.. back to the sample itself
+        self.sources[i, 1] = self.perm[i] = partners[i]
+        self.shares[i] = 0.0
+        self.shares[i, 0] = 1.0
+        self.rows[i] = 0
+        self.fmix[i] = (-1, 0, 0, 0)
+        for k in i:
+            self.erase[k] = _NO_ERASE
+        return self
+
 
 class BatchDraws:
     """What every per-batch numpy draw of the library stands on (`MixPlanner`, and
@@ -88,9 +130,10 @@ class BatchDraws:
         self.seed = int(seed) & 0x7FFFFFFF
         self.clock = clock if clock is not None else BatchClock()
 
-    def rng(self, epoch: int, step: int) -> np.random.Generator:
-        """The random stream of batch `step` of `epoch`."""
-        return np.random.default_rng([self.seed, int(epoch), int(step), self.salt])
+    def rng(self, epoch: int, step: int, *more: int) -> np.random.Generator:
+        """The random stream of batch `step` of `epoch` (`more`: further ints that tell apart
+        streams of the same batch, e.g. `MixPlanner`'s chunk size)."""
+        return np.random.default_rng([self.seed, int(epoch), int(step), self.salt, *map(int, more)])
 
     def epoch_step(self, batch_info) -> tuple[int, int]:
         """(epoch, step) of the run `batch_info` (DALI's batch_info, or a run number)."""
@@ -119,14 +162,21 @@ class MixPlanner(BatchDraws):
         fmix_bank: mask bank of `image_size`, needed when FMix is a candidate.
         enabled: optional callable batch_info -> (B,) bool (e.g. `MixOffSchedule`); False
             samples are neither mixed nor erased.
+        chunk: steps whose plans are drawn together (default `CHUNK`; 1: each plan alone,
+            the stream of dali-mix before chunks); see the module docstring.
     """
 
     salt = _SALT
 
     def __init__(self, recipe: MixRecipe, batch_size: int, image_size, *, seed: int = 0,
                  clock: BatchClock | None = None, fmix_bank: FMixMaskBank | None = None,
-                 enabled=None):
+                 enabled=None, chunk: int | None = None):
         super().__init__(seed, clock)
+        self.chunk = CHUNK if chunk is None else int(chunk)
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self._chunks: OrderedDict = OrderedDict()  # (epoch, chunk index) -> _Chunk, the last two
+        self._lock = threading.Lock()
         self.recipe = recipe
         self.batch_size = int(batch_size)
         self.height, self.width = draws.size_hw(image_size)
@@ -169,29 +219,56 @@ class MixPlanner(BatchDraws):
 
     def plan(self, epoch: int, step: int, enabled=None) -> Plan:
         """The plan of batch `step` of `epoch`; `enabled`: optional (B,) bool, False = untouched."""
-        rng = self.rng(epoch, step)
-        r, B, H, W = self.recipe, self.batch_size, self.height, self.width
+        B = self.batch_size
+        index, at = divmod(int(step), self.chunk)
+        drawn = self._chunk(int(epoch), index)
+        plan = drawn.plan.part(at * B, (at + 1) * B)
+        if enabled is not None:
+            off = ~np.asarray(enabled, bool).reshape(B)
+            plan.untouched(off, self.none_id, drawn.perm[at * B:(at + 1) * B])
+        return plan
+
+    def _chunk(self, epoch: int, index: int) -> "_Chunk":
+        """Chunk `index` of `epoch`, drawn or from the last two drawn (plans are asked for from
+        DALI's thread and the plan feed's, in order, so two are enough)."""
+        key = (epoch, index)
+        with self._lock:
+            drawn = self._chunks.get(key)
+        if drawn is None:
+            drawn = self._draw_chunk(epoch, index)
+            with self._lock:
+                self._chunks[key] = drawn
+                while len(self._chunks) > 2:
+                    self._chunks.popitem(last=False)
+        return drawn
+
+    def _draw_chunk(self, epoch: int, index: int) -> "_Chunk":
+        """The plans of the `chunk` steps from index * chunk, as one plan of chunk * B samples
+        (sample j of step index * chunk + c is sample c * B + j), every sample enabled."""
+        rng = self.rng(epoch, index, *([self.chunk] if self.chunk > 1 else []))
+        r, B, C, H, W = self.recipe, self.batch_size, self.chunk, self.height, self.width
+        n = B * C
+        first = np.repeat(np.arange(0, n, B), B)  # each sample's batch's first sample
+        own = np.arange(n) - first  # each sample's index in its batch
         if r.mode == "pair":
-            perm = draws.pairing(rng, B)
-            leader = np.minimum(np.arange(B), perm)
+            perm = np.concatenate([draws.pairing(rng, B) for _ in range(C)])
+            leader = first + np.minimum(own, perm)
         else:
-            perm = draws.permutation(rng, B, r.no_self_pairs)
-            leader = np.zeros(B, np.int64) if r.mode == "batch" else np.arange(B)
-        method = rng.choice(len(self.method_p), size=B, p=self.method_p)[leader].astype(np.int32)
-        on = np.ones(B, bool) if enabled is None else np.asarray(enabled, bool).reshape(B)
-        method[~on] = self.none_id
-        build = _Builder(B, H, W, self.slots, perm)
-        ctx = DrawContext(rng, B, H, W, r, self.fmix_bank)
-        # every draw is for the whole batch (a fixed stream per batch), then the leaders' draws
+            perm = np.concatenate([draws.permutation(rng, B, r.no_self_pairs) for _ in range(C)])
+            leader = first if r.mode == "batch" else np.arange(n)
+        method = rng.choice(len(self.method_p), size=n, p=self.method_p)[leader].astype(np.int32)
+        build = _Builder(H, W, self.slots, own, perm)
+        ctx = DrawContext(rng, n, H, W, r, self.fmix_bank, batch=B)
+        # every draw is for the whole chunk (a fixed stream per chunk), then the leaders' draws
         # are spread to their followers and only the selected samples use them
         for m in self.drawn:
-            chosen = method == self.ids[m.name] if m.name in self.ids else np.zeros(B, bool)
+            chosen = method == self.ids[m.name] if m.name in self.ids else np.zeros(n, bool)
             if m.role == MIX:
                 sel, lead = chosen, leader
             else:  # a candidate shares its draw as the mode says; a step after mixing is per sample
-                sel, lead = (chosen | (m.name in r.after)) & on, np.where(chosen, leader, np.arange(B))
+                sel, lead = chosen | (m.name in r.after), np.where(chosen, leader, np.arange(n))
             build.apply(m.draw(ctx).take(lead), sel)
-        return build.plan(method, epoch)
+        return _Chunk(build.plan(method, epoch), perm)
 
     def fmix_mask(self, plan: Plan, i: int) -> np.ndarray:
         """(H, W) uint8 mask of sample i (1 = own pixel), for tests and previews."""
@@ -203,15 +280,25 @@ class MixPlanner(BatchDraws):
         return mask[::-1 if flip_y else 1, ::-1 if flip_x else 1]
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """A drawn chunk: its plan (every sample enabled) and the drawn (n,) int64 partners."""
+
+    plan: Plan
+    perm: np.ndarray
+
+
 class _Builder:
     """A plan being written: the effects of the drawn methods, each for its selected samples
     (one mixing method per sample; erasing on top), and the label shares computed from them."""
 
-    def __init__(self, B: int, H: int, W: int, slots: int, perm: np.ndarray):
+    def __init__(self, H: int, W: int, slots: int, own: np.ndarray, perm: np.ndarray):
+        """own: (B,) int64 each sample's index in its batch; perm: (B,) int64 its partner."""
+        B = own.shape[0]
         self.B, self.H, self.W = B, H, W
         self.lam = np.ones(B, np.float64)
         self.blend = np.ones(B, np.float32)
-        self.sources = np.tile(np.arange(B, dtype=np.int64)[:, None], (1, slots))
+        self.sources = np.tile(own[:, None], (1, slots))
         self.sources[:, 1] = perm
         self.area = np.zeros((B, slots), np.int64)  # pasted pixels per slot (many-source pastes)
         self.many = np.zeros(B, bool)  # samples whose shares are their slots' areas

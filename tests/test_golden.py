@@ -1,6 +1,8 @@
 """Bit-for-bit behaviour of every existing recipe kind on both executors: the digests of
 fixed-seed batches (images, targets, labels, lambdas) must equal tests/golden/golden.json,
-written by tests/golden/make_golden.py before the method-table refactoring (issue 24)."""
+written by tests/golden/make_golden.py before the method-table refactoring (issue 24). The
+plans are drawn one per batch (`dali_mix.plan.CHUNK = 1`), the stream the digests were made
+with; plans drawn in chunks are checked against it in tests/test_plan.py."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,11 @@ import pytest
 from tests.golden import make_golden as golden
 
 WANT = json.loads(golden.GOLDEN.read_text())
+
+
+@pytest.fixture(autouse=True)
+def one_plan_per_draw(monkeypatch):
+    monkeypatch.setattr(golden.plan, "CHUNK", 1)
 
 
 @pytest.mark.parametrize("executor", golden.EXECUTORS)

@@ -214,15 +214,80 @@ def test_plans_are_a_pure_function_of_seed_epoch_step():
     a, b, other = planner(PAIR), planner(PAIR), planner(PAIR, seed=1)
 
     def same(x, y):
-        for k in ("method", "perm", "sources", "lam", "shares", "blend", "rows", "fmix"):
-            if not np.array_equal(getattr(x, k), getattr(y, k)):
-                return False
-        return True
+        return all(np.array_equal(getattr(x, k), getattr(y, k)) for k in FIELDS)
 
     assert same(a.plan(2, 5), b.plan(2, 5))
     assert not same(a.plan(2, 5), a.plan(2, 6))
     assert not same(a.plan(2, 5), a.plan(3, 5))
     assert not same(a.plan(2, 5), other.plan(2, 5))
+
+
+FIELDS = ("method", "perm", "sources", "lam", "shares", "blend", "rows", "fmix")
+
+
+def assert_same_plan(x, y):
+    for k in FIELDS:
+        np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=k)
+    assert [e.tolist() for e in x.erase] == [e.tolist() for e in y.erase]
+
+
+def test_plans_drawn_in_chunks_do_not_depend_on_the_order_they_are_asked_for():
+    """A chunk's plans come from one stream: any step asked first, of any chunk, gets the same
+    plan (a resumed run, a skipped step), and the steps of a chunk get different plans."""
+    kw = dict(after=["cutout"], cutout_length=6)
+    a, b = planner(PAIR + ["ricap"], batch_size=8, **kw), planner(PAIR + ["ricap"], batch_size=8, **kw)
+    assert a.chunk == 8
+    steps = list(range(20))
+    in_order = {s: a.plan(1, s) for s in steps}
+    for s in np.random.default_rng(0).permutation(steps):
+        assert_same_plan(b.plan(1, int(s)), in_order[int(s)])
+    assert len({in_order[s].lam.tobytes() for s in steps}) == len(steps)
+    p = a.plan(1, 3)
+    p.lam[:] = 0  # a plan is a copy: changing it changes no later plan
+    assert_same_plan(a.plan(1, 3), in_order[3])
+
+
+@pytest.mark.parametrize("mode", ["sample", "pair", "batch"])
+def test_chunks_draw_partners_sources_and_batch_draws_per_batch(mode):
+    """Partners and many-source sources are samples of the sample's own batch; in batch mode
+    each batch of a chunk has its own draw."""
+    B = 6
+    p = planner({"cutmix": 1, "ricap": 1, "mixup": 1}, batch_size=B, mode=mode)
+    chunk = plans(p, p.chunk)
+    for plan in chunk:
+        assert plan.sources.min() >= 0 and plan.sources.max() < B
+        assert not np.any(plan.perm == np.arange(B))
+        ricap = plan.method == p.ids["ricap"]
+        if mode == "pair":
+            np.testing.assert_array_equal(plan.perm[plan.perm][~ricap], np.arange(B)[~ricap])
+        if mode == "batch":
+            assert len(set(plan.method.tolist())) == 1 and len(set(plan.lam.tolist())) == 1
+    if mode == "batch":
+        assert len({(pl.method[0], pl.lam[0]) for pl in chunk}) > 1
+
+
+def test_disabled_samples_are_the_enabled_plan_left_untouched():
+    """`enabled` switches samples off after the chunk is drawn: enabled samples keep the plan
+    drawn with everything on, disabled ones are untouched and keep their drawn partner."""
+    p = planner(PAIR + ["ricap"], batch_size=16, after=["random_erasing"], erasing_prob=1.0)
+    on = np.arange(16) % 3 != 0
+    for step in range(10):
+        full, part = p.plan(0, step), p.plan(0, step, enabled=on)
+        for k in FIELDS:
+            np.testing.assert_array_equal(getattr(part, k)[on], getattr(full, k)[on], err_msg=k)
+        assert [e.tolist() for e in np.array(part.erase, object)[on]] == \
+            [e.tolist() for e in np.array(full.erase, object)[on]]
+        off = np.flatnonzero(~on)
+        np.testing.assert_array_equal(part.method[off], p.none_id)
+        np.testing.assert_array_equal(part.shares[off], np.eye(1, part.shares.shape[1])[[0] * off.size])
+        np.testing.assert_array_equal(part.rows[off], 0)
+        np.testing.assert_array_equal(part.fmix[off, 0], -1)
+        assert all(len(part.erase[i]) == 0 for i in off)
+        np.testing.assert_array_equal(part.sources[off][:, [0, 2, 3]], np.repeat(off[:, None], 3, 1))
+        np.testing.assert_array_equal(part.sources[off, 1], part.perm[off])
+        assert not np.any(part.perm == np.arange(16))
+        pairwise = off[full.method[off] != p.ids["ricap"]]
+        np.testing.assert_array_equal(part.perm[pairwise], full.perm[pairwise])
 
 
 def test_a_bank_of_another_size_is_refused():

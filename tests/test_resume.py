@@ -46,4 +46,5 @@ def test_mid_epoch_resume_reproduces_the_remaining_batches(fmnist_small, executo
     for (xa, ta), (xb, tb) in zip(expected, resumed):
         torch.testing.assert_close(xa, xb, rtol=0, atol=0)
         torch.testing.assert_close(ta, tb, rtol=0, atol=0)
-    assert any(float(t.max()) < 0.9 for _, t in expected)  # the batches are mixed
+    mixed = torch.cat([t.max(1).values < 0.9 for _, t in expected]).float().mean()
+    assert mixed > 0.3  # the batches are mixed (4 of 5 candidates mix)

@@ -5,7 +5,8 @@ tests/test_golden.py recomputes the same digests and compares them, so a refacto
 one pixel, one label weight or one lambda of any of these recipes fails. Each case runs
 `random_mix` (or `mixmo_inputs`) over random images from a fixed seed for a few batches and
 records, per output, the sha256 of its bytes (with dtype and shape), and the lambdas as numbers.
-Regenerate only for an intended change of behaviour, and say so in the commit.
+Regenerate only for an intended change of behaviour, and say so in the commit. The plans are
+drawn one per batch (`dali_mix.plan.CHUNK = 1`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from dali_mix import plan  # noqa: E402 (after the path)
 
 GOLDEN = Path(__file__).with_name("golden.json")
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
@@ -154,6 +157,7 @@ def compute() -> dict:
 
 
 def main() -> int:
+    plan.CHUNK = 1  # the digests are of plans drawn one per batch (tests/test_golden.py)
     GOLDEN.write_text(json.dumps(compute(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")
     return 0
