@@ -20,8 +20,9 @@ rounds of `--batches` batches), each fed the same fixed batch by an external sou
                              (no background thread)
 
 Reported per variant: process CPU time (all threads) and wall time per batch, median (min-max)
-over rounds, and the extra over "no mixing". Also the planner's draw and the units' encoding
-alone in Python (`MixPlanner.plan`, `PlanFeed.encode`), median microseconds per batch.
+over rounds, and the extra over "no mixing". Also, alone in Python, mean microseconds per batch
+of the planner's draw (`MixPlanner.chunk_plan`), the units' encoding (`PlanFeed.encode`) and
+the plan feed's outputs (`PlanFeed.outputs`: both, and the slicing of the chunk's outputs).
 """
 from __future__ import annotations
 
@@ -130,18 +131,26 @@ def _pipelines(batch: int, shape: tuple, classes: int, threads: int) -> dict:
     return pipes, planner, fused, targets
 
 
-def python_costs(planner, units, runs: int = 200) -> dict:
-    """Median microseconds of `MixPlanner.plan` and of the units' `encode` of one plan."""
+def python_costs(planner, units, runs: int = 400) -> dict:
+    """Mean microseconds per batch, over `runs` consecutive steps: the planner's draw of the
+    steps' chunks (`MixPlanner.chunk_plan`), the units' encoding of them, and the plan feed's
+    whole `outputs` (both, and each step's share of them), each on chunks not drawn before."""
+    chunks = max(runs // planner.chunk, 1)
+    steps = chunks * planner.chunk
     feed = _feed.PlanFeed(planner, units)
-    draw, encode = [], []
-    for i in range(runs):
-        t = time.perf_counter()
-        plan = planner.plan(0, i)
-        draw.append(time.perf_counter() - t)
-        t = time.perf_counter()
+    t = time.perf_counter()
+    plans = [planner.chunk_plan(0, i) for i in range(chunks)]  # epoch 0: the bank already made
+    draw = time.perf_counter() - t
+    t = time.perf_counter()
+    for plan in plans:
         feed.encode(plan)
-        encode.append(time.perf_counter() - t)
-    return {"plan_us": 1e6 * statistics.median(draw), "encode_us": 1e6 * statistics.median(encode)}
+    encode = time.perf_counter() - t
+    t = time.perf_counter()
+    for step in range(steps):
+        feed.outputs((0, steps + step, None))
+    outputs = time.perf_counter() - t
+    return {"plan_us": 1e6 * draw / steps, "encode_us": 1e6 * encode / steps,
+            "outputs_us": 1e6 * outputs / steps, "chunk": planner.chunk}
 
 
 def measure(batch=64, shape=(1, 40, 101), classes=10, threads=2, rounds=9, batches=100) -> dict:
@@ -183,7 +192,8 @@ def main(argv=None) -> int:
               f"wall {statistics.median(wall):5.2f} ({min(wall):.2f}-{max(wall):.2f})  "
               f"cpu over no mixing {statistics.median(cpu) - ref:+.2f}")
     py = res["python"]
-    print(f"planner draw {py['plan_us']:.0f} us, units' encode {py['encode_us']:.0f} us per batch (Python, one thread)")
+    print(f"per batch (Python, one thread, chunks of {py['chunk']}): planner draw {py['plan_us']:.0f} us, "
+          f"units' encode {py['encode_us']:.0f} us, plan feed outputs {py['outputs_us']:.0f} us")
     return 0
 
 

@@ -260,8 +260,9 @@ class DaliExecutor:
         owner, rows, pasted, index = paste_rows(self.geo, owner_all, dst, B, with_index=True)
         _, src_rows, _ = paste_rows(self.geo, owner_all, src, B)
         split = _splitter(owner, B)
-        ids = src_ids[index] if src_ids.size else owner  # no rectangle: whole-image rows only
-        return {"paste_ids": split(np.where(pasted, ids, owner).astype(np.int32)),
+        own = plan.sources[owner, 0]  # the whole-image row copies the sample itself (slot 0)
+        ids = src_ids[index] if src_ids.size else own  # no rectangle: whole-image rows only
+        return {"paste_ids": split(np.where(pasted, ids, own).astype(np.int32)),
                 "paste_from": split(src_rows[:, :2]), "paste_at": split(rows[:, :2]),
                 "paste_shape": split(rows[:, 2:])}
 

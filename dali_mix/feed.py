@@ -4,7 +4,10 @@
 `PlanFeed(planner, units)` is the callable of `random_mix`'s one `fn.external_source`
 (`batch=True, batch_info=True`): for DALI's batch_info it draws the run's plan and returns the
 plan-wide outputs ("method", "perm", "lam"), then each unit's `encode(plan)` outputs (numpy,
-CPU, per sample), in the order of `names`. `nodes()` builds the external source and returns the
+CPU, per sample), in the order of `names`. The units encode the plan of the run's whole chunk
+(`MixPlanner.chunk_plan`: the plans of `chunk` consecutive steps) once, and each run gets its
+samples of those outputs, so a unit's encoding must hold for a plan of any number of samples
+(a sample's own index is `plan.sources[:, 0]`, not its position). `nodes()` builds the external source and returns the
 plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own names, so no
 name is shared between units. The next runs' outputs are drawn meanwhile in a background thread
 when the planner allows it (`MixPlanner.predictable`): `AHEAD` runs in one go, since a plan drawn
@@ -52,6 +55,7 @@ class PlanFeed:
         self.units = list(units)
         self.names = list(PLAN_NAMES) + [f"{k}.{n}" for k, u in enumerate(self.units) for n in u.names]
         self._ahead: deque = deque()  # (batch_info, key, Future) of the runs drawn ahead, in order
+        self._encoded = None  # (key, outputs) of the chunk encoded last (`outputs`)
         self._pool = None
 
     def __call__(self, batch_info) -> tuple:
@@ -97,10 +101,23 @@ class PlanFeed:
                 future.set_exception(e)
 
     def outputs(self, inputs: tuple) -> tuple:
-        """The outputs, in `names` order, of the plan of `inputs` (`MixPlanner.inputs`)."""
-        return self.encode(self.planner.plan(*inputs))
+        """The outputs, in `names` order, of the plan of `inputs` (`MixPlanner.inputs`): the
+        run's samples of its chunk's outputs (`MixPlanner.chunk_plan`, encoded once for the
+        runs of the chunk that share its `enabled`)."""
+        epoch, step, enabled = inputs
+        planner, B = self.planner, self.planner.batch_size
+        index, at = divmod(int(step), planner.chunk)
+        if enabled is not None and enabled.all():
+            enabled = None  # the same plan
+        key = (epoch, index, None if enabled is None else enabled.tobytes(), planner.clock.runs_per_epoch)
+        encoded = self._encoded
+        if encoded is None or encoded[0] != key:
+            encoded = self._encoded = (key, self.encode(planner.chunk_plan(epoch, index, enabled)))
+        return tuple(out[at * B:(at + 1) * B] for out in encoded[1])
 
     def encode(self, plan: Plan) -> tuple:
+        """The outputs, in `names` order, of `plan` (of any number of samples): per-sample
+        arrays (first axis the samples) or lists."""
         out = [plan.method, plan.perm, plan.lam]
         for unit in self.units:
             enc = unit.encode(plan)

@@ -57,7 +57,7 @@ class _Weights:
 
     def encode(self, plan: Plan) -> dict:
         return {"mask_weight": plan.blend.astype(np.float32),
-                "index": np.arange(len(plan.perm), dtype=np.float32)}
+                "index": plan.sources[:, 0].astype(np.float32)}
 
 
 class PixelMaps:

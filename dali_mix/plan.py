@@ -48,7 +48,9 @@ CHUNK = 8
 
 @dataclass
 class Plan:
-    """One batch's parameters (numpy, CPU). B = batch size, K = len(recipe.candidates), S = label
+    """One batch's parameters (numpy, CPU), or a chunk's (`MixPlanner.chunk_plan`: its batches'
+    samples one after the other, each indexing samples of its own batch). B = samples, K =
+    len(recipe.candidates), S = label
     slots (2, or the most sources of a candidate: `dali_mix.methods.max_sources`), R = paste rows
     per sample (the most of a candidate; 0 without pastes).
 
@@ -105,7 +107,7 @@ class Plan:
         self.method[i] = none_id
         self.lam[i] = 1.0
         self.blend[i] = 1.0
-        self.sources[i] = i[:, None]  # slots 2.. back to the sample itself
+        self.sources[i] = self.sources[i, :1]  # slots 1.. back to the sample itself (slot 0)
         self.sources[i, 1] = self.perm[i] = partners[i]
         self.shares[i] = 0.0
         self.shares[i, 0] = 1.0
@@ -221,11 +223,18 @@ class MixPlanner(BatchDraws):
         """The plan of batch `step` of `epoch`; `enabled`: optional (B,) bool, False = untouched."""
         B = self.batch_size
         index, at = divmod(int(step), self.chunk)
-        drawn = self._chunk(int(epoch), index)
-        plan = drawn.plan.part(at * B, (at + 1) * B)
+        return self.chunk_plan(epoch, index, enabled).part(at * B, (at + 1) * B)
+
+    def chunk_plan(self, epoch: int, index: int, enabled=None) -> Plan:
+        """The plans of steps index * chunk to index * chunk + chunk - 1 of `epoch` as one plan
+        of chunk * B samples (sample j of step index * chunk + c is sample c * B + j; partners
+        and sources index samples of their own batch), `enabled` ((B,) bool or None) applied to
+        every one of its batches."""
+        drawn = self._chunk(int(epoch), int(index))
+        plan = drawn.plan.part(0, len(drawn.perm))
         if enabled is not None:
-            off = ~np.asarray(enabled, bool).reshape(B)
-            plan.untouched(off, self.none_id, drawn.perm[at * B:(at + 1) * B])
+            off = ~np.asarray(enabled, bool).reshape(self.batch_size)
+            plan.untouched(np.tile(off, self.chunk), self.none_id, drawn.perm)
         return plan
 
     def _chunk(self, epoch: int, index: int) -> "_Chunk":
