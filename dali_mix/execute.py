@@ -151,9 +151,10 @@ class FusedExecutor:
         (B, R, 9) array with each row's slot replaced by its source sample (padding rows paste
         nothing); the FMix samples get their bank rank image and (k, flip_y, flip_x). The rest
         get no mask: for masks of at most `DENSE_MASK_PIXELS` pixels the ranks of the whole
-        batch are one (B, H, W, 1) array (the samples without FMix: bank entry 0 with k = H * W,
-        which takes no partner pixel), else a list of per-sample arrays (the FMix samples' bank
-        views, an empty (0, 0, 1) array for the rest)."""
+        batch are one (B, H, W, 1) array (the samples without FMix get k = H * W, with which
+        the operator reads no rank, and zero ranks, not copied from the bank),
+        else a list of per-sample arrays (the FMix samples' bank views, an empty (0, 0, 1)
+        array for the rest)."""
         B = len(plan.perm)
         rows = plan.rows.copy()
         if rows.size:
@@ -167,7 +168,8 @@ class FusedExecutor:
         params[used] = plan.fmix[used, 1:]
         if self.geo.height * self.geo.width <= DENSE_MASK_PIXELS:
             params[~used, 0] = self.geo.height * self.geo.width
-            masks = bank[np.where(used, plan.fmix[:, 0], 0)]
+            masks = np.zeros((B,) + bank.shape[1:], bank.dtype)  # k = H * W reads no rank
+            masks[used] = bank[plan.fmix[used, 0]]
         else:
             masks = [bank[plan.fmix[i, 0]] if used[i] else none for i in range(B)]
         return {"blend": plan.blend, "rows": rows, "mask": masks, "mask_params": params}

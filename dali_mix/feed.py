@@ -7,7 +7,9 @@ plan-wide outputs ("method", "perm", "lam"), then each unit's `encode(plan)` out
 CPU, per sample), in the order of `names`. The units encode the plan of the run's whole chunk
 (`MixPlanner.chunk_plan`: the plans of `chunk` consecutive steps) once, and each run gets its
 samples of those outputs, so a unit's encoding must hold for a plan of any number of samples
-(a sample's own index is `plan.sources[:, 0]`, not its position). `nodes()` builds the external source and returns the
+(a sample's own index is `plan.sources[:, 0]`, not its position). DALI reads the outputs
+without copying them (`no_copy`): a unit never changes an array it has returned (nor the
+arrays it returns views of, such as the FMix bank). `nodes()` builds the external source and returns the
 plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own names, so no
 name is shared between units. The next runs' outputs are drawn meanwhile in a background thread
 when the planner allows it (`MixPlanner.predictable`): `AHEAD` runs in one go, since a plan drawn
@@ -126,7 +128,10 @@ class PlanFeed:
 
     def nodes(self) -> tuple[dict, list[dict]]:
         """Build the external source: (plan-wide DataNodes by name, one dict per unit)."""
-        outs = fn.external_source(source=self, num_outputs=len(self.names), batch=True, batch_info=True)
+        # no_copy: DALI reads the outputs where they are (holding a reference to each until it
+        # is consumed); none is changed after it is returned
+        outs = fn.external_source(source=self, num_outputs=len(self.names), batch=True, batch_info=True,
+                                  no_copy=True)
         plan_nodes = dict(zip(PLAN_NAMES, outs[:len(PLAN_NAMES)]))
         per_unit, at = [], len(PLAN_NAMES)
         for unit in self.units:
