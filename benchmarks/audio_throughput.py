@@ -3,6 +3,7 @@ torch DataLoader a user would write instead, measured side by side in one run.
 
     python -m benchmarks.audio_throughput                     # the spoken-commands train split
     python -m benchmarks.audio_throughput --rounds 5 --batches 20 --json benchmarks/results/audio_throughput.json
+    python -m benchmarks.audio_throughput --processes 3       # each contender in 3 processes
 
 Contenders (CPU, batch `--batch-size`, `--threads` DALI threads or DataLoader workers), all on the
 same clips with the same steps (decode 16-bit WAV, 1 s window at a random offset with a random
@@ -176,9 +177,9 @@ def run(args) -> int:
            "warmup": args.warmup, "builder": "benchmarks.audio_throughput:build_contender"}
     names = [n for n in CONTENDERS + EXTRA_CONTENDERS if n in args.only.split(",")] if args.only else list(CONTENDERS)
     print(f"audio throughput: {data}, batch {args.batch_size}, {args.threads} threads, "
-          f"{args.rounds} rounds x {args.batches} batches")
+          f"{args.rounds} rounds x {args.batches} batches, {args.processes} process(es) per contender")
     results = throughput.measure(names, cfg, rounds=args.rounds, batches=args.batches, in_process=args.in_process,
-                                 reference=REFERENCE)
+                                 reference=REFERENCE, processes=args.processes)
     print(f"{'contender':<22} {'clips/s (median)':>16} {'min-max':>13} {'vs ' + REFERENCE:>22} "
           f"{'CPU ms/batch (min-max)':>24} {'CPU ratio (paired)':>19}")
     for name, r in results.items():
@@ -193,9 +194,12 @@ def run(args) -> int:
             cpu_ratio = f"{r['cpu_ratio_paired']['median']:.3f}"
         print(f"{name:<22} {ips['median']:>16.0f} {ips['min']:>6.0f}-{ips['max']:<6.0f} {ratio:>22} "
               f"{cpu:>24} {cpu_ratio:>19}")
+        if "processes" in r:
+            print(f"{'':<22} per process (median clips/s): " + ", ".join(f"{v:.0f}" for v in r["processes"]))
     if args.json:
         report = {"config": {k: v for k, v in cfg.items() if k != "builder"}, "rounds": args.rounds,
-                  "batches": args.batches, "machine": throughput.machine_info(args.threads), "contenders": results}
+                  "batches": args.batches, "processes": args.processes,
+                  "machine": throughput.machine_info(args.threads), "contenders": results}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
@@ -211,6 +215,9 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--only", default=None, help="comma-separated contenders")
+    p.add_argument("--processes", type=int, default=1,
+                   help="subprocesses per contender, each run every round (the mean over them is reported: "
+                        "one process's speed can stay several percent off for its whole life)")
     p.add_argument("--in-process", action="store_true", help="all contenders in this process (smoke tests)")
     p.add_argument("--json", default=None)
     return run(p.parse_args(argv))

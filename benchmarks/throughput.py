@@ -439,6 +439,11 @@ def _quantiles(values):
     return q[0], q[2]
 
 
+def _mean_rounds(per_round: dict, workers: list) -> list:
+    """Each round's mean over `workers` of their figures (`per_round`: id(worker) -> rounds)."""
+    return [statistics.mean(v) for v in zip(*(per_round[id(w)] for w in workers))]
+
+
 def summarise(values):
     q1, q3 = _quantiles(values)
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
@@ -446,20 +451,27 @@ def summarise(values):
 
 
 def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=False, log=print,
-            reference=REFERENCE):
+            reference=REFERENCE, processes=1):
     """Run the contenders round-robin; returns {name: result dict}.
 
-    Each contender runs in its own subprocess; by default they are built one after the other
-    (warm-ups never overlap); `parallel_build` starts them all at once (faster start).
-    `in_process` builds them all in this process instead (fastest start, for smoke tests; no
-    memory figures, since they would not be attributable). `reference`: the contender every
-    result's "ratio_vs_reference" and "ratio_paired" are taken against (when it ran).
+    Each contender runs in its own subprocess, or in `processes` subprocesses (every one in
+    every round; a contender's figure of a round is the mean over its processes, and
+    "processes" lists each process's median): one process's speed can stay several percent
+    off for its whole life, so only several processes average that out. By default the
+    processes are built one after the other (warm-ups never overlap); `parallel_build` starts
+    them all at once (faster start). `in_process` builds the contenders in this process
+    instead, one each (fastest start, for smoke tests; no memory figures, since they would not
+    be attributable). `reference`: the contender every result's "ratio_vs_reference" and
+    "ratio_paired" are taken against (when it ran).
     """
+    if processes < 1 or (in_process and processes != 1):
+        raise ValueError(f"processes must be >= 1 (1 with in_process), got {processes}")
     workers = []
     sampler = _MemorySampler(workers)
     sampler.start()
     if in_process:  # DataLoader workers fork: create them before any DALI thread exists
         names = sorted(names, key=lambda n: n != "torchvision")
+    names = [n for n in names for _ in range(processes)]
     try:
         if parallel_build and not in_process:
             workers.extend(Worker(name, cfg) for name in names)
@@ -472,35 +484,41 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
             info = w.wait_ready()
             wait_quiet(w.proc.pid)
             log(f"  ready: {name:<16} (built + {cfg['warmup']} warm-up batches in {info['build_s']:.1f} s)")
-        per_round = {w.name: [] for w in workers}
-        cpu_round = {w.name: [] for w in workers}
+        per_round = {id(w): [] for w in workers}
+        cpu_round = {id(w): [] for w in workers}
         for r in range(rounds):  # each round starts with the next contender: no fixed position
             for w in workers[r % len(workers):] + workers[:r % len(workers)]:
                 ticks = None if in_process else _cpu_ticks(process_tree(w.proc.pid))
                 res = w.run(batches)
-                per_round[w.name].append(res["images"] / res["seconds"])
+                per_round[id(w)].append(res["images"] / res["seconds"])
                 wait_quiet(w.proc.pid)
                 if ticks is not None:  # making this turn's batches, the refilled queue included
                     spent = _cpu_ticks(process_tree(w.proc.pid)) - ticks
-                    cpu_round[w.name].append(1000 * spent / os.sysconf("SC_CLK_TCK") / batches)
-            log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in per_round.items()))
+                    cpu_round[id(w)].append(1000 * spent / os.sysconf("SC_CLK_TCK") / batches)
+            log(f"  round {r + 1}/{rounds}: " + ", ".join(
+                f"{n} {statistics.mean(per_round[id(w)][-1] for w in workers if w.name == n):.0f}"
+                for n in dict.fromkeys(names)))
     finally:
         for w in workers:
             w.stop()
         sampler.stop()
     out = {}
     order = {n: i for i, n in enumerate(CONTENDERS)}
-    for w in sorted(workers, key=lambda w: order.get(w.name, len(order))):
-        rss, pss = sampler.peak.get(w.name, (None, None))
-        out[w.name] = {"description": DESCRIPTIONS.get(w.name, w.name),
-                       "images_per_s": summarise(per_round[w.name]),
-                       "peak_rss_mb": None if rss is None else rss / 1024,
-                       "peak_pss_mb": None if pss is None else pss / 1024,
-                       "main_process_maxrss_mb": w.maxrss_mb,
-                       "build_s": w.ready["build_s"]}
-        out[w.name]["ms_per_batch"] = 1000 * cfg["batch_size"] / out[w.name]["images_per_s"]["median"]
-        if cpu_round[w.name]:
-            out[w.name]["cpu_ms_per_batch"] = summarise(cpu_round[w.name])
+    for name in sorted(dict.fromkeys(names), key=lambda n: order.get(n, len(order))):
+        mine = [w for w in workers if w.name == name]
+        rss, pss = sampler.peak.get(name, (None, None))
+        maxrss = [w.maxrss_mb for w in mine if w.maxrss_mb is not None]
+        out[name] = {"description": DESCRIPTIONS.get(name, name),
+                     "images_per_s": summarise(_mean_rounds(per_round, mine)),
+                     "peak_rss_mb": None if rss is None else rss / 1024,
+                     "peak_pss_mb": None if pss is None else pss / 1024,
+                     "main_process_maxrss_mb": max(maxrss) if maxrss else None,
+                     "build_s": mine[0].ready["build_s"]}
+        if processes > 1:
+            out[name]["processes"] = [statistics.median(per_round[id(w)]) for w in mine]
+        out[name]["ms_per_batch"] = 1000 * cfg["batch_size"] / out[name]["images_per_s"]["median"]
+        if all(cpu_round[id(w)] for w in mine):
+            out[name]["cpu_ms_per_batch"] = summarise(_mean_rounds(cpu_round, mine))
     if reference in out:  # ratios to the reference contender, of medians and per round
         ref = out[reference]["images_per_s"]
         for res in out.values():
@@ -512,9 +530,10 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
                 # the reference's CPU time per batch over this contender's: the throughput
                 # ratio on a machine whose cores are all busy with the pipelines
                 cpu, ref_cpu = res["cpu_ms_per_batch"]["rounds"], out[reference]["cpu_ms_per_batch"]["rounds"]
-                paired = [b / a for a, b in zip(cpu, ref_cpu)]
-                res["cpu_ratio_paired"] = {"median": statistics.median(paired), "min": min(paired),
-                                           "max": max(paired)}
+                if all(cpu):  # (a turn shorter than a clock tick counts no CPU time)
+                    paired = [b / a for a, b in zip(cpu, ref_cpu)]
+                    res["cpu_ratio_paired"] = {"median": statistics.median(paired), "min": min(paired),
+                                               "max": max(paired)}
     return out
 
 

@@ -110,3 +110,23 @@ def test_mix_parts_smoke():
     res = mix_parts.measure(batch=8, shape=(1, 12, 20), classes=4, threads=1, rounds=2, batches=2)
     assert all(len(v["cpu_ms"]) == 2 and min(v["wall_ms"]) > 0 for v in res["variants"].values())
     assert res["python"]["plan_us"] > 0
+
+
+def test_several_processes_per_contender_are_averaged():
+    """`processes=2`: two subprocesses per contender, each run every round; the contender's
+    rounds are their means and "processes" their medians."""
+    cfg = {"builder": "tests.fake_contender:build", "warmup": 1, "batch_size": 4,
+           "seconds": {"slow": 0.02, "fast": 0.01}}
+    res = throughput.measure(["slow", "fast"], cfg, rounds=3, batches=4, reference="slow",
+                             processes=2, log=lambda *a: None)
+    for name in ("slow", "fast"):
+        r = res[name]
+        assert len(r["processes"]) == 2 and len(r["images_per_s"]["rounds"]) == 3
+        assert min(r["processes"]) <= r["images_per_s"]["median"] * 1.2
+        assert r["images_per_s"]["median"] <= max(r["processes"]) * 1.2
+        assert len(r["cpu_ms_per_batch"]["rounds"]) == 3
+    # 4 images per batch every 0.02 s is at most 200 images/s; twice as fast at 0.01 s
+    assert res["slow"]["images_per_s"]["median"] <= 200
+    assert 1.3 < res["fast"]["ratio_vs_reference"] < 2.2
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        throughput.measure(["slow"], cfg, rounds=1, batches=1, processes=0)
