@@ -9,9 +9,9 @@ CPU, per sample), in the order of `names`. The units encode the plan of the run'
 samples of those outputs, so a unit's encoding must hold for a plan of any number of samples
 (a sample's own index is `plan.sources[:, 0]`, not its position). DALI reads the outputs
 without copying them (`no_copy`): a unit never changes an array it has returned (nor the
-arrays it returns views of, such as the FMix bank). `nodes()` builds the external source and returns the
-plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own names, so no
-name is shared between units. The next runs' outputs are drawn meanwhile in a background thread
+arrays it returns views of, such as the FMix bank). `nodes()` builds the external source and
+returns the plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own
+names, so no name is shared between units. The next runs' outputs are drawn meanwhile in a background thread
 when the planner allows it (`MixPlanner.predictable`): `AHEAD` runs in one go, since a plan drawn
 right after another costs the thread less CPU time than one drawn alone between two batches of
 the pipeline (its code and data are still in the caches; benchmarks/RESULTS.md).

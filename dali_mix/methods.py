@@ -141,7 +141,10 @@ def _four_tiles(tiles) -> Callable[[DrawContext], Paste]:
     """The draw of a four-image method whose sampler `tiles(ctx)` gives (source rects,
     destination rects) (B, 4, 4): tile k from slot k, the slots the sample itself and the next
     three of a random cycle (`draws.source_cycles`; the rule for batches of fewer than four)."""
-    return lambda d: Paste(tile_rows(*tiles(d)), d.per_batch(lambda rng, b: draws.source_cycles(rng, b, 4)))
+    def draw(d: DrawContext) -> Paste:
+        rows = tile_rows(*tiles(d))
+        return Paste(rows, d.per_batch(lambda rng, b: draws.source_cycles(rng, b, 4)))
+    return draw
 
 
 RICAP = Method(

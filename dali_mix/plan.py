@@ -50,9 +50,9 @@ CHUNK = 8
 class Plan:
     """One batch's parameters (numpy, CPU), or a chunk's (`MixPlanner.chunk_plan`: its batches'
     samples one after the other, each indexing samples of its own batch). B = samples, K =
-    len(recipe.candidates), S = label
-    slots (2, or the most sources of a candidate: `dali_mix.methods.max_sources`), R = paste rows
-    per sample (the most of a candidate; 0 without pastes).
+    len(recipe.candidates), S = label slots (2, or the most sources of a candidate:
+    `dali_mix.methods.max_sources`), R = paste rows per sample (the most of a candidate; 0
+    without pastes).
 
     method: (B,) int32 index into `recipe.candidates`; K = not mixed.
     perm: (B,) int32 partner of each sample (= sources[:, 1]).
