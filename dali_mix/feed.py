@@ -29,8 +29,10 @@ from nvidia.dali.types import BatchInfo
 from dali_mix.plan import MixPlanner, Plan
 
 AHEAD = 8
-"""Runs whose outputs one background task draws, in order, when fewer than two are queued (so
-at most AHEAD + 1 runs' outputs are held: with FMix on small images, B rank images each)."""
+"""Runs whose outputs one background task draws, in order, when fewer than two are queued. The
+runs queued and those DALI still holds are views of the outputs of at most about three chunks
+(`MixPlanner.chunk`): with FMix on images of at most `dali_mix.execute.DENSE_MASK_PIXELS`
+pixels, chunk * B rank images of 2 bytes per pixel each."""
 
 PLAN_NAMES = ("method", "perm", "lam")
 """The plan-wide outputs every unit may read: (B,) int32 method, int32 partner, float32 lam."""

@@ -2,7 +2,8 @@
 fixed-seed batches (images, targets, labels, lambdas) must equal tests/golden/golden.json,
 written by tests/golden/make_golden.py before the method-table refactoring (issue 24). The
 plans are drawn one per batch (`dali_mix.plan.CHUNK = 1`), the stream the digests were made
-with; plans drawn in chunks are checked against it in tests/test_plan.py."""
+with; plans drawn in chunks (the default) are checked by tests/test_plan.py (order, per-batch
+partners and sources, disabled samples) and by the value tests of both executors."""
 from __future__ import annotations
 
 import json
