@@ -471,7 +471,7 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
     sampler.start()
     if in_process:  # DataLoader workers fork: create them before any DALI thread exists
         names = sorted(names, key=lambda n: n != "torchvision")
-    names = [n for n in names for _ in range(processes)]
+    names = [n for _ in range(processes) for n in names]  # interleaved: a b a b, rotated each round
     try:
         if parallel_build and not in_process:
             workers.extend(Worker(name, cfg) for name in names)

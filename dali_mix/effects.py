@@ -1,8 +1,8 @@
 """The effect kinds: what a method does to the pixels, as the executors implement it once.
 
-A method's draw (`dali_mix.methods`) returns one of these for the whole batch (arrays over the
-B samples, before the planner spreads the draws of the mode's leaders and selects the samples
-that take the method); the planner (`dali_mix.plan`) writes them into the `Plan`, and computes
+A method's draw (`dali_mix.methods`) returns one of these for all the samples drawn together
+(arrays over the B samples of a chunk of batches, `dali_mix.plan.CHUNK`, before the planner
+spreads the draws of the mode's leaders and selects the samples that take the method); the planner (`dali_mix.plan`) writes them into the `Plan`, and computes
 the label shares from them in one place.
 
 - `Blend`: out = w * own + (1 - w) * partner (Mixup).

@@ -107,12 +107,15 @@ class PlanFeed:
     def outputs(self, inputs: tuple) -> tuple:
         """The outputs, in `names` order, of the plan of `inputs` (`MixPlanner.inputs`): the
         run's samples of its chunk's outputs (`MixPlanner.chunk_plan`, encoded once for the
-        runs of the chunk that share its `enabled`)."""
+        runs of the chunk that share its `enabled`), or, for an `enabled` callable that may
+        switch samples off differently in each run, the run's own plan encoded."""
         epoch, step, enabled = inputs
         planner, B = self.planner, self.planner.batch_size
         index, at = divmod(int(step), planner.chunk)
         if enabled is not None and enabled.all():
             enabled = None  # the same plan
+        if enabled is not None and not planner.predictable():  # may differ from run to run
+            return self.encode(planner.plan(epoch, step, enabled))
         key = (epoch, index, None if enabled is None else enabled.tobytes(), planner.clock.runs_per_epoch)
         encoded = self._encoded
         if encoded is None or encoded[0] != key:

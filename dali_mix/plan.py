@@ -89,7 +89,8 @@ class Plan:
         return r[(r[:, 7] > 0) & (r[:, 8] > 0)]
 
     def part(self, start: int, stop: int) -> "Plan":
-        """The plan of samples start..stop-1 (copies), its partners and sources unchanged."""
+        """The plan of samples start..stop-1 (copies; the erase rows, read-only, are shared),
+        its partners and sources unchanged."""
         cut = slice(start, stop)
         return Plan(method=self.method[cut].copy(), perm=self.perm[cut].copy(),
                     sources=self.sources[cut].copy(), lam=self.lam[cut].copy(),
@@ -379,4 +380,7 @@ _NO_ERASE.flags.writeable = False  # shared by every sample without erased recta
 
 
 def _erase_rows(rows: list) -> np.ndarray:
-    return np.asarray(rows, np.int32).reshape(-1, 5)
+    """(E, 5) int32, read-only: the plans of a chunk share it (`Plan.part` copies no erase rows)."""
+    out = np.asarray(rows, np.int32).reshape(-1, 5)
+    out.flags.writeable = False
+    return out

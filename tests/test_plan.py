@@ -245,6 +245,8 @@ def test_plans_drawn_in_chunks_do_not_depend_on_the_order_they_are_asked_for():
     p = a.plan(1, 3)
     p.lam[:] = 0  # a plan is a copy: changing it changes no later plan
     assert_same_plan(a.plan(1, 3), in_order[3])
+    with pytest.raises(ValueError, match="read-only"):  # its erase rows are shared, read-only
+        p.erase[0][:] = 0
 
 
 @pytest.mark.parametrize("mode", ["sample", "pair", "batch"])
