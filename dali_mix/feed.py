@@ -11,10 +11,11 @@ samples of those outputs, so a unit's encoding must hold for a plan of any numbe
 without copying them (`no_copy`): a unit never changes an array it has returned (nor the
 arrays it returns views of, such as the FMix bank). `nodes()` builds the external source and
 returns the plan-wide DataNodes and one dict of DataNodes per unit, keyed by the unit's own
-names, so no name is shared between units. The next runs' outputs are drawn meanwhile in a background thread
-when the planner allows it (`MixPlanner.predictable`): `AHEAD` runs in one go, since a plan drawn
-right after another costs the thread less CPU time than one drawn alone between two batches of
-the pipeline (its code and data are still in the caches; benchmarks/RESULTS.md).
+names, so no name is shared between units. The next runs' outputs are drawn meanwhile in a
+background thread when the planner allows it (`MixPlanner.predictable`): `AHEAD` runs in one
+go, since a plan drawn right after another costs the thread less CPU time than one drawn alone
+between two batches of the pipeline (its code and data are still in the caches;
+benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 

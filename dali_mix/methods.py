@@ -4,9 +4,10 @@ A `Method` says everything about a method that is not written once for all of th
 its role (it mixes labels, or it only erases pixels), its recipe fields (`Field`: default and
 valid range, where the field is declared), the effect kinds it uses (`dali_mix.effects`), how
 many samples an output draws from, and its draw: a vectorised numpy function of the samples
-drawn together (`DrawContext` -> an effect), built on the shared samplers of `dali_mix.draws`. The planner
-(`dali_mix.plan`) runs the draws and the executors (`dali_mix.execute`) implement the effect
-kinds, each once; the label shares follow from the plan (`Plan.shares`).
+drawn together (`DrawContext` -> an effect), built on the shared samplers of
+`dali_mix.draws`. The planner (`dali_mix.plan`) runs the draws and the executors
+(`dali_mix.execute`) implement the effect kinds, each once; the label shares follow from the
+plan (`Plan.shares`).
 
 Derived from this table, not listed again: `MixRecipe`'s method fields and their checks, the
 method names a recipe accepts (`METHODS`), the `after` steps, the single-method functions

@@ -222,20 +222,25 @@ class MixPlanner(BatchDraws):
 
     def plan(self, epoch: int, step: int, enabled=None) -> Plan:
         """The plan of batch `step` of `epoch`; `enabled`: optional (B,) bool, False = untouched."""
-        B = self.batch_size
         index, at = divmod(int(step), self.chunk)
-        return self.chunk_plan(epoch, index, enabled).part(at * B, (at + 1) * B)
+        return self._batches(epoch, index, at, at + 1, enabled)
 
     def chunk_plan(self, epoch: int, index: int, enabled=None) -> Plan:
         """The plans of steps index * chunk to index * chunk + chunk - 1 of `epoch` as one plan
         of chunk * B samples (sample j of step index * chunk + c is sample c * B + j; partners
         and sources index samples of their own batch), `enabled` ((B,) bool or None) applied to
         every one of its batches."""
+        return self._batches(epoch, index, 0, self.chunk, enabled)
+
+    def _batches(self, epoch: int, index: int, first: int, stop: int, enabled) -> Plan:
+        """Batches first..stop-1 of chunk `index` of `epoch` as one plan (a copy), `enabled`
+        ((B,) bool or None) applied to each."""
+        B = self.batch_size
         drawn = self._chunk(int(epoch), int(index))
-        plan = drawn.plan.part(0, len(drawn.perm))
+        plan = drawn.plan.part(first * B, stop * B)
         if enabled is not None:
-            off = ~np.asarray(enabled, bool).reshape(self.batch_size)
-            plan.untouched(np.tile(off, self.chunk), self.none_id, drawn.perm)
+            off = np.tile(~np.asarray(enabled, bool).reshape(B), stop - first)
+            plan.untouched(off, self.none_id, drawn.perm[first * B:stop * B])
         return plan
 
     def _chunk(self, epoch: int, index: int) -> "_Chunk":
@@ -260,15 +265,15 @@ class MixPlanner(BatchDraws):
         n = B * C
         first = np.repeat(np.arange(0, n, B), B)  # each sample's batch's first sample
         own = np.arange(n) - first  # each sample's index in its batch
+        ctx = DrawContext(rng, n, H, W, r, self.fmix_bank, batch=B)
         if r.mode == "pair":
-            perm = np.concatenate([draws.pairing(rng, B) for _ in range(C)])
+            perm = ctx.per_batch(draws.pairing)
             leader = first + np.minimum(own, perm)
         else:
-            perm = np.concatenate([draws.permutation(rng, B, r.no_self_pairs) for _ in range(C)])
+            perm = ctx.per_batch(lambda g, b: draws.permutation(g, b, r.no_self_pairs))
             leader = first if r.mode == "batch" else np.arange(n)
         method = rng.choice(len(self.method_p), size=n, p=self.method_p)[leader].astype(np.int32)
         build = _Builder(H, W, self.slots, own, perm)
-        ctx = DrawContext(rng, n, H, W, r, self.fmix_bank, batch=B)
         # every draw is for the whole chunk (a fixed stream per chunk), then the leaders' draws
         # are spread to their followers and only the selected samples use them
         for m in self.drawn:
