@@ -17,6 +17,9 @@ normalisation):
     dali-audio-randommix-ahead1
                           (only with --only) the same with one plan drawn per background task
                           (`dali_mix.feed.AHEAD = 1`, as before the feed drew them in chunks)
+    dali-audio-nomix-dynamic, dali-audio-randommix-dynamic
+                          (only with --only) the two DALI contenders on DALI's default dynamic
+                          executor instead of the legacy one `pipelines.audio.exec_dynamic` picks
     torch-audio-mixup     torch DataLoader: `wave` + numpy decode, the same window and noise,
                           torch.stft + the same mel matrix (numpy) + dB + normalisation in the
                           workers, then timm's Mixup (mixup 1, cutmix 1, batch mode) on the batch.
@@ -46,7 +49,8 @@ from benchmarks import throughput
 
 REFERENCE = "dali-audio-nomix"
 CONTENDERS = ("dali-audio-nomix", "dali-audio-randommix", "torch-audio-mixup")
-EXTRA_CONTENDERS = ("dali-audio-randommix-ahead1",)  # run only when named in --only
+EXTRA_CONTENDERS = ("dali-audio-randommix-ahead1", "dali-audio-nomix-dynamic",
+                    "dali-audio-randommix-dynamic")  # run only when named in --only
 SNR_DB, NOISE_PROB, SHIFT_S = (0.0, 20.0), 0.8, 0.1
 
 
@@ -154,6 +158,11 @@ def build_contender(name, cfg):
     splits = resolve_speech_commands(cfg["data"])
     if name not in CONTENDERS + EXTRA_CONTENDERS:
         raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS + EXTRA_CONTENDERS}")
+    if name.endswith("-dynamic"):
+        import pipelines.audio
+
+        pipelines.audio.exec_dynamic = lambda device: None  # this contender's own process, as AHEAD below
+        name = name[:-len("-dynamic")]
     if name == "dali-audio-randommix-ahead1":
         from dali_mix import feed
 

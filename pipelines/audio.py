@@ -98,6 +98,15 @@ class AudioFeatures:
                                               "window_step", "nfft")}
 
 
+def exec_dynamic(device: str) -> bool | None:
+    """The `exec_dynamic` of the audio pipelines on `device`: False (DALI's legacy executor,
+    each queue slot's buffers allocated once and reused) for a CPU graph, where DALI's default
+    dynamic executor allocates every operator's outputs afresh each batch and the small audio
+    tensors pay for it (benchmarks/RESULTS.md, "eleventh session"); None (DALI's default) for
+    a GPU graph, which was not measured here."""
+    return False if device == "cpu" else None
+
+
 def decode(encoded, features: AudioFeatures, device: str):
     """Encoded file bytes -> (mono float32 (samples,) at `features.sample_rate` on `device`,
     each clip's length (1,) int32 on the CPU).
@@ -374,7 +383,7 @@ def train_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeat
 
     @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id,
                   seed=seed * 1000 + shard_id + 1, enable_checkpointing=enable_checkpointing,
-                  prefetch_queue_depth=prefetch_queue_depth)
+                  prefetch_queue_depth=prefetch_queue_depth, exec_dynamic=exec_dynamic(device))
     def pipe():
         encoded, labels = read(source, train=True, shard_id=shard_id, num_shards=num_shards, seed=seed,
                                name=reader_name)
@@ -412,7 +421,8 @@ def val_pipeline(data, *, batch_size: int, features: AudioFeatures = AudioFeatur
     source, n_classes = _source(data, num_classes)
     dev_id = (0 if device_id is None else device_id) if device == "gpu" else None
 
-    @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id, seed=0)
+    @pipeline_def(batch_size=int(batch_size), num_threads=num_threads, device_id=dev_id, seed=0,
+                  exec_dynamic=exec_dynamic(device))
     def pipe():
         encoded, labels = read(source, train=False, shard_id=shard_id, num_shards=num_shards, name=reader_name)
         audio = window(*decode(encoded, features, device), features, train=False)

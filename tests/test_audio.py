@@ -45,6 +45,7 @@ def val_features(files, labels, features=AudioFeatures(), classes=("a", "b")) ->
     """The val pipeline's spectrograms of `files`, (N, 1, mels, frames)."""
     built = val_pipeline(folder_source(files, labels, classes), batch_size=len(files), features=features,
                          num_classes=len(classes))
+    assert built.pipe.exec_dynamic is False
     built.pipe.build()
     images, _ = built.pipe.run()
     return np.stack([np.asarray(images[i]) for i in range(len(files))])
@@ -156,6 +157,7 @@ def test_train_windows_are_one_second_of_the_clip_with_noise_off(tmp_path):
     ref = val_features([write_wav(tmp_path / "r.wav", tone(1000, 1.0))], [0])[0, 0, :, 50].argmax()
     built = train_pipeline(folder_source(files, [0, 1]), batch_size=2, noise_prob=0.0, shift_seconds=0.0,
                            num_classes=2)
+    assert built.pipe.exec_dynamic is False  # CPU graphs on DALI's legacy executor (pipelines.audio.exec_dynamic)
     built.pipe.build()
     for _ in range(3):
         images, labels = built.pipe.run()
