@@ -37,6 +37,7 @@ targets are the exact pasted fractions, as for images.
 Outputs: train (images (N, 1, n_mels, frames) float32, then `dali_mix.output_names(recipe)`'s
 targets; images, labels without a recipe); val (images, labels int32 (N, 1)). `device="gpu"`
 runs every operator after the (CPU-only) decoder on the GPU; the graph is otherwise the same.
+A CPU graph runs on DALI's legacy executor, a GPU graph on DALI's default (`exec_dynamic`).
 """
 from __future__ import annotations
 
