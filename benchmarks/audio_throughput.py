@@ -161,7 +161,8 @@ def build_contender(name, cfg):
     if name.endswith("-dynamic"):
         import pipelines.audio
 
-        pipelines.audio.exec_dynamic = lambda device: None  # this contender's own process, as AHEAD below
+        # this contender's own process (with --in-process: every contender built after it)
+        pipelines.audio.exec_dynamic = lambda device: None
         name = name[:-len("-dynamic")]
     if name == "dali-audio-randommix-ahead1":
         from dali_mix import feed

@@ -10,10 +10,10 @@ On one Intel Xeon VM (AVX-512) every case that draws FMix gave other images than
 labels, lambdas, methods) equal. The FMix masks are the only part of those cases made by float
 arithmetic outside dali-mix (torch's random normals and inverse FFT, `dali_mix.masks`), which
 is not bound to give the same bits on every CPU: `torch.randn` with a seeded generator gives
-other bits here under `ATEN_CPU_CAPABILITY=default` than under the machine's AVX-512. So in a case whose recipe
-has FMix the images' digest is not compared (golden.json holds no record of the bank it was made
-with); the FMix pixels are checked by value elsewhere (tests/test_executors.py,
-tests/test_fidelity.py)."""
+other bits here under `ATEN_CPU_CAPABILITY=default` than under the machine's AVX-512. So in a
+case whose recipe has FMix the images' digest is not compared (golden.json holds no record of
+the bank it was made with); the FMix pixels are checked by value elsewhere
+(tests/test_executors.py, tests/test_fidelity.py)."""
 from __future__ import annotations
 
 import json
