@@ -1,4 +1,4 @@
-"""FMix masks: low-frequency Fourier images (torch.fft) stored as pixel ranks, in a bank per epoch.
+"""FMix masks: low-frequency Fourier images stored as pixel ranks, in a bank per epoch.
 
 Harris et al., "FMix" (ecs-vlc/FMix `fmix.py`): a random spectrum scaled by
 1 / max(f, 1/max(H, W)) ** decay_power, inverse FFT; the binary mask keeps the top lam*N pixels.
@@ -11,16 +11,21 @@ comparison, `ranks < k`: in the fused CPU operator (`dali_mix.native`) or, for D
 operators, in numpy (`dali_mix.execute.fmix_runs`, which turns the mask into paste runs). The
 planner (`dali_mix.plan.MixPlanner`) draws which mask, k and the flips.
 
+The same seed gives the same bank on every machine: the Gaussian noise is numpy's (its bits do
+not depend on the CPU, unlike `torch.randn`'s, which follow torch's CPU dispatch), the inverse
+FFT runs in float64 and its images are rounded to float32, which absorbs the last-bit
+differences of FFT libraries and CPUs (and makes the official spectrum's point-symmetric pixel
+pairs exactly equal), and equal values are ranked in raster order (a stable sort).
+
 Bank: `bank_size` rank images of (H, W, 1), made on the CPU (or on `device`, cuFFT on a GPU),
 regenerated in a background thread from (seed, bank index), so a run is reproducible and a
 resumed run gets the same masks. A new bank comes at an epoch boundary once the current one has
 served at least `min_refresh_batches` batches (default 1000): every epoch on ImageNet, every few
 epochs on small data sets, so that making banks never costs more than make_bank / 1000 per
 batch. Memory: a bank holds bank_size * H * W ranks of 2 bytes (uint16; 4 bytes, int32, when
-H * W > 65536): 25.7 MB for 256 masks at 224x224, and two banks live while the next one is made
-(51 MB). Making a bank needs, besides the new bank, about 24 bytes per pixel for `MAKE_CHUNK` (32) images
-at a time (float images, spectrum, sort indices): about 40 MB at 224x224 (measured peak resident
-growth while making a 256-mask 224x224 bank: 110 MB, 310 MB without the chunks).
+H * W > 65536), and two banks live while the next one is made. Making a bank needs, besides
+the new bank, about 48 bytes per pixel for `MAKE_CHUNK` (32) images at a time (float64 noise
+and images, complex128 spectrum, sort indices).
 """
 from __future__ import annotations
 
@@ -51,10 +56,13 @@ def fft_frequencies(h: int, w: int, spectrum: str = "paper") -> torch.Tensor:
 
 
 def low_frequency_images(n: int, h: int, w: int, decay_power: float = 3.0, *,
-                         generator: torch.Generator | None = None, device: str = "cpu",
+                         rng: np.random.Generator | None = None, device: str = "cpu",
                          spectrum: str = "official") -> torch.Tensor:
-    """`n` real low-frequency images, (n, h, w) float32, zero mean and unit max-abs (the ranks,
-    all that the masks use, do not depend on this normalisation).
+    """`n` real low-frequency images, (n, h, w) float32 on `device`, zero mean and unit max-abs
+    (the ranks, all that the masks use, do not depend on this normalisation). The noise is
+    drawn from `rng` (a fresh unseeded one when None) in float64; the spectrum and the inverse
+    FFT are float64 on `device`, and the images are rounded to float32 at the end (see the
+    module docstring: the same bits on every CPU).
 
     Both spectra draw standard Gaussian noise scaled by 1 / max(|f|, 1/max(h, w)) ** decay_power
     and take the inverse real FFT:
@@ -73,18 +81,19 @@ def low_frequency_images(n: int, h: int, w: int, decay_power: float = 3.0, *,
     """
     if spectrum not in SPECTRA:
         raise ValueError(f"fmix_spectrum must be one of {SPECTRA}, got {spectrum!r}")
-    freqs = fft_frequencies(h, w, spectrum).to(device)
+    rng = np.random.default_rng() if rng is None else rng
+    freqs = fft_frequencies(h, w, spectrum).double().to(device)
     scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
     if spectrum == "official":
-        noise = torch.randn((n,) + tuple(freqs.shape) + (2,), generator=generator).to(device)
+        noise = torch.from_numpy(rng.standard_normal((n,) + tuple(freqs.shape) + (2,))).to(device)
         spec = (noise * scale[..., None]).reshape(n, h, -1)[:, :, : w // 2 + 1]
         spec = torch.complex(spec, torch.zeros_like(spec))
     else:
-        noise = torch.randn((n, 2) + tuple(freqs.shape), generator=generator).to(device)
+        noise = torch.from_numpy(rng.standard_normal((n, 2) + tuple(freqs.shape))).to(device)
         spec = torch.complex(noise[:, 0], noise[:, 1]) * scale
     img = torch.fft.irfft2(spec, s=(h, w))
     img = img - img.mean(dim=(1, 2), keepdim=True)
-    return img / img.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return (img / img.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).float()
 
 
 def rank_dtype(h: int, w: int) -> type:
@@ -94,10 +103,11 @@ def rank_dtype(h: int, w: int) -> type:
 
 def pixel_ranks(images: torch.Tensor) -> np.ndarray:
     """Rank of every pixel within its image, 0 = largest value: (n, h, w) -> (n, h, w, 1) numpy,
-    uint16 when h*w <= 65536 else int32. `ranks < k` is then the binary mask with the top k
-    pixels set, whose mean is exactly k / (h*w)."""
+    uint16 when h*w <= 65536 else int32; equal values are ranked in raster order (a stable
+    sort), so the ranks are a function of the values alone. `ranks < k` is then the binary mask
+    with the top k pixels set, whose mean is exactly k / (h*w)."""
     n, h, w = images.shape
-    order = torch.argsort(images.reshape(n, -1), dim=1, descending=True)
+    order = torch.argsort(images.reshape(n, -1), dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
     return ranks.reshape(n, h, w, 1).cpu().numpy().astype(rank_dtype(h, w))
@@ -187,14 +197,14 @@ class FMixMaskBank:
     def make_bank(self, index: int) -> np.ndarray:
         """Bank number `index`: (bank_size, h, w, 1) ranks, a pure function of (seed, index)
         (without refresh, of the seed). Made `MAKE_CHUNK` images at a time, so the float
-        images and sort indices (about 24 bytes per pixel) exist for one chunk only."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + (index if self.refresh else 0))
+        images and sort indices (about 48 bytes per pixel) exist for one chunk only."""
+        rng = np.random.default_rng(self.seed * 1_000_003 + (index if self.refresh else 0))
         h, w = self.size
         out = np.empty((self.bank_size, h, w, 1), rank_dtype(h, w))
         with torch.no_grad():
             for start in range(0, self.bank_size, MAKE_CHUNK):
                 n = min(MAKE_CHUNK, self.bank_size - start)
-                imgs = low_frequency_images(n, h, w, self.decay_power, generator=g,
+                imgs = low_frequency_images(n, h, w, self.decay_power, rng=rng,
                                             device=self.device, spectrum=self.spectrum)
                 out[start:start + n] = pixel_ranks(imgs)
         return out
