@@ -305,7 +305,6 @@ def test_fmix_bank_deterministic_and_refreshed():
     np.testing.assert_array_equal(d.make_bank(0), a.make_bank(0))
 
 
-
 _BANK_DIGEST = """
 import hashlib
 from dali_mix.masks import FMixMaskBank
@@ -338,6 +337,7 @@ def test_pixel_ranks_ties_in_raster_order():
     # the official masks' pairs are exact ties now: m(y, x) == m(-y, -x)
     imgs = masks.low_frequency_images(4, 9, 12, rng=np.random.default_rng(0)).numpy()
     np.testing.assert_array_equal(imgs, np.roll(imgs[:, ::-1, ::-1], (1, 1), axis=(1, 2)))
+
 
 def test_fmix_bank_refresh_waits_for_min_refresh_batches():
     """Short epochs share a bank until it served `min_refresh_batches` batches, so making banks
