@@ -61,7 +61,8 @@ class _Weights:
 
 
 class PixelMaps:
-    """The units of the plan feed that move the masks and make the source map.
+    """The units of the plan feed that move the masks and make the source map (`units`: none
+    when neither is asked for).
 
     Args:
         planner: the images' planner.
@@ -84,7 +85,9 @@ class PixelMaps:
         self.partner = _Unblended(executor(planner, self.geo, None), partner=True) if masks and blends else None
         self.eraser = Eraser(recipe, self.geo, fill=float(recipe.ignore_index)) if masks else None
         self.weights = _Weights()
-        self.units = [u for u in (self.own, self.partner, self.eraser, self.weights) if u is not None]
+        # no maps asked for: no unit, so the plan feed encodes nothing for them
+        units = (self.own, self.partner, self.eraser, self.weights) if masks or source_map else ()
+        self.units = [u for u in units if u is not None]
 
     def build(self, masks, plan_nodes: dict, ins: list[dict], like) -> dict:
         """The maps' DataNodes, on the device of `like` (the images): {"masks", "masks_b",

@@ -127,3 +127,44 @@ def test_mix_off_schedule_is_drawn_ahead_but_an_arbitrary_callable_is_not_called
     for it in range(4):
         enc(Info(it))
     assert seen == [0, 1, 2, 3] and not enc._ahead
+
+
+def test_random_mix_without_masks_encodes_each_chunk_once(monkeypatch):
+    """The plan feed of a random_mix without masks or a source map has no map units: each
+    chunk's plan is encoded by the executor once (the maps' copy of the executor would encode
+    it again, for outputs nothing reads). Nothing is drawn ahead here, so two runs of one
+    chunk are one encoding."""
+    from nvidia.dali import fn, pipeline_def
+
+    from dali_mix import plan as plan_module
+
+    monkeypatch.setattr(PlanFeed, "_draw_ahead", lambda self, last: None)
+    calls = []
+    for executor in ("fused", "dali"):
+        cls = FusedExecutor if executor == "fused" else DaliExecutor
+        encode = cls.encode
+
+        def counted(self, plan, encode=encode):
+            calls.append((executor, len(plan.perm)))
+            return encode(self, plan)
+
+        cls.encode = counted
+        try:
+            @pipeline_def(batch_size=B, num_threads=1, device_id=None, seed=1)
+            def pipe():
+                images = fn.external_source(lambda: [np.full((H, W, 3), i, np.uint8) for i in range(B)],
+                                            batch=True, layout="HWC")
+                labels = fn.external_source(lambda: [np.array([i % 10], np.int32) for i in range(B)], batch=True)
+                recipe = dm.MixRecipe(methods=METHODS, num_classes=10)
+                return dm.random_mix(images, labels, recipe, image_size=(H, W), executor=executor).outputs()
+
+            p = pipe(prefetch_queue_depth=1)
+            p.build()
+            p.run()
+            p.run()
+        finally:
+            cls.encode = encode
+        chunk = plan_module.CHUNK
+        drawn = [n for e, n in calls if e == executor]
+        assert drawn and set(drawn) == {chunk * B}, drawn  # whole chunks, none twice
+        assert len(drawn) == 1, drawn
