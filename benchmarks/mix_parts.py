@@ -110,8 +110,7 @@ def _pipelines(batch: int, shape: tuple, classes: int, threads: int) -> dict:
                 return dm.random_mix(x, y, recipe, image_size=(h, w), fmix_bank=bank, executor="fused").outputs()
             ins = dict(zip(names, fn.external_source(source=plan_inputs, num_outputs=len(names), batch=True)))
             if kind == "fused operator":
-                return native.mix(x, ins["perm"], *(ins[n] for n in fused.names), layout="CHW",
-                                  image_size=(h, w), channels=c), y
+                return native.mix(x, ins["plan"], layout="CHW", image_size=(h, w), channels=c), y
             t, *_ = targets.build(scalar_labels(y), ins["perm"], ins)
             return x, t
 

@@ -48,15 +48,9 @@ def _pipeline(kind: str, methods, images, size: int, threads: int):
                               prob=1.0 if methods else 0.0, fmix_size=(size, size))
         bank = dm.FMixMaskBank((size, size), batch, seed=0, refresh=False)
         planner = MixPlanner(recipe, batch, (size, size), seed=1, fmix_bank=bank)
-        drawn = planner.plan(0, 0)
-        plan = {"perm": drawn.perm,
-                **FusedExecutor(planner, Geometry("HWC", size, size, 3), None).encode(drawn)}
-        names = ("perm", "blend", "rows", "mask", "mask_params")
-        fixed = tuple(plan[n] for n in names)
-        p = dict(zip(names, fn.external_source(source=lambda: fixed, num_outputs=len(fixed),
-                                               batch=True)))
-        return native.mix_normalize(x, p["perm"], p["blend"], p["rows"], p["mask"],
-                                    p["mask_params"], mean=MEAN, std=STD, mirror=mirror)
+        fixed = FusedExecutor(planner, Geometry("HWC", size, size, 3), None).encode(planner.plan(0, 0))["plan"]
+        plan = fn.external_source(source=lambda: fixed, batch=True)
+        return native.mix_normalize(x, plan, mean=MEAN, std=STD, mirror=mirror)
 
     p = pipe()
     p.build()

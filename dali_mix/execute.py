@@ -37,17 +37,18 @@ from nvidia.dali.pipeline import do_not_convert
 from dali_mix import native
 from dali_mix.recipe import MixRecipe
 from dali_mix.effects import BLEND, CUTOUT, MASK, PASTE, RANDOM_ERASING
-from dali_mix.masks import rank_dtype
+from dali_mix.labels import target_weights
 from dali_mix.methods import ERASES, method
 from dali_mix.plan import MixPlanner, Plan
 
 EXECUTORS = ("auto", "fused", "dali")
 
 DENSE_MASK_PIXELS = 8192
-"""FMix masks of at most this many pixels go to the fused operator as one batch array (every
-sample, a copy of B masks); larger ones as per-sample arrays (only the FMix samples' pixels).
-The external source pays a few microseconds per array: a batch array is cheaper up to about
-this size (spectrograms of 40 x 101, CIFAR's 32 x 32), per-sample views beyond."""
+"""FMix masks of at most this many pixels go into every sample's packed plan for the fused
+operator (one batch array: B masks copied, zero ranks for the samples without FMix); larger
+ones into the FMix samples' plans only (per-sample arrays). The external source pays a few
+microseconds per array: a batch array is cheaper up to about this size (spectrograms of
+40 x 101, CIFAR's 32 x 32), per-sample arrays beyond."""
 
 
 
@@ -117,23 +118,26 @@ def resolve_executor(executor: str, images) -> str:
 # ---- the executors: each one unit that encodes a Plan into its operators' inputs and runs them --
 
 class FusedExecutor:
-    """The fused CPU operator (`dali_mix.native.mix`): `encode(plan)` gives its plan inputs
-    (`names`: blend, paste rows, FMix rank images and their parameters), `pixels` runs it.
+    """The fused CPU operator (`dali_mix.native.mix`): `encode(plan)` gives its one plan input
+    (`names`: "plan", each sample's packed plan, `dali_mix.native.pack_plan`), `pixels` runs it.
 
-    Args: planner (for the FMix bank), geo (the input images' geometry), normalize (None: mix
-    only, the output keeps the input's layout and dtype)."""
+    Args: planner (for the FMix bank and the label smoothing), geo (the input images'
+    geometry), normalize (None: mix only, the output keeps the input's layout and dtype),
+    targets (the operator also makes the pair targets: the plan carries their weights)."""
 
     kind = "fused"
 
-    def __init__(self, planner: MixPlanner, geo: Geometry, normalize: Normalization | None):
+    def __init__(self, planner: MixPlanner, geo: Geometry, normalize: Normalization | None,
+                 targets: bool = False):
         self.planner = planner
         self.geo = geo
         self.normalize = normalize
-        self.names = ["blend", "rows", "mask", "mask_params"]
+        self.targets = bool(targets)
+        self.names = ["plan"]
         self.casts_back = False  # its output already has the input's dtype
 
     def encode(self, plan: Plan) -> dict:
-        return self._fused(plan)
+        return {"plan": self._fused(plan)}
 
     def pixels(self, images, plan_nodes: dict, ins: dict, targets: dict | None = None):
         """The mixed images: normalised CHW float32 with `normalize`, else the input's layout
@@ -142,37 +146,26 @@ class FusedExecutor:
         targets the operator makes with them)."""
         geo, norm = self.geo, self.normalize
         kw = {} if norm is None else dict(mean=norm.mean, std=norm.std, mirror=norm.mirror, dtype=types.FLOAT)
-        return native.mix(images, plan_nodes["perm"], ins["blend"], ins["rows"], ins["mask"],
-                          ins["mask_params"], layout=geo.layout, image_size=(geo.height, geo.width),
+        return native.mix(images, ins["plan"], layout=geo.layout, image_size=(geo.height, geo.width),
                           channels=geo.channels, **kw, **(targets or {}))
 
-    def _fused(self, plan: Plan) -> dict:
-        """The fused operator's plan inputs (see `dali_mix.native.mix`): the paste rows as one
-        (B, R, 9) array with each row's slot replaced by its source sample (padding rows paste
-        nothing); the FMix samples get their bank rank image and (k, flip_y, flip_x). The rest
-        get no mask: for masks of at most `DENSE_MASK_PIXELS` pixels the ranks of the whole
-        batch are one (B, H, W, 1) array (the samples without FMix get k = H * W, with which
-        the operator reads no rank, and zero ranks, not copied from the bank),
-        else a list of per-sample arrays (the FMix samples' bank views, an empty (0, 0, 1)
-        array for the rest)."""
-        B = len(plan.perm)
+    def _fused(self, plan: Plan):
+        """The packed plans (`dali_mix.native.pack_plan`): the paste rows with each row's slot
+        replaced by its source sample (padding rows paste nothing), the FMix samples' bank rank
+        images and (k, flip_y, flip_x), the pair target weights with `targets`. For masks of at
+        most `DENSE_MASK_PIXELS` pixels every sample of a plan with FMix carries mask words (one
+        (B, L) array), else only the FMix samples (a list of per-sample arrays)."""
         rows = plan.rows.copy()
         if rows.size:
             rows[:, :, 0] = np.take_along_axis(plan.sources, rows[:, :, 0], axis=1)
-        params = np.zeros((B, 3), np.int32)
+        weights = None
+        if self.targets:
+            weights = target_weights(plan.shares, self.planner.recipe.label_smoothing)[:, :, 0]
         used = plan.fmix[:, 0] >= 0
-        none = np.zeros((0, 0, 1), rank_dtype(self.geo.height, self.geo.width))  # the bank's dtype
-        if not used.any():
-            return {"blend": plan.blend, "rows": rows, "mask": [none] * B, "mask_params": params}
-        bank = self.planner.fmix_bank.bank(plan.epoch)
-        params[used] = plan.fmix[used, 1:]
-        if self.geo.height * self.geo.width <= DENSE_MASK_PIXELS:
-            params[~used, 0] = self.geo.height * self.geo.width
-            masks = np.zeros((B,) + bank.shape[1:], bank.dtype)  # k = H * W reads no rank
-            masks[used] = bank[plan.fmix[used, 0]]
-        else:
-            masks = [bank[plan.fmix[i, 0]] if used[i] else none for i in range(B)]
-        return {"blend": plan.blend, "rows": rows, "mask": masks, "mask_params": params}
+        H, W = self.geo.height, self.geo.width
+        bank = self.planner.fmix_bank.bank(plan.epoch) if used.any() else None
+        return native.pack_plan(plan.perm, plan.blend, rows, plan.fmix[:, 1:], height=H, width=W, ranks=bank,
+                                mask_of=plan.fmix[:, 0], dense=H * W <= DENSE_MASK_PIXELS, weights=weights)
 
 
 class DaliExecutor:

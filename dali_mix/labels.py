@@ -166,14 +166,15 @@ def check_smoothing(smoothing: float) -> None:
 class TargetInputs:
     """The targets' unit of the plan feed (`dali_mix.feed.PlanFeed`): `encode(plan)` gives
     (`names`) the dense targets' slot weights (`target_weights`: two slots of class ids,
-    "weight_a" and "weight_b", (B,) float32 each, for `pair_targets`, or "weights" (B, 2)
-    float32 for the fused operator when `in_operator`; more slots or multi-label targets,
-    "weights" (B, S, 1) for `dense_targets` / `multi_label_targets`), and for plans of S > 2
-    label slots the samples of slots 2.. ("source_k", (B,) int32) and the shares ((B, S)
-    float32); `build` makes the targets in the graph.
+    "weight_a" and "weight_b", (B,) float32 each, for `pair_targets`; none when `in_operator`;
+    more slots or multi-label targets, "weights" (B, S, 1) for `dense_targets` /
+    `multi_label_targets`), and for plans of S > 2 label slots the samples of slots 2..
+    ("source_k", (B,) int32) and the shares ((B, S) float32); `build` makes the targets in
+    the graph.
 
     in_operator: the images are mixed by the fused CPU operator, which then also makes pair
-    targets (`operator_inputs`; the same values as `pair_targets`, in no extra operator)."""
+    targets (`operator_inputs`; the same values as `pair_targets`, in no extra operator) from
+    the target weights the fused executor packs into its plan (`FusedExecutor(targets=True)`)."""
 
     def __init__(self, recipe, slots: int, in_operator: bool = False):
         self.recipe = recipe
@@ -182,31 +183,28 @@ class TargetInputs:
         self.pair = recipe.target == "dense" and self.slots == 2 and not recipe.multi_label
         self.in_operator = self.pair and bool(in_operator)
         dense = []
-        if recipe.target == "dense":
-            dense = ["weight_a", "weight_b"] if self.pair and not self.in_operator else ["weights"]
+        if recipe.target == "dense" and not self.in_operator:
+            dense = ["weight_a", "weight_b"] if self.pair else ["weights"]
         self.names = dense + [f"source_{k}" for k in range(2, self.slots)] + (["shares"] if self.slots > 2 else [])
 
     def encode(self, plan) -> dict:
         out = {f"source_{k}": np.ascontiguousarray(plan.sources[:, k]) for k in range(2, self.slots)}
         out["shares"] = plan.shares
-        if self.recipe.target == "dense":
+        if self.recipe.target == "dense" and not self.in_operator:
             weights = target_weights(plan.shares, self.recipe.label_smoothing)
-            if self.in_operator:
-                out["weights"] = np.ascontiguousarray(weights[:, :, 0])
-            elif self.pair:
+            if self.pair:
                 out["weight_a"] = np.ascontiguousarray(weights[:, 0, 0])
                 out["weight_b"] = np.ascontiguousarray(weights[:, 1, 0])
             else:
                 out["weights"] = weights
         return out
 
-    def operator_inputs(self, labels, ins: dict) -> dict:
+    def operator_inputs(self, labels) -> dict:
         """The fused operator's target keywords (`dali_mix.native.mix`): the samples' labels
-        as given to `random_mix` (one class index each, CPU; the operator checks them), the
-        (2,) weights, C and the smoothing offset eps / C."""
+        as given to `random_mix` (one class index each, CPU; the operator checks them), C and
+        the smoothing offset eps / C (the weights are in the operator's plan)."""
         eps, C = float(self.recipe.label_smoothing), int(self.recipe.num_classes)
-        return {"labels": labels, "target_weights": ins["weights"], "num_classes": C,
-                "target_offset": eps / C if eps else 0.0}
+        return {"labels": labels, "num_classes": C, "target_offset": eps / C if eps else 0.0}
 
     def build(self, labels_a, perm, ins: dict, problem=None, made=None):
         """(targets (N, C) float32 or None for sparse, labels_b, the slots' labels (S,) int64

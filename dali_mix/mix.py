@@ -219,14 +219,17 @@ def random_mix(images, labels, recipe: MixRecipe, *, image_size=None,
                          clock=clock, fmix_bank=fmix_bank, enabled=enabled)
     geo = Geometry(recipe.layout, height, width, recipe.channels)
     out_geo = geo if normalize is None else Geometry("CHW", height, width, recipe.channels)
-    pixels = (execute.FusedExecutor if kind == "fused" else execute.DaliExecutor)(planner, geo, normalize)
-    eraser = execute.Eraser(recipe, out_geo)
     target_inputs = TargetInputs(recipe, planner.slots, in_operator=kind == "fused")
+    if kind == "fused":
+        pixels = execute.FusedExecutor(planner, geo, normalize, targets=target_inputs.in_operator)
+    else:
+        pixels = execute.DaliExecutor(planner, geo, normalize)
+    eraser = execute.Eraser(recipe, out_geo)
     maps = PixelMaps(planner, kind, height, width, normalize, masks is not None, source_map)
     plan_nodes, (t_in, x_in, e_in, *m_in) = PlanFeed(planner, [target_inputs, pixels, eraser, *maps.units]).nodes()
     made = None
     if target_inputs.in_operator:  # the fused operator makes the pair targets with the pixels
-        mixed, made = pixels.pixels(images, plan_nodes, x_in, targets=target_inputs.operator_inputs(labels, t_in))
+        mixed, made = pixels.pixels(images, plan_nodes, x_in, targets=target_inputs.operator_inputs(labels))
     else:
         mixed = pixels.pixels(images, plan_nodes, x_in)
     mixed = eraser.apply(mixed, e_in, images if normalize is None else mixed)

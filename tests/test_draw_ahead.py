@@ -103,8 +103,8 @@ def test_the_same_batch_under_another_epoch_length_takes_its_own_fmix_bank():
     same(got, expected(enc, Info(8)))
     stale = feed_of(enc.planner, "fused")
     enc.planner.clock.runs_per_epoch = 5
-    masks = stale.names.index("1.mask")
-    assert any(not np.array_equal(a, b) for a, b in zip(got[masks], stale.outputs((2, 0, None))[masks]))
+    plans = stale.names.index("1.plan")  # the packed plans: the same but for the FMix ranks
+    assert any(not np.array_equal(a, b) for a, b in zip(got[plans], stale.outputs((2, 0, None))[plans]))
 
 
 def test_mix_off_schedule_is_drawn_ahead_but_an_arbitrary_callable_is_not_called_ahead():

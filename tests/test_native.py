@@ -72,21 +72,35 @@ def to_rows(perm, boxes, patch, H, W):
     return out
 
 
+def packed(perm, blend, rows, mask, mask_params, H, W, dense=False):
+    """`native.pack_plan` of per-sample masks (an empty mask: none): a list of per-sample plans
+    (an (n, L) array when every sample has one length, or with `dense`)."""
+    has = np.array([np.asarray(m).size > 0 for m in mask])
+    ranks = np.stack([np.asarray(m).reshape(H, W) for m, h in zip(mask, has) if h]) if has.any() else None
+    mask_of = np.where(has, np.cumsum(has) - 1, -1)
+    return native.pack_plan(perm, blend, rows, mask_params, height=H, width=W, ranks=ranks, mask_of=mask_of,
+                            dense=dense)
+
+
+def plan_source(plan):
+    """An external source of one batch of packed plans."""
+    return fn.external_source(source=lambda: plan, batch=True)
+
+
 def run_op(images, perm, blend, boxes, patch, mask, mask_params, mirror, *, mean, std,
-           dtype=types.FLOAT):
+           dtype=types.FLOAT, plan=None):
+    """The operator on HWC `images` (uint8) with the plan of the arguments, or the packed
+    `plan` when given."""
     n = len(images)
+    H, W = images[0].shape[:2]
+    if plan is None:
+        plan = packed(perm, blend, to_rows(perm, boxes, patch, H, W), mask, mask_params, H, W)
 
     @pipeline_def(batch_size=n, num_threads=2, device_id=None)
     def pipe():
-        def src(values, dt):
-            return fn.external_source(source=lambda: [np.asarray(v, dt) for v in values], batch=True)
         x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
-        m = src(mirror, np.int32)
-        rows = to_rows(perm, boxes, patch, *images[0].shape[:2])
-        return native.mix_normalize(x, src(perm, np.int32), src(blend, np.float32),
-                                    src(rows, np.int32),
-                                    src(mask, mask[0].dtype), src(mask_params, np.int32),
-                                    mean=mean, std=std, mirror=m, dtype=dtype)
+        m = fn.external_source(source=lambda: [np.int32(v) for v in mirror], batch=True)
+        return native.mix_normalize(x, plan_source(plan), mean=mean, std=std, mirror=m, dtype=dtype)
 
     p = pipe()
     p.build()
@@ -140,13 +154,11 @@ def test_one_value_of_mean_and_std_applies_to_every_channel():
     np.testing.assert_allclose(got, reference(*case, [128.0] * 3, [64.0] * 3), rtol=1e-5, atol=1e-5)
 
 
-def run_bad(images, perm, blend, boxes, patch, match, mask=None):
+def run_bad(images, perm, blend, boxes, patch, match, plan=None):
     n = len(images)
-    if mask is None:
-        mask = [np.zeros((0, 0, 1), np.uint16)] * n
     with pytest.raises(RuntimeError, match=match):
-        run_op(images, perm, blend, boxes, patch, mask, np.zeros((n, 3), np.int32),
-               np.zeros(n, np.int32), mean=MEAN, std=STD)
+        run_op(images, perm, blend, boxes, patch, [np.zeros((0, 0, 1), np.uint16)] * n, np.zeros((n, 3), np.int32),
+               np.zeros(n, np.int32), mean=MEAN, std=STD, plan=plan)
 
 
 def test_bad_inputs_raise_errors_that_name_the_cause():
@@ -173,19 +185,44 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     run_bad(odd, perm, blend, boxes, patch, "sample 2 differs from sample 0")
     shorts = [i.astype(np.int16) for i in images]
     run_bad(shorts, perm, blend, boxes, patch, "images must be uint8 or float32, got int16")
-    for shape in [(5, 13, 1), (13, 10, 1), (10, 13, 2)]:  # too small, transposed, 2 channels
-        bad_mask = [np.zeros((0, 0, 1), np.uint16)] * len(images)
-        bad_mask[4] = np.zeros(shape, np.uint16)
-        run_bad(images, perm, blend, boxes, patch, "the mask of sample 4 must be empty or have",
-                mask=bad_mask)
+    # packed plans that do not add up: mask words of another size, a header's counts that
+    # disagree with the length, a plan of another type or too short for its header
+    n = len(images)
+    good = list(packed(perm, blend, to_rows(perm, boxes, patch, 10, 13), [np.zeros((0, 0, 1))] * n,
+                       np.zeros((n, 3)), 10, 13))
+    for words in (32, 66, 130):  # a 5x13 mask, a 10x13 one + 1 word, int32 ranks of 10x13
+        bad = list(good)
+        bad[4] = np.concatenate([good[4], np.zeros(words, np.int32)])
+        bad[4][8] = words
+        run_bad(images, perm, blend, boxes, patch, f"the plan of sample 4 has 3 rows and {words} mask words; "
+                "the mask of a 10x13 image takes 0 or 65", plan=bad)
+    bad = list(good)
+    bad[1] = good[1].copy()
+    bad[1][7] += 1  # one row more than it holds
+    run_bad(images, perm, blend, boxes, patch, r"the plan of sample 1 has 36 values, but its header says "
+            r"9 \+ 9 x 4 rows \+ 0 mask words", plan=bad)
+    run_bad(images, perm, blend, boxes, patch, "the plan must be int32", plan=[p.astype(np.int64) for p in good])
+    run_bad(images, perm, blend, boxes, patch, "the plan of sample 0 must be one vector of at least 9",
+            plan=[p[:5] if i == 0 else p for i, p in enumerate(good)])
 
 
-def test_uint16_ranks_of_more_than_65536_pixels_raise():
+def test_int32_ranks_beyond_65536_pixels():
+    """A mask of more than 65536 pixels travels as int32 ranks, one per word, and mixes as the
+    reference says."""
     n, h, w = 2, 257, 256
-    images = [np.zeros((h, w, 3), np.uint8)] * n
-    mask = [np.zeros((h, w, 1), np.uint16), np.zeros((0, 0, 1), np.uint16)]
-    run_bad(images, np.array([1, 0]), np.ones(n), [np.zeros((0, 4), np.int32)] * n,
-            np.zeros((n, 4), np.int32), "uint16 ranks hold at most 65536 pixels", mask=mask)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+    mask = [rng.permutation(h * w).reshape(h, w, 1).astype(np.int32), np.zeros((0, 0, 1), np.int32)]
+    params = np.array([[40000, 1, 0], [0, 0, 0]], np.int32)
+    perm, blend, boxes, patch = np.array([1, 0]), np.ones(n), [np.zeros((0, 4), np.int32)] * n, np.zeros((n, 4), int)
+    plan = packed(perm, blend, to_rows(perm, boxes, patch, h, w), mask, params, h, w)
+    assert [len(p) for p in plan] == [9 + h * w, 9]
+    got, _ = run_op(images, perm, blend, boxes, patch, mask, params, np.zeros(n), mean=MEAN, std=STD)
+    want = reference(images, perm, blend, boxes, patch, mask, params, np.zeros(n), MEAN, STD)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    unmixed = reference(images, perm, blend, boxes, patch, [np.zeros(0)] * n, params, np.zeros(n), MEAN, STD)
+    partner = ~np.isclose(got[0], unmixed[0], atol=1e-5).all(0)  # the pixels that changed
+    assert abs(partner.mean() - (h * w - 40000) / (h * w)) < 0.01  # the partner's pixels (equal ones aside)
 
 
 @pytest.mark.parametrize("layout", ["HCW", "WHC"])
@@ -352,8 +389,9 @@ def mix_reference(images, layout, plan, mirror, norm=None, out_layout=None):
     return out
 
 
-def run_mix(images, plan, mirror, data_layout, *, plan_less=False, **kw):
-    """native.mix (or native.normalize with plan_less) on one batch; returns (list, layout)."""
+def run_mix(images, plan, mirror, data_layout, *, plan_less=False, dense=False, **kw):
+    """native.mix (or native.normalize with plan_less) on one batch, its plan packed as one
+    batch array with `dense`, else per sample; returns (list, layout)."""
     n = len(images)
 
     @pipeline_def(batch_size=n, num_threads=2, device_id=None)
@@ -369,8 +407,9 @@ def run_mix(images, plan, mirror, data_layout, *, plan_less=False, **kw):
         shape = np.asarray(images[0]).shape
         H, W = shape[1:] if (kw.get("layout") or data_layout) == "CHW" else shape[:2]
         rows = to_rows(perm, boxes, patch, H, W)
-        return native.mix(x, src(perm, np.int32), src(blend, np.float32), src(rows, np.int32),
-                          src(mask), src(params, np.int32),
+        # both containers of packed plans: one batch array (every sample with mask words when
+        # any has them) and per-sample arrays (only the masked samples')
+        return native.mix(x, plan_source(packed(perm, blend, rows, mask, params, H, W, dense=dense)),
                           mirror=src(mirror, np.int32), **kw)
 
     p = pipe()
@@ -409,7 +448,7 @@ def test_every_input_kind_and_method_part_matches_the_reference(kind, part):
     else:
         norm, kw = None, {}
     got, out_layout = run_mix(images, plan, mirror, layout, layout=layout, image_size=(H, W),
-                              **kw)
+                              dense=part == "mask", **kw)
     ref = mix_reference(images, layout, plan, mirror, norm)
     assert out_layout == ("CHW" if normalise else layout)
     want_dtype = np.float32 if normalise else dtype
@@ -545,9 +584,9 @@ def test_bad_arguments_are_refused():
         run_mix(make_images(np.float32, "HWC"), make_plan("blend"), np.zeros(N), "HWC",
                 dtype=types.UINT8)
     with pytest.raises(ValueError, match="needs both mean and std"):
-        native.mix(None, None, None, None, None, None, mean=MEAN)
+        native.mix(None, None, mean=MEAN)
     with pytest.raises(ValueError, match="layout must be 'HWC' or 'CHW', got 'NHWC'"):
-        native.mix(None, None, None, None, None, None, layout="NHWC")
+        native.mix(None, None, layout="NHWC")
     with pytest.raises(ValueError, match="image_size must be one or two positive ints"):
         native.normalize(None, image_size=(1, 2, 3))
     # normalize=False leaves given mean/std unused: the input's type and layout
@@ -593,14 +632,12 @@ def test_paste_rows_from_any_sample_any_rect_resized(layout):
     rows[4] = np.array([[4, 0, 0, 3, 3, 0, 0, 3, 3]], np.int32)  # from itself
     perm = np.array([1, 2, 3, 4, 0], np.int32)
 
+    plan = native.pack_plan(perm, np.ones(n, np.float32), rows, np.zeros((n, 3)), height=H, width=W)
+
     @pipeline_def(batch_size=n, num_threads=2, device_id=None)
     def pipe():
-        def src(values, dt=None):
-            return fn.external_source(source=lambda: [np.asarray(v, dt) for v in values], batch=True)
         x = fn.external_source(source=lambda: images, batch=True, layout=layout)
-        return native.mix(x, src(perm, np.int32), src(np.ones(n), np.float32), src(rows, np.int32),
-                          src([np.zeros((0, 0, 1), np.uint16)] * n), src(np.zeros((n, 3)), np.int32),
-                          layout=layout)
+        return native.mix(x, plan_source(plan), layout=layout)
 
     p = pipe()
     p.build()

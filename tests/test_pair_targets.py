@@ -11,18 +11,15 @@ from dali_mix.labels import dense_targets, pair_targets, scalar_labels, target_w
 
 
 def _fused_targets(n, images, perm, labels, weights, classes, smoothing):
-    """The fused operator's targets of a plan of `n` samples that mixes no pixels (blend 1, no
-    rows, no mask)."""
+    """The fused operator's targets of a plan of `n` samples (perm (n,), weights (n, 2) numpy)
+    that mixes no pixels (blend 1, no rows, no mask)."""
     from dali_mix import native
 
-    blend = fn.external_source(source=lambda: np.ones(n, np.float32), batch=True)
-    rows = fn.external_source(source=lambda: np.zeros((n, 0, 9), np.int32), batch=True)
-    mask = fn.external_source(source=lambda: [np.zeros((0, 0, 1), np.uint16)] * n, batch=True)
-    params = fn.external_source(source=lambda: np.zeros((n, 3), np.int32), batch=True)
+    plan = native.pack_plan(perm, np.ones(n, np.float32), np.zeros((n, 0, 9), np.int32), np.zeros((n, 3)),
+                            height=2, width=2, weights=weights)
     eps = float(smoothing)
-    _, targets = native.mix(images, perm, blend, rows, mask, params, layout="CHW", labels=labels,
-                            target_weights=weights, num_classes=classes,
-                            target_offset=eps / classes if eps else 0.0)
+    _, targets = native.mix(images, fn.external_source(source=lambda: plan, batch=True), layout="CHW",
+                            labels=labels, num_classes=classes, target_offset=eps / classes if eps else 0.0)
     return targets
 
 
@@ -48,12 +45,11 @@ def test_pair_targets_bit_for_bit_in_every_encoding(smoothing, label_dtype):
     def pipe():
         y = fn.external_source(source=lambda: labels, batch=True)
         x = fn.external_source(source=lambda: images, batch=True, layout="CHW")
-        p, w, a, b, w2 = fn.external_source(source=lambda: (perm, weights, w_a, w_b, weights[:, :, 0].copy()),
-                                            num_outputs=5, batch=True)
+        p, w, a, b = fn.external_source(source=lambda: (perm, weights, w_a, w_b), num_outputs=4, batch=True)
         y_a = scalar_labels(y)
         return (dense_targets([y_a, fn.permute_batch(y_a, indices=p)], w, classes, smoothing),
                 pair_targets(y_a, p, a, b, classes, smoothing),
-                _fused_targets(n, x, p, y, w2, classes, smoothing))
+                _fused_targets(n, x, perm, y, weights[:, :, 0], classes, smoothing))
 
     p = pipe()
     p.build()
@@ -80,9 +76,7 @@ def test_the_fused_operator_refuses_a_label_that_is_not_one_class_index():
         def pipe():
             y = fn.external_source(source=lambda: labels, batch=True)
             x = fn.external_source(source=lambda: np.zeros((n, 1, 2, 2), np.float32), batch=True, layout="CHW")
-            p = fn.external_source(source=lambda: np.arange(n, dtype=np.int32), batch=True)
-            w = fn.external_source(source=lambda: np.tile(np.float32([1, 0]), (n, 1)), batch=True)
-            return _fused_targets(n, x, p, y, w, 3, 0.0)
+            return _fused_targets(n, x, np.arange(n), y, np.tile(np.float32([1, 0]), (n, 1)), 3, 0.0)
 
         p = pipe()
         p.build()

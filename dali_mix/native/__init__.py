@@ -266,26 +266,106 @@ def normalize(images, *, mean=None, std=None, mirror=0, dtype=None, layout=None,
                                                      channels))
 
 
-def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mirror=0,
-        dtype=None, layout=None, image_size=None, output_layout=None, normalize=None,
-        channels=None, labels=None, target_weights=None, num_classes=None, target_offset=0.0):
+PLAN_HEADER = ("perm", "blend", "k", "flip_y", "flip_x", "weight_own", "weight_partner", "rows",
+               "mask_words")
+"""The header of a sample's packed plan (`pack_plan`), in order; the operator's `PlanField`."""
+
+
+def mask_words(height: int, width: int) -> int:
+    """The int32 words of an (height, width) image's FMix ranks in a packed plan, in the dtype
+    of `dali_mix.masks.rank_dtype` (uint16 two per word, int32 one)."""
+    from dali_mix.masks import rank_dtype
+
+    pixels = int(height) * int(width)
+    return -(-pixels * np.dtype(rank_dtype(height, width)).itemsize // 4)
+
+
+def pack_plan(perm, blend, rows, mask_params, *, height: int, width: int, ranks=None, mask_of=None,
+              dense: bool = True, weights=None):
+    """Each sample's packed plan, the fused operator's one plan input (`mix`): int32, the
+    `PLAN_HEADER` values (floats as their float32 bits), then the paste rows, then the mask
+    words (the FMix ranks in raster order, `mask_words`; none without a mask).
+
+    Args (numpy, n samples; values are checked by the operator when it runs):
+        perm: (n,) the partner of each sample. blend: (n,) float32 own weight (1: no blend).
+        rows: (n, R, 9) int32 paste rows, or n arrays (R_i, 9) (padded with zero rows, which
+            paste nothing): source sample, source rect (y, x, h, w), destination rect.
+        mask_params: (n, 3) k (own pixels), flip_y, flip_x.
+        height, width: the images' size, pixels.
+        ranks: (E, height, width[, 1]) uint16 or int32 rank images (an FMix bank) or None; with
+            mask_of (n,) int, the entry of `ranks` each sample's mask is (-1: no mask).
+        dense: every sample carries mask words when any does (those without a mask get zero
+            ranks and k = height * width, which reads none): one (n, L) array; else only the
+            samples with a mask carry them.
+        weights: (n, 2) float32 target weights (own, partner), or None (zero; no targets).
+    Returns: an (n, L) int32 array when every sample's plan has one length, else a list of n
+    (L_i,) int32 arrays.
+    """
+    perm = np.asarray(perm)
+    n, pixels = len(perm), int(height) * int(width)
+    if not isinstance(rows, np.ndarray):
+        most = max([0] + [len(r) for r in rows])
+        padded = np.zeros((n, most, 9), np.int32)
+        for i, r in enumerate(rows):
+            padded[i, :len(r)] = np.asarray(r, np.int32).reshape(-1, 9)
+        rows = padded
+    R = rows.shape[1]
+    from dali_mix.masks import rank_dtype
+
+    mask_of = np.full(n, -1) if ranks is None else np.asarray(mask_of)
+    masked = mask_of >= 0
+    words, rank_type = mask_words(height, width), rank_dtype(height, width)
+    head = np.empty((n, len(PLAN_HEADER) + 9 * R), np.int32)
+    head[:, 0] = perm
+    head[:, 1] = np.asarray(blend, np.float32).view(np.int32)
+    head[:, 2:5] = mask_params
+    head[:, 5:7] = 0 if weights is None else np.asarray(weights, np.float32).reshape(n, 2).view(np.int32)
+    head[:, 7] = R
+    head[:, 8] = 0
+    head[:, 9:] = rows.reshape(n, 9 * R)
+    if not masked.any():
+        return head
+    bank = np.asarray(ranks).reshape(len(ranks), pixels)
+    if dense:
+        out = np.empty((n, head.shape[1] + words), np.int32)
+        out[:, :head.shape[1]] = head
+        out[:, 8] = words
+        out[~masked, 2] = pixels  # reads no rank
+        spans = out[:, head.shape[1]:].view(rank_type)
+        spans[masked, :pixels] = bank[mask_of[masked]]
+        spans[~masked] = 0
+        spans[:, pixels:] = 0  # the padding half-word of an odd pixel count
+        return out
+    out = list(head)
+    for i in np.flatnonzero(masked):
+        plan = np.empty(head.shape[1] + words, np.int32)
+        plan[:head.shape[1]] = head[i]
+        plan[8] = words
+        spans = plan[head.shape[1]:].view(rank_type)
+        spans[:pixels] = bank[mask_of[i]]
+        spans[pixels:] = 0
+        out[i] = plan
+    return out
+
+
+def mix(images, plan, *, mean=None, std=None, mirror=0, dtype=None, layout=None, image_size=None,
+        output_layout=None, normalize=None, channels=None, labels=None, num_classes=None,
+        target_offset=0.0):
     """Mix a batch as planned (see the module docstring), and normalise it if asked, on the CPU.
 
     Args (DataNodes, CPU, one sample per image):
         images: uint8 or float32, layout HWC or CHW (read from the data; data without a layout
             is taken as `layout`, else HWC), every image the same shape, 1-4 channels.
-        perm: int32 scalar, the partner of each sample (an index into the batch), for the
-            blend and the mask.
-        blend: float32 scalar in [0, 1], the weight of the own image (Mixup; 1 = no blend).
-        rows: int32 (R_i, 9) paste rows, in pixels: source sample (an index into the batch),
-            source rect (y, x, h, w), destination rect (y, x, h, w); the destination gets the
-            source rect's pixels, resized by nearest neighbour where the sizes differ (the
-            pixels `fn.resize(interp_type=INTERP_NN)` picks from an image of the source rect's
-            size); a destination of zero area pastes nothing. Applied in order, after the mask.
-        mask: uint16 or int32 (H, W[, 1]) pixel ranks, or empty (0, 0, 1) for none: the
-            partner's pixels are those whose rank, at the position flipped as mask_params
-            says, is >= k (none when k >= H * W: every own pixel, as with an empty mask).
-        mask_params: int32 (3,): k, flip_y, flip_x (ignored without a mask).
+        plan: int32 (L,) per sample, the packed plan of `pack_plan`: the partner of each sample
+            (an index into the batch) for the blend and the mask; the blend weight of the own
+            image in [0, 1] (Mixup; 1 = no blend); the paste rows, in pixels: source sample (an
+            index into the batch), source rect (y, x, h, w), destination rect (y, x, h, w), the
+            destination getting the source rect's pixels, resized by nearest neighbour where
+            the sizes differ (the pixels `fn.resize(interp_type=INTERP_NN)` picks from an image
+            of the source rect's size), a destination of zero area pasting nothing, applied in
+            order after the mask; the FMix pixel ranks (or none) with k, flip_y, flip_x: the
+            partner's pixels are those whose rank, at the position flipped as they say, is
+            >= k (none when k >= H * W); the target weights (own, partner).
     Keyword args:
         mean, std: per-channel (or one) values in pixel units (for float images, in the
             images' units: mean=0, std=1 leaves them as they are); both or neither.
@@ -302,10 +382,9 @@ def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mi
         channels: the channels every image must have (MixRecipe.channels), else "random_mix:
             image 0 has 1 channels (layout HWC) but MixRecipe.channels is 3"; None: any.
         output_layout: "CHW" or "HWC"; None: CHW when normalising, else the images' layout.
-        labels, target_weights, num_classes, target_offset: also make the soft targets of the
-            pair plan: labels (a DataNode, CPU) one class index per sample in
+        labels, num_classes, target_offset: also make the soft targets of the pair plan with
+            the plan's target weights: labels (a DataNode, CPU) one class index per sample in
             [0, num_classes), of any integer type (or float, rounded half away from zero);
-            target_weights (a DataNode, CPU) float32 (2,) per sample, (w_own, w_partner):
             target[c] = (c == y ? w_own : 0) + (c == y[perm] ? w_partner : 0) +
             target_offset in float32, as `dali_mix.labels.pair_targets` computes it.
     Returns: one DataNode, (C, H, W) or (H, W, C) per sample as above; with labels, (that,
@@ -316,14 +395,14 @@ def mix(images, perm, blend, rows, mask, mask_params, *, mean=None, std=None, mi
     load()
     from nvidia.dali import fn
     kw = _args(mean, std, mirror, dtype, layout, image_size, output_layout, normalize, channels)
-    if (labels is None) != (target_weights is None) or (labels is None) != (num_classes is None):
-        raise ValueError("targets need labels, target_weights and num_classes together")
+    if (labels is None) != (num_classes is None):
+        raise ValueError("targets need labels and num_classes together")
     if labels is None:
-        return fn.dali_mix.mix_normalize(images, perm, blend, rows, mask, mask_params, **kw)
+        return fn.dali_mix.mix_normalize(images, plan, **kw)
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return tuple(fn.dali_mix.mix_normalize(images, perm, blend, rows, mask, mask_params, labels, target_weights,
-                                           num_classes=int(num_classes), target_offset=float(target_offset), **kw))
+    return tuple(fn.dali_mix.mix_normalize(images, plan, labels, num_classes=int(num_classes),
+                                           target_offset=float(target_offset), **kw))
 
 
 mix_normalize = mix  # the name random_mix has always called

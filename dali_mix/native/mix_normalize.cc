@@ -3,7 +3,8 @@
 // dali_mix/native/__init__.py). The fused executor of every input users have: uint8 or float32
 // images, HWC or CHW (read from the data), with or without normalisation.
 //
-// Per sample i, with partner j = perm[i] (all images of the batch of one shape):
+// Per sample i, with partner j = perm[i] (all images of the batch of one shape), as its packed
+// plan says (one int32 vector per sample, `dali_mix.native.pack_plan`; see PlanField):
 //   base   pixel (y, x)        = blend_i * own(y, x) + (1 - blend_i) * partner(y, x)   (Mixup;
 //                                 blend 1 = the own pixel, no arithmetic on the partner)
 //   mask   (H, W) ranks, k, flips: pixels whose rank (at the flipped position) is >= k are
@@ -51,9 +52,35 @@ using ::dali::Workspace;
 namespace {
 
 constexpr int kMaxChannels = 4;
-constexpr int kNumInputs = 6;  // images and the five plan inputs
-constexpr int kNumTargetInputs = 8;  // and the labels and the target weights
+constexpr int kNumInputs = 2;  // images and the packed plan
+constexpr int kNumTargetInputs = 3;  // and the labels
 constexpr int kRowLen = 9;     // source, source rect, destination rect
+
+// A sample's packed plan (int32): these header values, then kNumRows paste rows of kRowLen
+// values, then kMaskWords words of FMix ranks: the (H, W) ranks in raster order, uint16 two per
+// word (the first in the low half) when H * W <= 65536, else int32 one per word; 0 words: no
+// mask. Floats are stored as their float32 bits.
+enum PlanField {
+  kPerm,           // the partner (an index into the batch)
+  kBlend,          // float32: weight of the own image (Mixup; 1 = none)
+  kMaskK,          // FMix: own pixels k; then kFlipY, kFlipX (0/1)
+  kFlipY,
+  kFlipX,
+  kWeightOwn,      // float32: the own class's target weight (targets only)
+  kWeightPartner,  // float32: the partner's class's target weight (targets only)
+  kNumRows,
+  kMaskWords,
+  kHeaderLen
+};
+
+// The mask words of an H x W image's ranks.
+int64_t MaskWords(int64_t H, int64_t W) { return H * W <= 65536 ? (H * W + 1) / 2 : H * W; }
+
+float FloatBits(int32_t v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
 
 struct Affine {  // stored value = pixel * scale[c] + shift[c] (1 and 0 without normalisation)
   float scale[kMaxChannels];
@@ -149,7 +176,7 @@ struct SampleArgs {
   std::vector<const void *> row_src;  // the pixels of each row's source sample
   const void *mask;      // (H, W) ranks (uint16 or int32) or nullptr: none
   bool int32_ranks;
-  const int32_t *mask_params;  // (3,): k, flip_y, flip_x
+  const int32_t *mask_params;  // (3,): k, flip_y, flip_x (the plan's kMaskK..kFlipX)
   bool mirror;
 };
 
@@ -422,13 +449,12 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
                  (normalize_ ? std::string(" and mean/std") : std::string()));
     DALI_ENFORCE(ws.NumInput() == 1 || ws.NumInput() == kNumInputs ||
                  ws.NumInput() == kNumTargetInputs,
-                 "MixNormalize: give the images alone (normalise only), with the five plan "
-                 "inputs (perm, blend, rows, mask, mask_params), or with those, the labels and "
-                 "the target weights");
+                 "MixNormalize: give the images alone (normalise only), with the packed plan, "
+                 "or with the plan and the labels");
     const bool mixing = ws.NumInput() >= kNumInputs;
     const bool targets = ws.NumInput() == kNumTargetInputs;
     DALI_ENFORCE(targets == (num_classes_ > 0),
-                 "MixNormalize: the labels and target weights inputs go with num_classes > 0");
+                 "MixNormalize: the labels input goes with num_classes > 0");
     const auto &shape = images.shape();
     TensorListShape<3> out_shape(n);
     geom_.resize(n);
@@ -471,9 +497,7 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
       out_shape.set_tensor_shape(i, out_planar_ ? ::dali::TensorShape<3>(g.C, g.H, g.W)
                                                 : ::dali::TensorShape<3>(g.H, g.W, g.C));
     }
-    if (mixing)
-      ValidatePlan(ws.Input<CPUBackend>(1), ws.Input<CPUBackend>(2), ws.Input<CPUBackend>(3),
-                   ws.Input<CPUBackend>(4), ws.Input<CPUBackend>(5));
+    if (mixing) ValidatePlan(ws.Input<CPUBackend>(1));
     output_desc.resize(targets ? 2 : 1);
     output_desc[0] = {out_shape, out_type_};
     if (targets) {
@@ -519,33 +543,27 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
   }
 
   void ValidateTargetInputs(const Workspace &ws) {
-    const auto &labels = ws.Input<CPUBackend>(6);
-    const auto &weights = ws.Input<CPUBackend>(7);
+    const auto &labels = ws.Input<CPUBackend>(2);
     const int n = static_cast<int>(geom_.size());
-    DALI_ENFORCE(labels.num_samples() == n && weights.num_samples() == n,
-                 "MixNormalize: labels and target weights need one sample per image");
-    DALI_ENFORCE(weights.type() == DALI_FLOAT, "MixNormalize: target weights must be float32");
+    DALI_ENFORCE(labels.num_samples() == n, "MixNormalize: the labels need one sample per image");
     classes_.resize(n);
-    for (int i = 0; i < n; i++) {
-      DALI_ENFORCE(weights.shape().tensor_size(i) == 2,
-                   "MixNormalize: target weights are (2,) per sample: own, partner");
-      classes_[i] = LabelOf(labels, i);
-    }
+    for (int i = 0; i < n; i++) classes_[i] = LabelOf(labels, i);
   }
 
-  // Sample i's target row from the classes of SetupImpl: own weight at its class, the
-  // partner's at the partner's class (their float32 sum where the two classes are one).
+  // Sample i's target row from the classes of SetupImpl and the plan's target weights: own
+  // weight at its class, the partner's at the partner's class (their float32 sum where the two
+  // classes are one).
   void WriteTargets(Workspace &ws) const {
-    const auto &perm = ws.Input<CPUBackend>(1);
-    const auto &weights = ws.Input<CPUBackend>(7);
+    const auto &plan = ws.Input<CPUBackend>(1);
     auto &out = ws.Output<CPUBackend>(1);
     const int n = static_cast<int>(classes_.size());
     for (int i = 0; i < n; i++) {
-      const float *w = weights.tensor<float>(i);
-      const int64_t ya = classes_[i], yb = classes_[perm.tensor<int32_t>(i)[0]];
+      const int32_t *p = plan.tensor<int32_t>(i);
+      const float w_own = FloatBits(p[kWeightOwn]), w_partner = FloatBits(p[kWeightPartner]);
+      const int64_t ya = classes_[i], yb = classes_[p[kPerm]];
       float *t = out.mutable_tensor<float>(i);
       for (int64_t c = 0; c < num_classes_; c++)
-        t[c] = ((c == ya ? w[0] : 0.0f) + (c == yb ? w[1] : 0.0f)) + target_offset_;
+        t[c] = ((c == ya ? w_own : 0.0f) + (c == yb ? w_partner : 0.0f)) + target_offset_;
     }
   }
 
@@ -553,41 +571,33 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     return std::to_string(g.H) + "x" + std::to_string(g.W) + "x" + std::to_string(g.C);
   }
 
-  void ValidatePlan(const ::dali::TensorList<CPUBackend> &perm,
-                    const ::dali::TensorList<CPUBackend> &blend,
-                    const ::dali::TensorList<CPUBackend> &rows,
-                    const ::dali::TensorList<CPUBackend> &mask,
-                    const ::dali::TensorList<CPUBackend> &mask_params) const {
+  // The plan's type and, per sample, its length against its header and the image size (the
+  // values are checked where they are read, PlanArgs).
+  void ValidatePlan(const ::dali::TensorList<CPUBackend> &plan) const {
     const int n = static_cast<int>(geom_.size());
-    DALI_ENFORCE(perm.type() == DALI_INT32 && blend.type() == DALI_FLOAT &&
-                 rows.type() == DALI_INT32,
-                 "MixNormalize: perm and rows must be int32 and blend float32");
-    DALI_ENFORCE(mask.type() == DALI_UINT16 || mask.type() == DALI_INT32,
-                 "MixNormalize: mask (pixel ranks) must be uint16 or int32");
-    DALI_ENFORCE(mask_params.type() == DALI_INT32, "MixNormalize: mask_params must be int32");
-    DALI_ENFORCE(perm.num_samples() == n && blend.num_samples() == n && rows.num_samples() == n &&
-                 mask.num_samples() == n &&
-                 mask_params.num_samples() == n,
-                 "MixNormalize: every input needs one sample per image");
+    DALI_ENFORCE(plan.type() == DALI_INT32,
+                 "MixNormalize: the plan must be int32 (dali_mix.native.pack_plan), got " +
+                 TypeName(plan.type()));
+    DALI_ENFORCE(plan.num_samples() == n, "MixNormalize: the plan needs one sample per image");
     for (int i = 0; i < n; i++) {
-      const int64_t H = geom_[i].H, W = geom_[i].W;
-      DALI_ENFORCE(perm.shape().tensor_size(i) == 1 && blend.shape().tensor_size(i) == 1,
-                   "MixNormalize: perm and blend are one value per sample");
-      auto rs = rows.shape().tensor_shape_span(i);
-      DALI_ENFORCE(rows.sample_dim() == 2 && rs[1] == kRowLen,
-                   "MixNormalize: rows must be (R, 9) per sample: source, sy, sx, sh, sw, dy, dx, "
-                   "dh, dw");
-      auto ms = mask.shape().tensor_shape_span(i);
-      const bool empty = mask.shape().tensor_size(i) == 0;
-      DALI_ENFORCE(empty || ((mask.sample_dim() == 2 || (mask.sample_dim() == 3 && ms[2] == 1)) &&
-                             ms[0] == H && ms[1] == W),
-                   "MixNormalize: the mask of " + SampleName(i) + " must be empty or have the "
-                   "image's shape (H, W) or (H, W, 1)");
-      DALI_ENFORCE(empty || mask.type() == DALI_INT32 || H * W <= 65536,
-                   "MixNormalize: uint16 ranks hold at most 65536 pixels; the mask of " +
-                   SampleName(i) + " needs int32");
-      DALI_ENFORCE(mask_params.shape().tensor_size(i) == 3,
-                   "MixNormalize: mask_params must be (3,) per sample: k, flip_y, flip_x");
+      const int64_t len = plan.shape().tensor_size(i);
+      DALI_ENFORCE(plan.sample_dim() == 1 && len >= kHeaderLen,
+                   "MixNormalize: the plan of " + SampleName(i) + " must be one vector of at "
+                   "least " + std::to_string(kHeaderLen) + " int32 values "
+                   "(dali_mix.native.pack_plan)");
+      const int32_t *p = plan.tensor<int32_t>(i);
+      const int64_t rows = p[kNumRows], words = p[kMaskWords];
+      const int64_t need = MaskWords(geom_[i].H, geom_[i].W);
+      DALI_ENFORCE(rows >= 0 && (words == 0 || words == need),
+                   "MixNormalize: the plan of " + SampleName(i) + " has " + std::to_string(rows) +
+                   " rows and " + std::to_string(words) + " mask words; the mask of a " +
+                   std::to_string(geom_[i].H) + "x" + std::to_string(geom_[i].W) +
+                   " image takes 0 or " + std::to_string(need));
+      DALI_ENFORCE(len == kHeaderLen + kRowLen * rows + words,
+                   "MixNormalize: the plan of " + SampleName(i) + " has " + std::to_string(len) +
+                   " values, but its header says " + std::to_string(kHeaderLen) + " + " +
+                   std::to_string(kRowLen) + " x " + std::to_string(rows) + " rows + " +
+                   std::to_string(words) + " mask words");
     }
   }
 
@@ -643,23 +653,20 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
     pool.RunAll();
   }
 
-  // Sample i's plan (inputs 1-5), checked against the image size H x W.
+  // Sample i's plan (input 1, its length checked by ValidatePlan), its values checked against
+  // the batch and the image size H x W.
   static SampleArgs PlanArgs(const Workspace &ws, int i, int H, int W, bool mirror) {
     const auto &images = ws.Input<CPUBackend>(0);
-    const auto &perm = ws.Input<CPUBackend>(1);
-    const auto &blend = ws.Input<CPUBackend>(2);
-    const auto &rows = ws.Input<CPUBackend>(3);
-    const auto &mask = ws.Input<CPUBackend>(4);
-    const auto &mask_params = ws.Input<CPUBackend>(5);
+    const int32_t *p = ws.Input<CPUBackend>(1).tensor<int32_t>(i);
     const int n = images.num_samples();
-    const int j = perm.tensor<int32_t>(i)[0];
+    const int j = p[kPerm];
     DALI_ENFORCE(j >= 0 && j < n, "MixNormalize: perm of " + SampleName(i) + " is " +
                  std::to_string(j) + ", outside the batch of " + std::to_string(n));
-    const float lam = blend.tensor<float>(i)[0];
+    const float lam = FloatBits(p[kBlend]);
     DALI_ENFORCE(lam >= 0.0f && lam <= 1.0f, "MixNormalize: blend of " + SampleName(i) +
                  " must be in [0, 1], got " + std::to_string(lam));
-    const int32_t *rw = rows.tensor<int32_t>(i);
-    const int64_t nr = rows.shape().tensor_shape_span(i)[0];
+    const int32_t *rw = p + kHeaderLen;
+    const int64_t nr = p[kNumRows];
     std::vector<const void *> src(nr);
     for (int64_t r = 0; r < nr; r++) {
       const int32_t *row = rw + kRowLen * r;
@@ -674,10 +681,10 @@ class MixNormalize : public ::dali::StatelessOperator<CPUBackend> {  // checkpoi
       src[r] = images.raw_tensor(row[0]);
     }
     // k >= H * W keeps every own pixel: the same as no mask, and no row needs scanning
-    const bool masked = mask.shape().tensor_size(i) && mask_params.tensor<int32_t>(i)[0] < H * W;
-    const void *m = masked ? mask.raw_tensor(i) : nullptr;
+    const bool masked = p[kMaskWords] > 0 && p[kMaskK] < int64_t{H} * W;
+    const void *m = masked ? rw + kRowLen * nr : nullptr;
     return {images.raw_tensor(i), images.raw_tensor(j), lam, rw, nr, std::move(src), m,
-            mask.type() == DALI_INT32, mask_params.tensor<int32_t>(i), mirror};
+            int64_t{H} * W > 65536, p + kMaskK, mirror};
   }
 
  private:
@@ -706,27 +713,25 @@ DALI_SCHEMA(dali_mix__MixNormalize)
 
 Images: uint8 or float32, HWC or CHW (the layout is read from the data; `layout`, when given,
 must agree with it). With the images alone: no mixing (every image may have its own size). With
-the plan (every image of one shape), per sample i with partner perm[i]: the base image is
-blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels whose `mask` rank (at the position
-flipped as `mask_params` says) is >= k are the partner's (FMix); then each of the `rows` (source
+the packed plan (every image of one shape), per sample i with partner perm[i]: the base image
+is blend * own + (1 - blend) * partner (Mixup; 1 = own); pixels whose FMix rank (at the position
+flipped as flip_y and flip_x say) is >= k are the partner's (FMix); then each paste row (source
 sample, source rect, destination rect) writes the source's pixels into its destination rect,
-resized by nearest neighbour where the sizes differ (CutMix, ResizeMix, RICAP, Mosaic). Then, with mean and std, (x - mean) / std as float32 (or `dtype`) in
+resized by nearest neighbour where the sizes differ (CutMix, ResizeMix, RICAP, Mosaic). With
+labels, also the soft targets of the plan's target weights. Then, with mean and std,
+(x - mean) / std as float32 (or `dtype`) in
 `output_layout` (default CHW); without them the mixed pixels in the input's type and layout
 (unless `dtype` / `output_layout` say otherwise; float to uint8 rounds and saturates). Flipped
 horizontally where `mirror`.)")
     .NumInput(1, ::dali_mix::kNumTargetInputs)
     .InputDox(0, "images", "TensorList of uint8 or float32, HWC or CHW",
               "the batch (with a plan, every image the same shape)")
-    .InputDox(1, "perm", "TensorList of int32 scalars", "partner of each sample")
-    .InputDox(2, "blend", "TensorList of float32 scalars", "weight of the own image (Mixup)")
-    .InputDox(3, "rows", "TensorList of int32 (R, 9)",
-              "source, sy, sx, sh, sw, dy, dx, dh, dw: paste rows (dh or dw 0: none)")
-    .InputDox(4, "mask", "TensorList of uint16 or int32 (H, W[, 1])", "FMix pixel ranks, or empty")
-    .InputDox(5, "mask_params", "TensorList of int32 (3,)", "k (own pixels), flip_y, flip_x")
-    .InputDox(6, "labels", "TensorList of one integer (or float) per sample",
+    .InputDox(1, "plan", "TensorList of int32 (L,)",
+              "each sample's packed plan (dali_mix.native.pack_plan): perm, blend, k, flip_y, "
+              "flip_x, target weights (own, partner), R, M; R paste rows (source, sy, sx, sh, "
+              "sw, dy, dx, dh, dw; dh or dw 0: none); M words of FMix pixel ranks (0: none)")
+    .InputDox(2, "labels", "TensorList of one integer (or float) per sample",
               "class indices in [0, num_classes), for the targets")
-    .InputDox(7, "target_weights", "TensorList of float32 (2,)",
-              "weights of the own and the partner's class in the targets")
     .NumOutput(1)
     .OutputFn([](const ::dali::OpSpec &spec) { return spec.GetArgument<int>("num_classes") > 0 ? 2 : 1; })
     .MakeStateless()
@@ -748,7 +753,7 @@ horizontally where `mirror`.)")
     .AddOptionalArg("image_size", "(H, W) every image must have (checked), or empty",
                     std::vector<int>{})
     .AddOptionalArg("channels", "the channels every image must have (checked), or 0 for any", 0)
-    .AddOptionalArg("num_classes", "C: with labels and target weights, also output (C,) float32 "
-                    "soft targets; 0: no targets", 0)
+    .AddOptionalArg("num_classes", "C: with labels, also output (C,) float32 soft targets (the "
+                    "plan's target weights); 0: no targets", 0)
     .AddOptionalArg("target_offset", "added to every target value (label smoothing's eps / C)",
                     0.0f);
