@@ -33,7 +33,10 @@ the ratios to the reference (median over median, and paired per round); and the 
 contender's process tree spent per batch (each turn's batches, the refill of its prefetch
 queue included) with the paired ratio of the reference's CPU time to the contender's: the
 clips/s ratio a machine whose cores are all busy would show, and less disturbed than wall
-time by other jobs on a shared machine.
+time by other jobs on a shared machine. Then where that CPU time goes: each thread's CPU time
+per batch during the timed batches (`benchmarks.throughput.thread_ticks`): MainThread (the
+Loader and the external source's callback), dali-mix-plan_0 (the plan feed drawing plans
+ahead), DALI's executor and thread pool threads, the Loader's PrefetchWorker.
 """
 from __future__ import annotations
 
@@ -206,6 +209,12 @@ def run(args) -> int:
               f"{cpu:>24} {cpu_ratio:>19}")
         if "processes" in r:
             print(f"{'':<22} per process (median clips/s): " + ", ".join(f"{v:.0f}" for v in r["processes"]))
+    print("CPU ms per batch by thread of each contender's main process (median over rounds; "
+          "DataLoader workers are processes, not counted here):")
+    threads = sorted({t for r in results.values() for t in r.get("thread_cpu_ms_per_batch", {})})
+    for name, r in results.items():
+        per = r.get("thread_cpu_ms_per_batch", {})
+        print(f"  {name:<20} " + ", ".join(f"{t} {per[t]:.2f}" for t in threads if per.get(t, 0) >= 0.005))
     if args.json:
         report = {"config": {k: v for k, v in cfg.items() if k != "builder"}, "rounds": args.rounds,
                   "batches": args.batches, "processes": args.processes,

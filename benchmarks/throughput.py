@@ -33,7 +33,11 @@ prefetch queue is full again) before the next one starts. Each round starts with
 contender, so that none always runs first. Contenders thus alternate round-robin
 and never overlap. Reported: median images/s over rounds with min-max and IQR, the ratio to the
 reference (median over median, and the paired per-round ratios), peak RSS and PSS of the
-contender's whole process tree (sampled every 0.2 s) and the exact peak RSS of its main process.
+contender's whole process tree (sampled every 0.2 s) and the exact peak RSS of its main process;
+and where each contender's CPU time goes during its timed batches: the CPU time per batch of each
+thread of its main process (`thread_ticks`: the Python threads by their Python name, such as
+MainThread and dali-mix-plan_0, the plan feed's background thread; DALI's by their own, such as
+"[DALI][TP0]Exec" for its thread pool; DataLoader worker processes are not threads of it).
 
 Also measured: the FMix mask production cost (`FMixMaskBank.make_bank` once per epoch, in a
 background thread; and the planner's share of each batch), as a % of the RandomMix
@@ -222,11 +226,15 @@ class _Runner:
         for _ in range(self.depth):  # what was prefetched while idle: not timed
             next(self.it)
         images = 0
+        before = thread_ticks()
         t = time.perf_counter()
         for _ in range(batches):
             batch = next(self.it)
             images += int(batch[0].shape[0])
-        return {"images": images, "seconds": time.perf_counter() - t}
+        seconds = time.perf_counter() - t
+        after = thread_ticks()
+        return {"images": images, "seconds": seconds,
+                "thread_ticks": {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}}
 
 
 def _worker_main(argv=None):
@@ -283,6 +291,26 @@ def process_tree(pid):
         p = todo.pop()
         out.append(p)
         todo.extend(kids.get(p, []))
+    return out
+
+
+def thread_ticks() -> dict:
+    """{thread name: CPU clock ticks (user + system) spent so far} of this process's threads:
+    Python threads by their Python name, the others (DALI's) by their OS name, the threads of
+    one name summed (a thread that has ended is no longer counted)."""
+    import threading
+
+    python_names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:  # ended meanwhile
+            continue
+        name = python_names.get(int(task), stat[stat.index("(") + 1:stat.rindex(")")])
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
     return out
 
 
@@ -486,11 +514,14 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
             log(f"  ready: {name:<16} (built + {cfg['warmup']} warm-up batches in {info['build_s']:.1f} s)")
         per_round = {id(w): [] for w in workers}
         cpu_round = {id(w): [] for w in workers}
+        thread_round = {id(w): [] for w in workers}  # {thread: ms per batch} of each turn
         for r in range(rounds):  # each round starts with the next contender: no fixed position
             for w in workers[r % len(workers):] + workers[:r % len(workers)]:
                 ticks = None if in_process else _cpu_ticks(process_tree(w.proc.pid))
                 res = w.run(batches)
                 per_round[id(w)].append(res["images"] / res["seconds"])
+                tick_ms = 1000 / os.sysconf("SC_CLK_TCK") / batches
+                thread_round[id(w)].append({k: v * tick_ms for k, v in res.get("thread_ticks", {}).items()})
                 wait_quiet(w.proc.pid)
                 if ticks is not None:  # making this turn's batches, the refilled queue included
                     spent = _cpu_ticks(process_tree(w.proc.pid)) - ticks
@@ -519,6 +550,11 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
         out[name]["ms_per_batch"] = 1000 * cfg["batch_size"] / out[name]["images_per_s"]["median"]
         if all(cpu_round[id(w)] for w in mine):
             out[name]["cpu_ms_per_batch"] = summarise(_mean_rounds(cpu_round, mine))
+        threads = sorted({t for w in mine for turn in thread_round[id(w)] for t in turn})
+        if threads and not in_process:  # per thread: the median over rounds of the mean over processes
+            out[name]["thread_cpu_ms_per_batch"] = {
+                t: statistics.median(_mean_rounds({id(w): [turn.get(t, 0.0) for turn in thread_round[id(w)]]
+                                                   for w in mine}, mine)) for t in threads}
     if reference in out:  # ratios to the reference contender, of medians and per round
         ref = out[reference]["images_per_s"]
         for res in out.values():

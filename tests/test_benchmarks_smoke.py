@@ -130,3 +130,34 @@ def test_several_processes_per_contender_are_averaged():
     assert 1.3 < res["fast"]["ratio_vs_reference"] < 2.2
     with pytest.raises(ValueError, match="processes must be >= 1"):
         throughput.measure(["slow"], cfg, rounds=1, batches=1, processes=0)
+
+
+def test_thread_ticks_names_python_threads_and_counts_their_cpu_time():
+    """A Python thread's CPU time goes to its Python name (not to the process's OS name), and
+    a thread that only waits gets none."""
+    import os
+    import threading
+    import time
+
+    burnt, done = threading.Event(), threading.Event()
+
+    def burn():
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        burnt.set()
+        done.wait()
+
+    idle = threading.Thread(target=done.wait, name="idle-thread")
+    busy = threading.Thread(target=burn, name="busy-thread")
+    idle.start()
+    busy.start()
+    burnt.wait()
+    ticks = throughput.thread_ticks()
+    done.set()
+    busy.join()
+    idle.join()
+    per_second = os.sysconf("SC_CLK_TCK")
+    assert 0.25 * per_second <= ticks["busy-thread"] <= 0.5 * per_second
+    assert ticks["idle-thread"] == 0
+    assert "MainThread" in ticks
