@@ -34,7 +34,7 @@ contender's process tree spent per batch (each turn's batches, the refill of its
 queue included) with the paired ratio of the reference's CPU time to the contender's: the
 clips/s ratio a machine whose cores are all busy would show, and less disturbed than wall
 time by other jobs on a shared machine. Then where that CPU time goes: each thread's CPU time
-per batch during the timed batches (`benchmarks.throughput.thread_ticks`): MainThread (the
+per batch during the timed batches (`benchmarks.throughput.thread_cpu_seconds`): MainThread (the
 Loader and the external source's callback), dali-mix-plan_0 (the plan feed drawing plans
 ahead), DALI's executor and thread pool threads, the Loader's PrefetchWorker.
 """
@@ -193,7 +193,15 @@ def run(args) -> int:
           f"{args.rounds} rounds x {args.batches} batches, {args.processes} process(es) per contender")
     results = throughput.measure(names, cfg, rounds=args.rounds, batches=args.batches, in_process=args.in_process,
                                  reference=REFERENCE, processes=args.processes)
-    print(f"{'contender':<22} {'clips/s (median)':>16} {'min-max':>13} {'vs ' + REFERENCE:>22} "
+    report(results, args.json, {k: v for k, v in cfg.items() if k != "builder"}, args)
+    return 0
+
+
+def report(results: dict, json_path, config: dict, args, reference: str = REFERENCE) -> None:
+    """Print `results` (`benchmarks.throughput.measure`'s, ratios to `reference`) as a table,
+    then each contender's CPU time per batch by thread; write them with `config` to
+    `json_path` when given. args: the command line (rounds, batches, processes, threads)."""
+    print(f"{'contender':<22} {'clips/s (median)':>16} {'min-max':>13} {'vs ' + reference:>22} "
           f"{'CPU ms/batch (min-max)':>24} {'CPU ratio (paired)':>19}")
     for name, r in results.items():
         ips = r["images_per_s"]
@@ -209,20 +217,20 @@ def run(args) -> int:
               f"{cpu:>24} {cpu_ratio:>19}")
         if "processes" in r:
             print(f"{'':<22} per process (median clips/s): " + ", ".join(f"{v:.0f}" for v in r["processes"]))
-    print("CPU ms per batch by thread of each contender's main process (median over rounds; "
-          "DataLoader workers are processes, not counted here):")
     threads = sorted({t for r in results.values() for t in r.get("thread_cpu_ms_per_batch", {})})
+    if threads:
+        print("CPU ms per batch by thread of each contender's main process (median over rounds; "
+              "DataLoader workers are processes, not counted here):")
     for name, r in results.items():
         per = r.get("thread_cpu_ms_per_batch", {})
-        print(f"  {name:<20} " + ", ".join(f"{t} {per[t]:.2f}" for t in threads if per.get(t, 0) >= 0.005))
-    if args.json:
-        report = {"config": {k: v for k, v in cfg.items() if k != "builder"}, "rounds": args.rounds,
-                  "batches": args.batches, "processes": args.processes,
-                  "machine": throughput.machine_info(args.threads), "contenders": results}
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
-    return 0
+        if per:
+            print(f"  {name:<20} " + ", ".join(f"{t} {per[t]:.2f}" for t in threads if per.get(t, 0) >= 0.005))
+    if json_path:
+        out = {"config": config, "rounds": args.rounds, "batches": args.batches, "processes": args.processes,
+               "machine": throughput.machine_info(args.threads), "contenders": results}
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {json_path}")
 
 
 def main(argv=None) -> int:

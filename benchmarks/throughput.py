@@ -35,7 +35,7 @@ and never overlap. Reported: median images/s over rounds with min-max and IQR, t
 reference (median over median, and the paired per-round ratios), peak RSS and PSS of the
 contender's whole process tree (sampled every 0.2 s) and the exact peak RSS of its main process;
 and where each contender's CPU time goes during its timed batches: the CPU time per batch of each
-thread of its main process (`thread_ticks`: the Python threads by their Python name, such as
+thread of its main process (`thread_cpu_seconds`: the Python threads by their Python name, such as
 MainThread and dali-mix-plan_0, the plan feed's background thread; DALI's by their own, such as
 "[DALI][TP0]Exec" for its thread pool; DataLoader worker processes are not threads of it).
 
@@ -226,15 +226,15 @@ class _Runner:
         for _ in range(self.depth):  # what was prefetched while idle: not timed
             next(self.it)
         images = 0
-        before = thread_ticks()
+        before = thread_cpu_seconds()
         t = time.perf_counter()
         for _ in range(batches):
             batch = next(self.it)
             images += int(batch[0].shape[0])
         seconds = time.perf_counter() - t
-        after = thread_ticks()
+        after = thread_cpu_seconds()
         return {"images": images, "seconds": seconds,
-                "thread_ticks": {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}}
+                "thread_cpu_s": {k: v - before.get(k, 0.0) for k, v in after.items() if v > before.get(k, 0.0)}}
 
 
 def _worker_main(argv=None):
@@ -294,23 +294,31 @@ def process_tree(pid):
     return out
 
 
-def thread_ticks() -> dict:
-    """{thread name: CPU clock ticks (user + system) spent so far} of this process's threads:
-    Python threads by their Python name, the others (DALI's) by their OS name, the threads of
-    one name summed (a thread that has ended is no longer counted)."""
+def thread_cpu_seconds() -> dict:
+    """{thread name: CPU seconds spent so far} of this process's threads: Python threads by
+    their Python name, the others (DALI's) by their OS name, the threads of one name summed (a
+    thread that has ended is no longer counted). From the scheduler's nanosecond count
+    (/proc/.../schedstat) where the kernel keeps it, else from the clock ticks of user and
+    system time."""
     import threading
 
     python_names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
     out = {}
     for task in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{task}/stat") as f:
                 stat = f.read()
+            try:
+                with open(f"/proc/self/task/{task}/schedstat") as f:
+                    seconds = int(f.read().split()[0]) * 1e-9
+            except (OSError, IndexError, ValueError):
+                fields = stat.rsplit(")", 1)[1].split()
+                seconds = (int(fields[11]) + int(fields[12])) * tick
         except OSError:  # ended meanwhile
             continue
-        name = python_names.get(int(task), stat[stat.index("(") + 1:stat.rindex(")")])
-        fields = stat.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+        name = python_names.get(int(task), stat[stat.index("(") + 1:stat.rindex(")")].strip())
+        out[name] = out.get(name, 0.0) + seconds
     return out
 
 
@@ -520,8 +528,7 @@ def measure(names, cfg, *, rounds, batches, parallel_build=False, in_process=Fal
                 ticks = None if in_process else _cpu_ticks(process_tree(w.proc.pid))
                 res = w.run(batches)
                 per_round[id(w)].append(res["images"] / res["seconds"])
-                tick_ms = 1000 / os.sysconf("SC_CLK_TCK") / batches
-                thread_round[id(w)].append({k: v * tick_ms for k, v in res.get("thread_ticks", {}).items()})
+                thread_round[id(w)].append({k: 1000 * v / batches for k, v in res.get("thread_cpu_s", {}).items()})
                 wait_quiet(w.proc.pid)
                 if ticks is not None:  # making this turn's batches, the refilled queue included
                     spent = _cpu_ticks(process_tree(w.proc.pid)) - ticks

@@ -47,3 +47,28 @@ def test_torch_peer_mel_matrix_matches_dali_mel_filter_bank():
     p.build()
     dali = np.asarray(p.run()[0][0])
     np.testing.assert_allclose(audio_throughput.slaney_mel_matrix(40, 512, 16000) @ spec, dali, rtol=1e-3, atol=1e-5)
+
+
+def test_audio_commits_measures_a_commit_from_its_own_tree(tmp_path):
+    """benchmarks.audio_commits: the commit's contender runs that commit's dali_mix (its
+    builder refuses to run another), every contender is measured against nomix, and the
+    temporary worktree is gone afterwards."""
+    import subprocess
+
+    from benchmarks import audio_commits
+
+    root_dir = audio_commits.ROOT
+    if subprocess.run(["git", "-C", str(root_dir), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    before = subprocess.run(["git", "-C", str(root_dir), "worktree", "list"], capture_output=True, text=True).stdout
+    root = speech_commands(tmp_path / "sc", {"a": 6, "b": 6}, val=["a/spk0_nohash_0.wav", "b/spk0_nohash_0.wav"])
+    out = tmp_path / "commits.json"
+    assert audio_commits.main(["HEAD", "--data", str(root), "--batch-size", "4", "--threads", "1", "--rounds", "2",
+                               "--batches", "1", "--warmup", "1", "--processes", "1", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["contenders"]
+    assert list(results) == ["nomix", "randommix@HEAD", "randommix"]
+    ref = results["nomix"]["images_per_s"]
+    for r in results.values():
+        assert r["ratio_vs_reference"] == pytest.approx(r["images_per_s"]["median"] / ref["median"])
+    after = subprocess.run(["git", "-C", str(root_dir), "worktree", "list"], capture_output=True, text=True).stdout
+    assert after == before
