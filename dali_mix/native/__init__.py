@@ -301,6 +301,8 @@ def pack_plan(perm, blend, rows, mask_params, *, height: int, width: int, ranks=
     Returns: an (n, L) int32 array when every sample's plan has one length, else a list of n
     (L_i,) int32 arrays.
     """
+    from dali_mix.masks import rank_dtype
+
     perm = np.asarray(perm)
     n, pixels = len(perm), int(height) * int(width)
     if not isinstance(rows, np.ndarray):
@@ -310,18 +312,16 @@ def pack_plan(perm, blend, rows, mask_params, *, height: int, width: int, ranks=
             padded[i, :len(r)] = np.asarray(r, np.int32).reshape(-1, 9)
         rows = padded
     R = rows.shape[1]
-    from dali_mix.masks import rank_dtype
-
     mask_of = np.full(n, -1) if ranks is None else np.asarray(mask_of)
     masked = mask_of >= 0
     words, rank_type = mask_words(height, width), rank_dtype(height, width)
-    head = np.empty((n, len(PLAN_HEADER) + 9 * R), np.int32)
+    head = np.empty((n, len(PLAN_HEADER) + 9 * R), np.int32)  # columns: PLAN_HEADER, then the rows
     head[:, 0] = perm
     head[:, 1] = np.asarray(blend, np.float32).view(np.int32)
-    head[:, 2:5] = mask_params
+    head[:, 2:5] = mask_params  # k, flip_y, flip_x
     head[:, 5:7] = 0 if weights is None else np.asarray(weights, np.float32).reshape(n, 2).view(np.int32)
     head[:, 7] = R
-    head[:, 8] = 0
+    head[:, 8] = 0  # mask words: set below for the samples that carry them
     head[:, 9:] = rows.reshape(n, 9 * R)
     if not masked.any():
         return head
