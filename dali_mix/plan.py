@@ -320,7 +320,7 @@ class _Builder:
         self.pastes: list = []  # (sel, rows (B, R, 9))
         self.fmix = np.zeros((B, 4), np.int64)
         self.fmix[:, 0] = -1
-        self.erase: list[list] = [[] for _ in range(B)]
+        self.erase: dict[int, list] = {}  # sample -> its erased rectangles (most samples: none)
 
     def apply(self, effect, sel: np.ndarray) -> None:
         HW = self.H * self.W
@@ -348,7 +348,7 @@ class _Builder:
             for i in np.flatnonzero(sel):
                 for j in range(y.shape[1]):
                     if h[i, j] > 0 and w[i, j] > 0:
-                        self.erase[i].append((y[i, j], x[i, j], h[i, j], w[i, j], effect.kind))
+                        self.erase.setdefault(i, []).append((y[i, j], x[i, j], h[i, j], w[i, j], effect.kind))
         else:
             raise TypeError(f"unknown effect {type(effect).__name__}")
 
@@ -364,7 +364,14 @@ class _Builder:
                     sources=self.sources.astype(np.int32), lam=lam32,
                     shares=label_shares(lam32, self.area, self.many, self.H * self.W),
                     blend=self.blend, rows=rows, fmix=self.fmix,
-                    erase=[_erase_rows(e) if e else _NO_ERASE for e in self.erase], epoch=int(epoch))
+                    erase=self._erased(), epoch=int(epoch))
+
+    def _erased(self) -> list:
+        """B read-only (E_i, 5) int32 arrays: the erased rectangles of each sample."""
+        erase = [_NO_ERASE] * self.B
+        for i, rects in self.erase.items():
+            erase[i] = _erase_rows(rects)
+        return erase
 
 
 def label_shares(lam: np.ndarray, area: np.ndarray, many: np.ndarray, pixels: int) -> np.ndarray:
