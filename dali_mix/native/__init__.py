@@ -14,7 +14,9 @@ Without normalisation the output keeps the input's type and layout (uint8 stays 
 Mixup blend rounded half away from zero like DALI's cast; float16 on request) and rows that
 keep their type and layout are copied, with the partner's pixels written over them. On the CPU
 this replaces six to eight DALI operators that each read and write the whole batch
-(benchmarks/RESULTS.md).
+(benchmarks/RESULTS.md). The plan comes as one input, an int32 vector per sample (`pack_plan`:
+partner, blend weight, FMix threshold and flips, target weights, paste rows, FMix ranks), so
+the external source feeds one output per batch.
 
 Build: g++ (`$CXX`) against DALI's headers (`nvidia.dali.sysconfig`) and the CUDA 12 headers
 of the pip packages nvidia-cuda-runtime-cu12, nvidia-cuda-nvcc-cu12 and nvidia-cuda-cccl-cu12
