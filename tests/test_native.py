@@ -190,7 +190,7 @@ def test_bad_inputs_raise_errors_that_name_the_cause():
     n = len(images)
     good = list(packed(perm, blend, to_rows(perm, boxes, patch, 10, 13), [np.zeros((0, 0, 1))] * n,
                        np.zeros((n, 3)), 10, 13))
-    for words in (32, 66, 130):  # a 5x13 mask, a 10x13 one + 1 word, int32 ranks of 10x13
+    for words in (32, 66, 130):  # too few, one word too many, the 10x13 ranks as int32
         bad = list(good)
         bad[4] = np.concatenate([good[4], np.zeros(words, np.int32)])
         bad[4][8] = words
