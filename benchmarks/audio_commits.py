@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import throughput
+from benchmarks import audio_throughput, throughput
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "nomix"
@@ -43,7 +43,6 @@ def build_contender(name, cfg):
             del sys.modules[m]
         sys.path.insert(0, tree)
         importlib.invalidate_caches()
-    from benchmarks import audio_throughput
     import dali_mix
 
     if commit and not dali_mix.__file__.startswith(cfg["trees"][commit]):
@@ -64,11 +63,7 @@ def _checkout(commit: str, where: Path) -> str:
 
 
 def run(args) -> int:
-    data = args.data
-    if data is None:
-        from dali_mix.data.spoken_commands import prepare_spoken_commands
-
-        data = str(prepare_spoken_commands().root)
+    data = audio_throughput.data_root(args)
     tmp = Path(tempfile.mkdtemp(prefix="dali-mix-commits-"))
     trees = {}
     try:
@@ -87,9 +82,7 @@ def run(args) -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tree], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
-    from benchmarks.audio_throughput import report
-
-    report(results, args.json, {k: v for k, v in cfg.items() if k not in ("builder", "trees")} |
+    audio_throughput.report(results, args.json, {k: v for k, v in cfg.items() if k not in ("builder", "trees")} |
            {"commits": list(args.commits)}, args, reference=REFERENCE)
     return 0
 
@@ -97,14 +90,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("commits", nargs="+", help="commits (any git revision) to measure against this tree")
-    p.add_argument("--data", default=None, help="Speech Commands folder (default: dali-mix data spoken-commands)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=11)
-    p.add_argument("--batches", type=int, default=40)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--json", default=None)
+    audio_throughput.add_arguments(p, rounds=11, batches=40, processes=2)
     return run(p.parse_args(argv))
 
 

@@ -181,11 +181,7 @@ def build_contender(name, cfg):
 
 
 def run(args) -> int:
-    data = args.data
-    if data is None:
-        from dali_mix.data.spoken_commands import prepare_spoken_commands
-
-        data = str(prepare_spoken_commands().root)
+    data = data_root(args)
     cfg = {"data": data, "batch_size": args.batch_size, "threads": args.threads, "seed": 0,
            "warmup": args.warmup, "builder": "benchmarks.audio_throughput:build_contender"}
     names = [n for n in CONTENDERS + EXTRA_CONTENDERS if n in args.only.split(",")] if args.only else list(CONTENDERS)
@@ -233,20 +229,35 @@ def report(results: dict, json_path, config: dict, args, reference: str = REFERE
         print(f"wrote {json_path}")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser, *, rounds: int, batches: int, processes: int) -> None:
+    """The options of an audio throughput run (data, batch, threads, rounds, batches, warm-up,
+    processes, JSON report) on `p`, with these defaults for the run's length."""
     p.add_argument("--data", default=None, help="Speech Commands folder (default: dali-mix data spoken-commands)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--batches", type=int, default=batches)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--only", default=None, help="comma-separated contenders")
-    p.add_argument("--processes", type=int, default=1,
+    p.add_argument("--processes", type=int, default=processes,
                    help="subprocesses per contender, each run every round (the mean over them is reported: "
                         "one process's speed can stay several percent off for its whole life)")
-    p.add_argument("--in-process", action="store_true", help="all contenders in this process (smoke tests)")
     p.add_argument("--json", default=None)
+
+
+def data_root(args) -> str:
+    """The folder of `--data`, or the spoken-commands set (built on first use)."""
+    if args.data is not None:
+        return args.data
+    from dali_mix.data.spoken_commands import prepare_spoken_commands
+
+    return str(prepare_spoken_commands().root)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(p, rounds=5, batches=20, processes=1)
+    p.add_argument("--only", default=None, help="comma-separated contenders")
+    p.add_argument("--in-process", action="store_true", help="all contenders in this process (smoke tests)")
     return run(p.parse_args(argv))
 
 
